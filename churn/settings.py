@@ -1,0 +1,150 @@
+"""The one settings object: paths, tracking URI, store URLs and run parameters.
+
+Read, in increasing priority, from defaults, a TOML file (`churn.toml` in the working
+directory, or the file named by `CHURN_CONFIG`) and `CHURN_*` environment variables
+(nested fields with `__`, e.g. `CHURN_SIMULATION__N_CUSTOMERS=2000`).
+Nothing is created on import; `Settings.ensure_dirs()` makes the folders when a command
+needs them.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from churn.errors import ConfigError
+
+_CONFIG_ENV = "CHURN_CONFIG"
+_DEFAULT_CONFIG_FILE = "churn.toml"
+
+
+class SimulationSettings(BaseModel):
+    """Size and time span of the embedded simulator."""
+
+    n_customers: int = Field(20_000, ge=100, description="Customers to simulate.")
+    seed: int = Field(42, description="Random seed; the same seed gives the same tables.")
+    start: date = Field(date(2024, 11, 1), description="First simulated day.")
+    days: int = Field(730, ge=400, description="Simulated days (about two years).")
+
+
+class TrainingSettings(BaseModel):
+    """Labels, cutoffs and model names."""
+
+    horizon_days: int = Field(30, ge=1, description="Churn label: cancelled within this many days after a cutoff.")
+    n_cutoffs: int = Field(6, ge=2, description="Cutoff dates per training set; the latest is the validation set.")
+    cutoff_spacing_days: int = Field(28, ge=7, description="Days between consecutive cutoffs (a multiple of 7).")
+    clv_horizon_days: int = Field(365, ge=30, description="CLV target: revenue over this many days after a cutoff.")
+    churn_model_name: str = Field("churn-risk", description="Registered MLflow model name of the churn classifier.")
+    clv_model_name: str = Field("customer-clv", description="Registered MLflow model name of the CLV regressor.")
+    feature_service: str = Field("churn_model_v1", description="Feast FeatureService the models are trained on.")
+    num_boost_round: int = Field(400, ge=10, description="Upper bound on LightGBM boosting rounds (early stopping decides).")
+
+    @model_validator(mode="after")
+    def _spacing_is_weekly(self) -> TrainingSettings:
+        if self.cutoff_spacing_days % 7:
+            raise ValueError(
+                f"training.cutoff_spacing_days must be a multiple of 7 (feature snapshots are weekly); "
+                f"got {self.cutoff_spacing_days}"
+            )
+        return self
+
+
+class Settings(BaseSettings):
+    """Everything a command needs to know about where things live."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHURN_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Field(Path("data"), description="Raw tables, feature tables, Feast repo, outputs, ledger.")
+    mlruns_dir: Path = Field(Path("mlruns"), description="MLflow tracking and registry store and artifacts.")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<mlruns_dir>/mlflow.db.")
+    online_store: Literal["sqlite", "redis"] = Field("sqlite", description="Feast online store.")
+    redis_url: str = Field("127.0.0.1:6379", description="Redis connection string when online_store is redis.")
+    ledger_url: str | None = Field(None, description="SQLAlchemy URL of the decision ledger; default SQLite in data_dir.")
+    actions_path: Path | None = Field(None, description="Action catalog YAML; default the packaged serving/actions.yaml.")
+    campaign: str | None = Field(None, description="Campaign id for intervention runs; default 'run-<as-of date>'.")
+    simulation: SimulationSettings = SimulationSettings()
+    training: TrainingSettings = TrainingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = os.environ.get(_CONFIG_ENV, _DEFAULT_CONFIG_FILE)
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
+        )
+
+    # Derived locations: one place decides the layout of data_dir.
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "raw"
+
+    @property
+    def truth_dir(self) -> Path:
+        """Hidden simulator truth (true responses to actions); never a model input."""
+        return self.data_dir / "truth"
+
+    @property
+    def feature_repo_dir(self) -> Path:
+        return self.data_dir / "feast"
+
+    @property
+    def feature_tables_dir(self) -> Path:
+        return self.data_dir / "feast" / "tables"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{(self.mlruns_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_location(self) -> str:
+        return (self.mlruns_dir / "artifacts").resolve().as_uri()
+
+    @property
+    def resolved_ledger_url(self) -> str:
+        if self.ledger_url:
+            return self.ledger_url
+        return f"sqlite:///{(self.data_dir / 'ledger.db').resolve()}"
+
+    def ensure_dirs(self) -> None:
+        """Create the folders the commands write to."""
+        for path in (self.raw_dir, self.truth_dir, self.feature_tables_dir, self.outputs_dir, self.mlruns_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings; invalid values become a `ConfigError` naming the field."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()
+        )
+        source = os.environ.get(_CONFIG_ENV, _DEFAULT_CONFIG_FILE)
+        raise ConfigError(f"invalid settings (from {source}, CHURN_* variables or arguments): {problems}") from exc
