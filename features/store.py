@@ -66,8 +66,18 @@ def materialize(settings: Settings, start: datetime, end: datetime) -> None:
     feature_store(settings).materialize(start_date=start, end_date=end)
 
 
-def historical_features(settings: Settings, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:
-    """Point-in-time join of a FeatureService onto `entity_df`.
+def feature_refs(store: FeatureStore, services: str | list[str]) -> list[str]:
+    """The `view:feature` references of one or more FeatureServices, each once."""
+    refs: dict[str, None] = {}
+    for service in [services] if isinstance(services, str) else services:
+        for projection in store.get_feature_service(service).feature_view_projections:
+            for feature in projection.features:
+                refs[f"{projection.name_to_use()}:{feature.name}"] = None
+    return list(refs)
+
+
+def historical_features(settings: Settings, entity_df: pd.DataFrame, services: str | list[str]) -> pd.DataFrame:
+    """Point-in-time join of the features of one or more FeatureServices onto `entity_df`.
 
     `entity_df` columns:
     - customer_id: int
@@ -78,10 +88,37 @@ def historical_features(settings: Settings, entity_df: pd.DataFrame, service: st
     """
     store = feature_store(settings)
     frame = entity_df.reset_index(drop=True).assign(_row=lambda d: range(len(d)))
-    job = store.get_historical_features(entity_df=frame, features=store.get_feature_service(service))
+    job = store.get_historical_features(entity_df=frame, features=feature_refs(store, services))
     out = job.to_df()
     if len(out) != len(frame):
         raise DataError(
-            f"feature service {service!r}: point-in-time join returned {len(out)} rows for {len(frame)} entity rows"
+            f"feature services {services!r}: point-in-time join returned {len(out)} rows for {len(frame)} entity rows"
         )
     return out.sort_values("_row").drop(columns="_row").reset_index(drop=True)
+
+
+def active_customers(settings: Settings, as_of: datetime) -> pd.DataFrame:
+    """Customers with a feature snapshot at `as_of` (the active ones), as an entity frame.
+
+    Returns customer_id, event_timestamp (= as_of).
+    """
+    path = settings.feature_tables_dir / "behavioral.parquet"
+    if not path.exists():
+        raise DataError(f"{path} is missing; run `churn features build` first")
+    stamp = pd.Timestamp(as_of).tz_convert("UTC") if pd.Timestamp(as_of).tzinfo else pd.Timestamp(as_of, tz="UTC")
+    ids = pd.read_parquet(path, columns=["customer_id"], filters=[("event_timestamp", "==", stamp)])
+    if ids.empty:
+        raise DataError(f"{path}: no customer has a snapshot at {stamp.isoformat()}; is as_of on a weekly snapshot?")
+    return pd.DataFrame({"customer_id": ids["customer_id"].to_numpy(), "event_timestamp": stamp})
+
+
+def online_features(store: FeatureStore, customer_ids: list[int], services: str | list[str]) -> pd.DataFrame:
+    """Latest features of `customer_ids` from the online store, one read for all ids.
+
+    Customers the online store does not know come back with every feature null.
+    """
+    response = store.get_online_features(
+        features=feature_refs(store, services),
+        entity_rows=[{"customer_id": int(c)} for c in customer_ids],
+    )
+    return pd.DataFrame(response.to_dict())

@@ -8,6 +8,7 @@ and whatever else training stored), never a pyfunc wrapper.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import lightgbm as lgb
@@ -44,6 +45,7 @@ class RegisteredModel:
 def connect(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured store and return a client."""
     settings.mlruns_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = settings.resolved_tracking_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

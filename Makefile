@@ -1,0 +1,31 @@
+# Quick start: `make demo` (install + end-to-end demo), `make test` (the test suite CI runs).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-slow serve clean
+
+install: $(STAMP)
+
+# pinned by constraints.txt so that every machine gets the versions the tests ran with
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/churn demo
+
+test: install
+	$(BIN)/pytest -m "not slow"
+
+test-slow: install
+	$(BIN)/pytest -m slow
+
+serve: install
+	$(BIN)/churn serve
+
+clean:
+	rm -rf data mlruns/mlflow.db mlruns/artifacts .pytest_cache

@@ -1,0 +1,298 @@
+"""The `churn` command line: one command per step of the data flow, and `demo` for all.
+
+Heavy modules (Feast, MLflow, LightGBM, BentoML) are imported inside the commands, so
+`churn --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from datetime import datetime
+from functools import wraps
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from churn.errors import ChurnError
+from churn.settings import Settings, load_settings
+
+app = typer.Typer(help="Churn prediction and intervention engine.", no_args_is_help=True, add_completion=False)
+features_app = typer.Typer(help="Feature tables and the Feast feature store.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+console = Console()
+F = TypeVar("F", bound=Callable)
+
+@app.callback()
+def _quiet_libraries() -> None:
+    """Keep third-party chatter (deprecation notices, MLflow INFO lines) out of the command's output."""
+    import logging
+    import warnings
+
+    import feast  # noqa: F401  (feast puts its own warning filters first on import; ours must come after)
+
+    for module in ("feast", "duckdb", "ibis", "mlflow", "sqlalchemy", "dask", "lightgbm"):
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+    for logger in ("mlflow", "alembic", "feast"):
+        logging.getLogger(logger).setLevel(logging.WARNING)
+
+
+AsOf = Annotated[
+    datetime | None,
+    typer.Option(help="Scoring date (UTC midnight, on a weekly snapshot); default: the end of the raw data."),
+]
+
+
+def _fails_cleanly(command: F) -> F:
+    """Turn the engine's own errors into a red message and exit code 1 (other errors keep their trace)."""
+
+    @wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ChurnError as exc:
+            console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(1) from exc
+
+    return run
+
+
+@contextmanager
+def _step(title: str):
+    """A spinner with elapsed time while a step runs, and a tick when it is done."""
+    start = time.perf_counter()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
+        bar.add_task(title, total=None)
+        yield
+    console.print(f"[green]✓[/] {title} [dim]({time.perf_counter() - start:.1f}s)[/]")
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    settings.ensure_dirs()
+    return settings
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    from datetime import timezone
+
+    if value is None:
+        return None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+# ---------------------------------------------------------------- simulate
+def _simulate(settings: Settings, customers: int | None, seed: int | None, days: int | None) -> None:
+    from features.simulate import simulate
+
+    sim = settings.simulation
+    n, seed, days = customers or sim.n_customers, sim.seed if seed is None else seed, days or sim.days
+    start = time.perf_counter()
+    with Progress(
+        TextColumn("simulating {task.fields[n]:,} customers"), BarColumn(), TextColumn("day {task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=console, transient=True,
+    ) as bar:
+        task = bar.add_task("simulate", total=days, n=n)
+        result = simulate(
+            settings.raw_dir, settings.truth_dir, n_customers=n, start=sim.start, days=days, seed=seed,
+            progress=lambda k: bar.advance(task, k),
+        )
+    console.print(
+        f"[green]✓[/] simulated {result.n_customers:,} customers: {result.n_events:,} events, "
+        f"{result.n_transactions:,} transactions, {result.n_cancellations:,} cancellations "
+        f"[dim]({time.perf_counter() - start:.1f}s)[/] -> {result.raw_dir}"
+    )
+
+
+@app.command()
+@_fails_cleanly
+def simulate(
+    customers: Annotated[int | None, typer.Option(help="Customers to simulate (default from settings).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default from settings).")] = None,
+    days: Annotated[int | None, typer.Option(help="Days to simulate (default from settings).")] = None,
+) -> None:
+    """Simulate a subscription business and write the raw tables."""
+    _simulate(_settings(), customers, seed, days)
+
+
+# ---------------------------------------------------------------- features
+def _build(settings: Settings) -> None:
+    from features.build import build_feature_tables
+
+    with _step("build feature tables (DuckDB)"):
+        result = build_feature_tables(settings.raw_dir, settings.feature_tables_dir)
+    console.print(f"  {result.rows:,} rows over {result.snapshots} weekly snapshots -> {settings.feature_tables_dir}")
+
+
+def _apply(settings: Settings) -> None:
+    from features.store import apply_definitions
+
+    with _step("feast apply"):
+        names = apply_definitions(settings)
+    console.print(f"  registered {', '.join(names)} in {settings.feature_repo_dir}")
+
+
+def _materialize(settings: Settings, as_of: datetime | None) -> None:
+    from features.build import raw_as_of
+    from features.definitions import FEATURE_TTL
+    from features.store import materialize
+
+    end = _utc(as_of) or raw_as_of(settings.raw_dir)
+    with _step(f"materialize into the {settings.online_store} online store"):
+        materialize(settings, end - FEATURE_TTL, end)
+    console.print(f"  latest features as of {end:%Y-%m-%d} are online")
+
+
+@features_app.command("build")
+@_fails_cleanly
+def features_build() -> None:
+    """Compute the weekly feature tables from the raw tables."""
+    _build(_settings())
+
+
+@features_app.command("apply")
+@_fails_cleanly
+def features_apply() -> None:
+    """Register entity, feature views and feature services (feast apply)."""
+    _apply(_settings())
+
+
+@features_app.command("materialize")
+@_fails_cleanly
+def features_materialize(as_of: AsOf = None) -> None:
+    """Load the latest feature rows into the online store."""
+    _materialize(_settings(), as_of)
+
+
+# ---------------------------------------------------------------- train
+def _train(settings: Settings) -> None:
+    from training.train import train
+
+    start = time.perf_counter()
+    with Progress(SpinnerColumn(), TextColumn("train: {task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+        result = train(settings, step=lambda what: bar.update(task, description=what))
+    console.print(f"[green]✓[/] trained and registered [dim]({time.perf_counter() - start:.1f}s)[/]")
+    table = Table("model", "version", "validation (latest cutoff)")
+    cm, vm = result.churn_metrics, result.clv_metrics
+    table.add_row(
+        settings.training.churn_model_name, result.churn_version,
+        f"ROC AUC {cm['roc_auc']:.3f}  PR AUC {cm['pr_auc']:.3f}  Brier {cm['brier']:.4f}  "
+        f"top-decile lift {cm['top_decile_lift']:.2f}  churn rate {cm['churn_rate']:.1%}",
+    )
+    table.add_row(
+        settings.training.clv_model_name, result.clv_version,
+        f"MAE {vm['mae']:.1f}  RMSE {vm['rmse']:.1f}  Spearman {vm['spearman']:.3f}  total ratio {vm['total_ratio']:.3f}",
+    )
+    console.print(table)
+    console.print(f"  MLflow run {result.run_id} in {settings.resolved_tracking_uri}; both versions aliased 'champion'")
+
+
+@app.command()
+@_fails_cleanly
+def train() -> None:
+    """Train, evaluate, log and register the churn and CLV models."""
+    _train(_settings())
+
+
+# ---------------------------------------------------------------- score / interventions
+@app.command()
+@_fails_cleanly
+def score(as_of: AsOf = None) -> None:
+    """Score every active customer with the champion models."""
+    from features.build import raw_as_of
+    from serving.batch import score_active, write_scores
+    from serving.scoring import Scorer
+
+    settings = _settings()
+    when = _utc(as_of) or raw_as_of(settings.raw_dir)
+    with _step("score active customers"):
+        scores = score_active(settings, Scorer.load(settings), when)
+        path = write_scores(settings, scores, when)
+    console.print(f"  {len(scores):,} customers scored -> {path}")
+
+
+def _interventions(settings: Settings, as_of: datetime | None, campaign: str | None):
+    from serving.batch import run_interventions
+
+    with _step("score, choose actions, record in the ledger"):
+        run = run_interventions(settings, _utc(as_of), campaign)
+    table = Table("action", "customers")
+    for action, count in sorted(run.actions.items(), key=lambda kv: -kv[1]):
+        table.add_row(action, f"{count:,}")
+    console.print(table)
+    console.print(
+        f"  campaign {run.campaign}: {run.n_actions:,} of {run.n_scored:,} active customers get an action; "
+        f"cost {run.total_cost:,.2f}, expected incremental value {run.total_expected_value:,.2f}"
+    )
+    console.print(f"  intervention list: [bold]{run.list_csv}[/] (and {run.list_parquet.name})")
+    return run
+
+
+@app.command()
+@_fails_cleanly
+def interventions(
+    as_of: AsOf = None,
+    campaign: Annotated[str | None, typer.Option(help="Campaign id (default 'run-<as-of date>').")] = None,
+) -> None:
+    """Score, choose an action per customer, record decisions and write the intervention list."""
+    _interventions(_settings(), as_of, campaign)
+
+
+# ---------------------------------------------------------------- serve
+@app.command()
+@_fails_cleanly
+def serve(
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+) -> None:
+    """Start the BentoML scoring service on the champion models."""
+    settings = _settings()
+    env = {
+        **os.environ,
+        "CHURN_DATA_DIR": str(settings.data_dir.resolve()),
+        "CHURN_MLRUNS_DIR": str(settings.mlruns_dir.resolve()),
+    }
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:ChurnService", "--host", host, "--port", str(port)]
+    console.print(f"serving on http://{host}:{port} (OpenAPI docs at /docs); Ctrl-C stops")
+    raise typer.Exit(subprocess.call(command, env=env))
+
+
+# ---------------------------------------------------------------- demo
+@app.command()
+@_fails_cleanly
+def demo(
+    customers: Annotated[int | None, typer.Option(help="Customers to simulate (default from settings).")] = None,
+) -> None:
+    """Run the whole path on simulated data: simulate -> features -> train -> interventions."""
+    settings = _settings()
+    start = time.perf_counter()
+    _simulate(settings, customers, None, None)
+    _build(settings)
+    _apply(settings)
+    _materialize(settings, None)
+    _train(settings)
+    run = _interventions(settings, None, None)
+    console.rule("done")
+    console.print(f"demo finished in {time.perf_counter() - start:.0f}s. Outputs:")
+    console.print(f"  raw tables        {settings.raw_dir.resolve()}")
+    console.print(f"  feature store     {settings.feature_repo_dir.resolve()}")
+    console.print(f"  models (MLflow)   {settings.resolved_tracking_uri}")
+    console.print(f"  scores            {run.scores_path.resolve()}")
+    console.print(f"  intervention list [bold]{run.list_csv.resolve()}[/]")
+    console.print(f"  decision ledger   {settings.resolved_ledger_url}")
+    console.print("Start the service with [bold].venv/bin/churn serve[/] and try:")
+    import pandas as pd
+
+    sample = pd.read_parquet(run.scores_path, columns=["customer_id"])["customer_id"].head(3).tolist()
+    body = '{"customer_ids": ' + str(sample) + "}"
+    console.print(f"  curl -s -X POST localhost:3000/score -H 'content-type: application/json' -d '{body}'")

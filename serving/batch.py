@@ -1,0 +1,102 @@
+"""Batch runs: score every active customer, choose actions, record them, write the list.
+
+Features come from the offline store through Feast (point-in-time at the as-of date), so
+a batch run and a training cutoff see features the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from churn.settings import Settings
+from features.build import raw_as_of
+from features.store import active_customers, historical_features
+from serving.ledger import Ledger
+from serving.policy import NO_ACTION, decide
+from serving.scoring import Scorer
+
+# The columns of the intervention list, in order.
+LIST_COLUMNS = [
+    "customer_id",
+    "segment",
+    "risk_band",
+    "churn_probability",
+    "clv",
+    "action",
+    "channel",
+    "cost",
+    "expected_value",
+    "reason",
+    "model_version",
+    "campaign",
+    "decided_at",
+]
+
+
+@dataclass(frozen=True)
+class InterventionRun:
+    """Where a batch run wrote its outputs, and what it decided."""
+
+    campaign: str
+    as_of: datetime
+    scores_path: Path
+    list_csv: Path
+    list_parquet: Path
+    n_scored: int
+    n_actions: int
+    actions: dict[str, int]
+    total_cost: float
+    total_expected_value: float
+
+
+def score_active(settings: Settings, scorer: Scorer, as_of: datetime | None = None) -> pd.DataFrame:
+    """Scores of every customer active at `as_of` (default: the end of the raw data)."""
+    as_of = as_of or raw_as_of(settings.raw_dir)
+    entities = active_customers(settings, as_of)
+    return scorer.score(historical_features(settings, entities, scorer.feature_services))
+
+
+def write_scores(settings: Settings, scores: pd.DataFrame, as_of: datetime) -> Path:
+    settings.outputs_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.outputs_dir / f"scores_{as_of:%Y%m%d}.parquet"
+    scores.to_parquet(path, index=False)
+    return path
+
+
+def run_interventions(settings: Settings, as_of: datetime | None = None, campaign: str | None = None) -> InterventionRun:
+    """Score, decide, record in the ledger and write the intervention list (CSV and Parquet)."""
+    as_of = as_of or raw_as_of(settings.raw_dir)
+    campaign = campaign or settings.campaign or f"run-{as_of:%Y%m%d}"
+    scorer = Scorer.load(settings)
+    scores = score_active(settings, scorer, as_of)
+    scores_path = write_scores(settings, scores, as_of)
+    decisions = decide(scores, scorer.catalog).merge(
+        scores[["customer_id", "segment", "risk_band", "churn_probability", "clv", "model_version"]], on="customer_id"
+    )
+    ledger = Ledger(settings.resolved_ledger_url)
+    try:
+        recorded = ledger.record(decisions, campaign)
+    finally:
+        ledger.close()
+    chosen = recorded[recorded["action"] != NO_ACTION].sort_values("expected_value", ascending=False)
+    listing = chosen[LIST_COLUMNS]
+    stem = settings.outputs_dir / f"interventions_{campaign}"
+    list_csv, list_parquet = stem.with_suffix(".csv"), stem.with_suffix(".parquet")
+    listing.to_csv(list_csv, index=False)
+    listing.to_parquet(list_parquet, index=False)
+    return InterventionRun(
+        campaign=campaign,
+        as_of=as_of,
+        scores_path=scores_path,
+        list_csv=list_csv,
+        list_parquet=list_parquet,
+        n_scored=len(scores),
+        n_actions=len(listing),
+        actions=listing["action"].value_counts().to_dict(),
+        total_cost=float(listing["cost"].sum()),
+        total_expected_value=float(listing["expected_value"].sum()),
+    )

@@ -1,0 +1,70 @@
+"""Scoring: the champion models as raw boosters, applied to feature rows.
+
+`Scorer` is loaded once (by the service at start-up, or by a batch run) and then scores
+any frame of features with NumPy arrays straight into `Booster.predict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from churn.errors import ConfigError
+from churn.settings import Settings
+from features.store import feature_store
+from serving.policy import ActionCatalog, load_catalog, risk_band_of, segment_of
+from training.dataset import check_features, to_matrix
+from training.registry import RegisteredModel, load_champion
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """The champion churn and CLV models plus the action catalog."""
+
+    churn: RegisteredModel
+    clv: RegisteredModel
+    catalog: ActionCatalog
+
+    @classmethod
+    def load(cls, settings: Settings) -> Scorer:
+        """Load both champions and the catalog; refuse models whose features the store does not serve."""
+        churn = load_champion(settings, settings.training.churn_model_name)
+        clv = load_champion(settings, settings.training.clv_model_name)
+        served = {s.name for s in feature_store(settings).list_feature_services()}
+        for model in (churn, clv):
+            if model.feature_service not in served:
+                raise ConfigError(
+                    f"model {model.label} was trained on feature service {model.feature_service!r}, "
+                    f"which the feature store does not serve (it serves {sorted(served)}); run `churn features apply`"
+                )
+        return cls(churn=churn, clv=clv, catalog=load_catalog(settings.actions_path))
+
+    @property
+    def feature_services(self) -> list[str]:
+        return sorted({self.churn.feature_service, self.clv.feature_service})
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.churn.label};{self.clv.label}"
+
+    def score(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Churn probability, CLV, segment and risk band for each row.
+
+        `features` columns: customer_id and every feature of both models' FeatureServices.
+        Returns those columns plus churn_probability, clv, segment, risk_band, model_version.
+        """
+        check_features(features, self.churn.feature_names, f"scoring with {self.churn.label}")
+        check_features(features, self.clv.feature_names, f"scoring with {self.clv.label}")
+        probability = self.churn.booster.predict(
+            to_matrix(features, self.churn.feature_names, self.churn.categories)
+        )
+        clv = self.clv.booster.predict(to_matrix(features, self.clv.feature_names, self.clv.categories))
+        out = features.copy()
+        out["churn_probability"] = probability
+        out["clv"] = np.maximum(clv, 0.0)
+        out["segment"] = segment_of(out["clv"].to_numpy(), self.clv.extra["segment_edges"])
+        out["risk_band"] = risk_band_of(probability, self.catalog.risk_bands)
+        out["model_version"] = self.model_version
+        return out
