@@ -184,7 +184,9 @@ def simulate(
     ev = {name: i for i, name in enumerate(EVENT_TYPES)}
 
     def stamp(day: int, idx: np.ndarray) -> np.ndarray:
-        return day0_us + day * day_us + rng.integers(0, day_us, len(idx))
+        # a random time in the day, but never before the customer signed up on that day
+        earliest = np.where(signup_day[idx] == day, signup_seconds[idx] * 1_000_000, 0)
+        return day0_us + day * day_us + rng.integers(earliest, day_us, len(idx))
 
     for t in range(days):
         active = (signup_day <= t) & (cancel_day > t)

@@ -122,7 +122,16 @@ def to_matrix(frame: pd.DataFrame, feature_names: list[str], categories: dict[st
             codes[codes < 0] = np.nan
             columns.append(codes)
         else:
-            columns.append(pd.to_numeric(values, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan))
+            numeric = pd.to_numeric(values, errors="coerce")
+            broken = numeric.isna().to_numpy() & values.notna().to_numpy()
+            if broken.any():
+                row = int(np.flatnonzero(broken)[0])
+                who = f" (customer_id {frame['customer_id'].iloc[row]})" if "customer_id" in frame else ""
+                raise DataError(
+                    f"feature {name!r}: {int(broken.sum())} value(s) are not numbers, "
+                    f"e.g. {values.iloc[row]!r} at row {row}{who}"
+                )
+            columns.append(numeric.to_numpy(dtype=np.float64, na_value=np.nan))
     return np.column_stack(columns) if columns else np.empty((len(frame), 0))
 
 
