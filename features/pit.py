@@ -1,0 +1,89 @@
+"""Point-in-time reads of the offline feature tables with DuckDB's ASOF JOIN.
+
+The same rule as Feast's offline store (and `tests/data/test_pit_asof.py` checks them value
+for value): each entity row gets, per feature view, the latest row stamped at or before it,
+unless that row is older than the view's TTL. Feast remains the path for training sets;
+this one streams: `active_feature_batches` hands every customer active at a date to batch
+scoring in bounded chunks, without materializing the whole population in pandas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from churn.errors import DataError
+from features.definitions import FEATURE_TTL, VIEW_COLUMNS
+
+
+def _pit_query(tables_dir: Path, entity: str, ttl: timedelta, extra_columns: str = "") -> str:
+    """SELECT of `entity` (customer_id, event_timestamp, ...) with every view's features as of each row."""
+    select, joins = [], []
+    seconds = int(ttl.total_seconds())
+    for view, columns in VIEW_COLUMNS.items():
+        path = Path(tables_dir) / f"{view}.parquet"
+        alias = f"v_{view}"
+        joins.append(
+            f"ASOF LEFT JOIN read_parquet('{path}') {alias} "
+            f"ON e.customer_id = {alias}.customer_id AND e.event_timestamp >= {alias}.event_timestamp"
+        )
+        select += [
+            f"CASE WHEN e.event_timestamp - {alias}.event_timestamp <= to_seconds({seconds}) THEN {alias}.{c} END AS {c}"
+            for c in columns
+        ]
+    return f"SELECT e.customer_id, e.event_timestamp{extra_columns}, {', '.join(select)} FROM {entity} e {' '.join(joins)}"
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    return con
+
+
+def asof_features(tables_dir: Path, entity_df: pd.DataFrame, ttl: timedelta = FEATURE_TTL) -> pd.DataFrame:
+    """Every view's features joined onto `entity_df`, one row per entity row, in its order.
+
+    `entity_df` columns: customer_id, event_timestamp (tz-aware); other columns are kept.
+    """
+    con = _connect()
+    frame = entity_df.reset_index(drop=True).assign(_row=lambda d: range(len(d)))
+    con.register("entity_rows", frame)
+    extra = [c for c in frame.columns if c not in ("customer_id", "event_timestamp")]
+    query = _pit_query(tables_dir, "entity_rows", ttl, "".join(f", e.{c}" for c in extra))
+    out = con.execute(f"{query} ORDER BY e._row").df()
+    con.close()
+    if len(out) != len(frame):
+        raise DataError(f"ASOF join returned {len(out)} rows for {len(frame)} entity rows")
+    out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True)
+    return out.drop(columns="_row")
+
+
+def active_feature_batches(tables_dir: Path, as_of: datetime, batch_rows: int = 200_000) -> Iterator[pd.DataFrame]:
+    """Features at `as_of` of every customer with a snapshot at `as_of` (the active ones), in chunks.
+
+    Yields frames of at most `batch_rows` rows: customer_id, event_timestamp (= as_of), features.
+    DuckDB streams the join, so memory holds one chunk, not the population.
+    """
+    tables_dir = Path(tables_dir)
+    stamp = pd.Timestamp(as_of).tz_convert("UTC") if pd.Timestamp(as_of).tzinfo else pd.Timestamp(as_of, tz="UTC")
+    behavioral = tables_dir / "behavioral.parquet"
+    if not behavioral.exists():
+        raise DataError(f"{behavioral} is missing; run `churn features build` first")
+    con = _connect()
+    con.execute(
+        f"CREATE TEMP VIEW active AS SELECT customer_id, event_timestamp FROM read_parquet('{behavioral}') "
+        f"WHERE event_timestamp = TIMESTAMPTZ '{stamp.isoformat()}'"
+    )
+    if con.execute("SELECT count(*) FROM active").fetchone()[0] == 0:
+        con.close()
+        raise DataError(f"{behavioral}: no customer has a snapshot at {stamp.isoformat()}; is as_of on a weekly snapshot?")
+    reader = con.execute(f"{_pit_query(tables_dir, 'active', FEATURE_TTL)} ORDER BY e.customer_id").to_arrow_reader(batch_rows)
+    try:
+        for batch in reader:
+            yield batch.to_pandas()
+    finally:
+        con.close()
