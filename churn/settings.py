@@ -59,6 +59,20 @@ class TrainingSettings(BaseModel):
         return self
 
 
+class DaskSettings(BaseModel):
+    """Dask mode: where the offline stages run when one machine is not enough (`churn/cluster.py`)."""
+
+    scheduler: str | None = Field(
+        None,
+        description="Unset: one machine, no Dask. 'local': a LocalCluster here. Else a scheduler address (tcp://host:8786).",
+    )
+    local_workers: int = Field(2, ge=1, description="Worker processes of the local cluster.")
+    threads_per_worker: int = Field(1, ge=1, description="Threads per worker of the local cluster.")
+    local_scheduler_port: int = Field(0, ge=0, description="Port of the local cluster's scheduler; 0 picks a free one.")
+    connect_timeout_seconds: int = Field(30, ge=1, description="How long to wait for a remote scheduler.")
+    partitions: int = Field(8, ge=1, description="Customer partitions (tasks) per stage; each must fit one worker's memory.")
+
+
 class Settings(BaseSettings):
     """Everything a command needs to know about where things live."""
 
@@ -76,6 +90,7 @@ class Settings(BaseSettings):
     campaign: str | None = Field(None, description="Campaign id for intervention runs; default 'run-<as-of date>'.")
     simulation: SimulationSettings = SimulationSettings()
     training: TrainingSettings = TrainingSettings()
+    dask: DaskSettings = DaskSettings()
 
     @classmethod
     def settings_customise_sources(

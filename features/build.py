@@ -49,7 +49,9 @@ def raw_as_of(raw_dir: Path) -> datetime:
     return datetime(latest.year, latest.month, latest.day, tzinfo=timezone.utc) + timedelta(days=1)
 
 
-def build_feature_tables(raw_dir: Path, out_dir: Path, memory_limit: str = "4GB") -> FeatureBuildResult:
+def build_feature_tables(
+    raw_dir: Path, out_dir: Path, memory_limit: str = "4GB", partition: tuple[int, int] | None = None
+) -> FeatureBuildResult:
     """Compute the four feature tables (behavioral, lifecycle, experience, value).
 
     Reads from `raw_dir`:
@@ -59,23 +61,30 @@ def build_feature_tables(raw_dir: Path, out_dir: Path, memory_limit: str = "4GB"
     - cancellations.parquet: customer_id, cancelled_at, reason
 
     Writes one Parquet file per feature view into `out_dir`.
+    `partition=(k, n)` builds only the customers with `customer_id % n == k` (features are
+    per customer, so partitions are independent: `features/build_dask.py` runs them as tasks);
+    the weekly grid stays that of the whole data, so partitions concatenate into the full tables.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     validate_raw_dir(raw_dir)
+    if partition is not None and not 0 <= partition[0] < partition[1]:
+        raise ValueError(f"partition must be (k, n) with 0 <= k < n; got {partition}")
     out_dir.mkdir(parents=True, exist_ok=True)
     as_of = raw_as_of(raw_dir)
     con = duckdb.connect()
     con.execute(f"SET memory_limit='{memory_limit}'")
     con.execute("SET TimeZone='UTC'")
+    events_file = raw_dir / RAW_TABLES["events"].file
+    first_event = con.execute(f"SELECT CAST(min(event_time) AS TIMESTAMPTZ) FROM read_parquet('{events_file}')").fetchone()[0]
     # one view per raw table, with its time column at microsecond precision whatever the file holds
+    where = f"WHERE customer_id % {partition[1]} = {partition[0]}" if partition else ""
     for name, spec in RAW_TABLES.items():
         con.execute(
             f"CREATE TEMP VIEW raw_{name} AS SELECT * REPLACE "
             f"(CAST({spec.time_column} AS TIMESTAMPTZ) AS {spec.time_column}) "
-            f"FROM read_parquet('{raw_dir / spec.file}')"
+            f"FROM read_parquet('{raw_dir / spec.file}') {where}"
         )
     paths = {name: f"raw_{name}" for name in RAW_TABLES}
-    first_event = con.execute(f"SELECT min(event_time) FROM {paths['events']}").fetchone()[0]
     n_weeks = (as_of - first_event.astimezone(timezone.utc)).days // 7 + 1
     origin = as_of - timedelta(days=7 * n_weeks)
     # bucket b holds raw rows in [origin + 7b, origin + 7b + 7); snapshot b+1 is stamped at its end.
@@ -239,7 +248,7 @@ def build_feature_tables(raw_dir: Path, out_dir: Path, memory_limit: str = "4GB"
         """
     )
     rows = con.execute("SELECT count(*) FROM features").fetchone()[0]
-    if rows == 0:
+    if rows == 0 and partition is None:  # one partition of many may well be empty
         raise DataError(f"{raw_dir}: no customer is active at any weekly snapshot; nothing to build features from")
     tables = {}
     for view, columns in VIEW_COLUMNS.items():

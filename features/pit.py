@@ -62,11 +62,14 @@ def asof_features(tables_dir: Path, entity_df: pd.DataFrame, ttl: timedelta = FE
     return out.drop(columns="_row")
 
 
-def active_feature_batches(tables_dir: Path, as_of: datetime, batch_rows: int = 200_000) -> Iterator[pd.DataFrame]:
+def active_feature_batches(
+    tables_dir: Path, as_of: datetime, batch_rows: int = 200_000, partition: tuple[int, int] | None = None
+) -> Iterator[pd.DataFrame]:
     """Features at `as_of` of every customer with a snapshot at `as_of` (the active ones), in chunks.
 
     Yields frames of at most `batch_rows` rows: customer_id, event_timestamp (= as_of), features.
     DuckDB streams the join, so memory holds one chunk, not the population.
+    `partition=(k, n)` keeps the customers with `customer_id % n == k` (one Dask task's share).
     """
     tables_dir = Path(tables_dir)
     stamp = pd.Timestamp(as_of).tz_convert("UTC") if pd.Timestamp(as_of).tzinfo else pd.Timestamp(as_of, tz="UTC")
@@ -77,8 +80,9 @@ def active_feature_batches(tables_dir: Path, as_of: datetime, batch_rows: int = 
     con.execute(
         f"CREATE TEMP VIEW active AS SELECT customer_id, event_timestamp FROM read_parquet('{behavioral}') "
         f"WHERE event_timestamp = TIMESTAMPTZ '{stamp.isoformat()}'"
+        + (f" AND customer_id % {partition[1]} = {partition[0]}" if partition else "")
     )
-    if con.execute("SELECT count(*) FROM active").fetchone()[0] == 0:
+    if partition is None and con.execute("SELECT count(*) FROM active").fetchone()[0] == 0:
         con.close()
         raise DataError(f"{behavioral}: no customer has a snapshot at {stamp.isoformat()}; is as_of on a weekly snapshot?")
     reader = con.execute(f"{_pit_query(tables_dir, 'active', FEATURE_TTL)} ORDER BY e.customer_id").to_arrow_reader(batch_rows)

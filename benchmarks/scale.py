@@ -1,0 +1,272 @@
+"""Scale benchmark: every offline stage at `--customers` (default 1,000,000) on this machine.
+
+Stages: simulate (400 days) -> feature build -> feast apply -> labels at 6 cutoffs ->
+point-in-time training set -> train (both models, MLflow) -> score every active customer ->
+bulk materialize into Redis and SQLite. Each stage prints its wall time and the peak resident
+memory of this process and its children while it ran (sampled every 50 ms).
+
+Baselines measured in the same run, printed side by side:
+- our PIT training set (Feast's DuckDB offline store) vs a hand-written DuckDB ASOF JOIN on
+  the same entity rows (values compared, rows counted);
+- Feast's DuckDB store vs Feast's Dask (file) store on a sample of `--dask-rows` entity rows
+  (the Dask store takes about a second per thousand rows here, so not the full frame);
+- chunked batch scoring (reading features included) vs raw `Booster.predict` of both models
+  on the same rows already in memory as NumPy arrays;
+- bulk materialize rate into Redis and into SQLite (customers per second).
+
+Usage (from the project root):
+    PYTHONPATH=. .venv/bin/python benchmarks/scale.py --customers 1000000 --workdir /tmp/scale
+The Redis database given by `--redis-url` receives the online features (default db 7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float = 0.0
+    peak_rss_gb: float = 0.0
+    facts: dict = field(default_factory=dict)
+
+
+class PeakMemory:
+    """Peak RSS of this process plus its children, sampled in a thread, reset per stage."""
+
+    def __init__(self, every: float = 0.05):
+        self._proc = psutil.Process()
+        self._every = every
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _rss(self) -> int:
+        total = self._proc.memory_info().rss
+        for child in self._proc.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(self._every)
+
+    def reset(self) -> None:
+        self.peak = self._rss()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+STAGES: list[Stage] = []
+MEMORY: PeakMemory | None = None
+
+
+@contextmanager
+def stage(name: str):
+    """Time a stage and record its peak memory; print it when done."""
+    record = Stage(name)
+    MEMORY.reset()
+    start = time.perf_counter()
+    yield record
+    record.seconds = time.perf_counter() - start
+    record.peak_rss_gb = MEMORY.peak / 1e9
+    STAGES.append(record)
+    facts = "  ".join(f"{k}={v}" for k, v in record.facts.items())
+    print(f"{name:<34} {record.seconds:9.1f} s  peak {record.peak_rss_gb:6.2f} GB  {facts}", flush=True)
+
+
+def _settings(workdir: Path, **overrides):
+    from churn.settings import load_settings
+
+    settings = load_settings(
+        data_dir=workdir / "data",
+        mlruns_dir=workdir / "mlruns",
+        # a year of daily activity: the CLV target must fit inside it (see docs/benchmarks.md)
+        training={"clv_horizon_days": 91, "n_cutoffs": 6},
+        **overrides,
+    )
+    settings.ensure_dirs()
+    return settings
+
+
+def _dask_store(settings):
+    """A FeatureStore on the same registry and tables whose offline store is Feast's Dask (file) store."""
+    import yaml
+    from feast import FeatureStore
+
+    from features.store import _config
+
+    repo = settings.data_dir / "feast_dask"
+    repo.mkdir(parents=True, exist_ok=True)
+    config = _config(settings)
+    config["offline_store"] = {"type": "file"}
+    (repo / "feature_store.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return FeatureStore(repo_path=str(repo.resolve()))
+
+
+def run(args: argparse.Namespace) -> None:
+    from features.build import build_feature_tables, raw_as_of
+    from features.definitions import FEATURE_TTL, VIEW_COLUMNS, feature_names
+    from features.online_bulk import materialize_bulk
+    from features.pit import active_feature_batches, asof_features
+    from features.simulate import simulate
+    from features.store import apply_definitions, feature_refs, feature_store
+    from serving.bulk_scoring import score_all
+    from serving.scoring import Scorer
+    from training.dataset import cutoff_dates, label_frame, to_matrix, training_set
+    from training.train import train
+
+    workdir = Path(args.workdir)
+    settings = _settings(workdir)
+    manifest = settings.raw_dir / "manifest.json"
+    reuse = manifest.exists() and json.loads(manifest.read_text())["n_customers"] == args.customers and args.reuse
+    with stage("simulate (400 days)") as s:
+        if reuse:
+            s.facts["reused"] = str(settings.raw_dir)
+        else:
+            sim = simulate(settings.raw_dir, settings.truth_dir, n_customers=args.customers, days=400, seed=42)
+            s.facts.update(customers=f"{sim.n_customers:,}", events=f"{sim.n_events:,}", transactions=f"{sim.n_transactions:,}")
+
+    with stage("feature build (DuckDB)") as s:
+        built = build_feature_tables(settings.raw_dir, settings.feature_tables_dir, memory_limit=args.duckdb_memory)
+        s.facts.update(rows=f"{built.rows:,}", snapshots=built.snapshots)
+
+    with stage("feast apply") as s:
+        apply_definitions(settings)
+
+    cfg = settings.training
+    as_of = raw_as_of(settings.raw_dir)
+    cutoffs = cutoff_dates(as_of, cfg.horizon_days, cfg.n_cutoffs, cfg.cutoff_spacing_days)
+    with stage("labels (6 cutoffs)") as s:
+        labels = label_frame(settings.raw_dir, cutoffs, cfg.horizon_days, cfg.clv_horizon_days)
+        entity = labels[["customer_id", "event_timestamp", "churned"]]
+        s.facts["entity_rows"] = f"{len(entity):,}"
+
+    columns = [c for cols in VIEW_COLUMNS.values() for c in cols]
+    with stage("PIT training set: Feast DuckDB") as s:
+        ours = training_set(settings, entity, cfg.feature_service)
+        s.facts.update(rows=f"{len(ours):,}", one_per_entity_row=len(ours) == len(entity))
+    pit_ours = STAGES[-1].seconds
+    with stage("PIT baseline: DuckDB ASOF JOIN") as s:
+        reference = asof_features(settings.feature_tables_dir, entity)
+        s.facts["rows"] = f"{len(reference):,}"
+    pit_ref = STAGES[-1].seconds
+    identical = ours[columns].reset_index(drop=True).equals(reference[columns].reset_index(drop=True))
+    if not identical:
+        pd.testing.assert_frame_equal(ours[columns], reference[columns], check_dtype=False)  # names the difference
+        identical = "equal (dtypes differ)"
+    STAGES[-2].facts.update(ratio_to_asof=f"{pit_ours / pit_ref:.2f}x", values_identical=identical)
+    del reference
+
+    sample = entity.sample(min(args.dask_rows, len(entity)), random_state=0)[["customer_id", "event_timestamp"]]
+    with stage(f"Feast DuckDB store, {len(sample):,} rows") as s:
+        duck = feature_store(settings).get_historical_features(
+            entity_df=sample, features=feature_refs(feature_store(settings), cfg.feature_service)
+        ).to_df()
+        s.facts["rows_returned"] = f"{len(duck):,}"
+    duck_seconds = STAGES[-1].seconds
+    with stage(f"Feast Dask store, {len(sample):,} rows") as s:
+        dask_store = _dask_store(settings)
+        dask_rows = dask_store.get_historical_features(
+            entity_df=sample, features=feature_refs(dask_store, cfg.feature_service)
+        ).to_df()
+        s.facts.update(rows_returned=f"{len(dask_rows):,}", ratio_to_duckdb=f"{STAGES[-1].seconds / duck_seconds:.2f}x")
+    del duck, dask_rows, ours
+
+    with stage("train (labels+PIT+2 fits+MLflow)") as s:
+        trained = train(settings)
+        s.facts.update(
+            train_rows=f"{trained.n_train_rows:,}",
+            churn_auc=f"{trained.churn_metrics['roc_auc']:.3f}",
+            clv_spearman=f"{trained.clv_metrics['spearman']:.3f}",
+        )
+
+    scorer = Scorer.load(settings)
+    with stage("score all active (chunked)") as s:
+        scored = score_all(settings, scorer, as_of, chunk_rows=args.chunk_rows)
+        s.facts.update(rows=f"{scored.rows:,}", chunks=scored.chunks, rows_per_s=f"{scored.rows_per_second:,.0f}")
+    with stage("baseline: raw Booster.predict") as s:
+        frame = pd.concat(active_feature_batches(settings.feature_tables_dir, as_of, args.chunk_rows), ignore_index=True)
+        x_churn = to_matrix(frame, scorer.churn.feature_names, scorer.churn.categories)
+        x_clv = to_matrix(frame, scorer.clv.feature_names, scorer.clv.categories)
+        del frame
+        start = time.perf_counter()
+        scorer.churn.booster.predict(x_churn)
+        scorer.clv.booster.predict(x_clv)
+        raw = len(x_churn) / (time.perf_counter() - start)
+        s.facts.update(rows=f"{len(x_churn):,}", rows_per_s=f"{raw:,.0f}", ours_vs_raw=f"{scored.rows_per_second / raw:.0%}")
+        del x_churn, x_clv
+
+    redis_settings = _settings(workdir, online_store="redis", redis_url=args.redis_url)
+    with stage("materialize bulk -> Redis") as s:
+        done = materialize_bulk(redis_settings, as_of - FEATURE_TTL, as_of)
+        s.facts.update(customers=f"{done.customers:,}", customers_per_s=f"{done.customers_per_second:,.0f}")
+    if not args.skip_sqlite:
+        with stage("materialize bulk -> SQLite") as s:
+            done = materialize_bulk(settings, as_of - FEATURE_TTL, as_of)
+            s.facts.update(customers=f"{done.customers:,}", customers_per_s=f"{done.customers_per_second:,.0f}")
+    # the online store answers through Feast's own reader
+    ids = pd.read_parquet(scored.path, columns=["customer_id"])["customer_id"].head(5).tolist()
+    online = feature_store(redis_settings).get_online_features(
+        features=feature_refs(feature_store(redis_settings), cfg.feature_service), entity_rows=[{"customer_id": i} for i in ids]
+    ).to_df()
+    assert online[feature_names(cfg.feature_service)].notna().any(axis=1).all(), "online store misses active customers"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--workdir", default="/tmp/churn-scale")
+    parser.add_argument("--reuse", action="store_true", help="reuse raw tables of the same size in workdir")
+    parser.add_argument("--dask-rows", type=int, default=100_000, help="entity rows for the Feast DuckDB vs Dask comparison")
+    parser.add_argument("--chunk-rows", type=int, default=200_000, help="customers per scoring chunk")
+    parser.add_argument("--duckdb-memory", default="6GB", help="DuckDB memory limit of the feature build")
+    parser.add_argument("--redis-url", default="127.0.0.1:6379,db=7")
+    parser.add_argument("--skip-sqlite", action="store_true", help="skip the SQLite materialization")
+    parser.add_argument("--json", help="also write the stage figures to this file")
+    args = parser.parse_args()
+
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    global MEMORY
+    MEMORY = PeakMemory()
+    print(f"scale benchmark: {args.customers:,} customers, workdir {args.workdir}", flush=True)
+    start = time.perf_counter()
+    try:
+        run(args)
+    finally:
+        MEMORY.stop()
+        total = time.perf_counter() - start
+        peak = max((s.peak_rss_gb for s in STAGES), default=0.0)
+        print(f"{'total':<34} {total:9.1f} s  peak {peak:6.2f} GB (max over stages)", flush=True)
+        if args.json:
+            Path(args.json).write_text(
+                json.dumps(
+                    {"customers": args.customers, "total_seconds": total, "peak_rss_gb": peak,
+                     "stages": [s.__dict__ for s in STAGES]},
+                    indent=2, default=str,
+                )
+            )
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
