@@ -125,11 +125,30 @@ def simulate(
 
 
 # ---------------------------------------------------------------- features
+@contextmanager
+def _dask_or_none(settings: Settings):
+    """The Dask client in Dask mode (`dask.scheduler` set), else None: one machine."""
+    if not settings.dask.scheduler:
+        yield None
+        return
+    from churn.cluster import dask_client
+
+    with dask_client(settings) as client:
+        console.print(f"  Dask mode: {len(client.scheduler_info()['workers'])} workers at {client.scheduler.address}")
+        yield client
+
+
 def _build(settings: Settings) -> None:
     from features.build import build_feature_tables
+    from features.build_dask import build_feature_tables_dask
 
-    with _step("build feature tables (DuckDB)"):
-        result = build_feature_tables(settings.raw_dir, settings.feature_tables_dir)
+    with _dask_or_none(settings) as client, _step("build feature tables (DuckDB)"):
+        if client is None:
+            result = build_feature_tables(settings.raw_dir, settings.feature_tables_dir)
+        else:
+            result = build_feature_tables_dask(
+                client, settings.raw_dir, settings.feature_tables_dir, partitions=settings.dask.partitions
+            )
     console.print(f"  {result.rows:,} rows over {result.snapshots} weekly snapshots -> {settings.feature_tables_dir}")
 
 
@@ -144,12 +163,15 @@ def _apply(settings: Settings) -> None:
 def _materialize(settings: Settings, as_of: datetime | None) -> None:
     from features.build import raw_as_of
     from features.definitions import FEATURE_TTL
-    from features.store import materialize
+    from features.online_bulk import materialize_bulk
 
     end = _utc(as_of) or raw_as_of(settings.raw_dir)
-    with _step(f"materialize into the {settings.online_store} online store"):
-        materialize(settings, end - FEATURE_TTL, end)
-    console.print(f"  latest features as of {end:%Y-%m-%d} are online")
+    with _step(f"materialize into the {settings.online_store} online store (bulk, Feast's format)"):
+        result = materialize_bulk(settings, end - FEATURE_TTL, end)
+    console.print(
+        f"  latest features as of {end:%Y-%m-%d} of {result.customers:,} customers are online "
+        f"({result.customers_per_second:,.0f} customers/s)"
+    )
 
 
 @features_app.command("build")
@@ -180,7 +202,8 @@ def _train(settings: Settings) -> None:
     start = time.perf_counter()
     with Progress(SpinnerColumn(), TextColumn("train: {task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("starting", total=None)
-        result = train(settings, step=lambda what: bar.update(task, description=what))
+        with _dask_or_none(settings) as client:
+            result = train(settings, step=lambda what: bar.update(task, description=what), client=client)
     console.print(f"[green]✓[/] trained and registered [dim]({time.perf_counter() - start:.1f}s)[/]")
     table = Table("model", "version", "validation (latest cutoff)")
     cm, vm = result.churn_metrics, result.clv_metrics
@@ -210,15 +233,15 @@ def train() -> None:
 def score(as_of: AsOf = None) -> None:
     """Score every active customer with the champion models."""
     from features.build import raw_as_of
-    from serving.batch import score_active, write_scores
+    from serving.bulk_scoring import score_all, score_all_dask
     from serving.scoring import Scorer
 
     settings = _settings()
     when = _utc(as_of) or raw_as_of(settings.raw_dir)
-    with _step("score active customers"):
-        scores = score_active(settings, Scorer.load(settings), when)
-        path = write_scores(settings, scores, when)
-    console.print(f"  {len(scores):,} customers scored -> {path}")
+    with _dask_or_none(settings) as client, _step("score active customers (in chunks)"):
+        scorer = Scorer.load(settings)
+        result = score_all(settings, scorer, when) if client is None else score_all_dask(client, settings, scorer, when)
+    console.print(f"  {result.rows:,} customers scored ({result.rows_per_second:,.0f}/s) -> {result.path}")
 
 
 def _interventions(settings: Settings, as_of: datetime | None, campaign: str | None):

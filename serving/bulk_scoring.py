@@ -24,10 +24,6 @@ from features.build import raw_as_of
 from features.pit import active_feature_batches
 from serving.scoring import Scorer
 
-# Columns of the scores file written by `score_all`.
-SCORE_COLUMNS = ["customer_id", "churn_probability", "clv", "segment", "risk_band", "model_version"]
-
-
 @dataclass(frozen=True)
 class BulkScoreResult:
     """Where `score_all` wrote the scores, how many, and how fast."""
@@ -48,7 +44,8 @@ def score_all(
     """Score every customer active at `as_of` (default: the end of the raw data) into a Parquet file.
 
     Each chunk goes through `Scorer.score` (feature checks, raw `Booster.predict` of both
-    models, segment and risk band), so scores equal those of the small-scale path.
+    models, segment and risk band), so the file has the columns and scores of the one-frame
+    path (`serving/batch.py`): the features, churn_probability, clv, segment, risk_band, model_version.
     """
     start = time.perf_counter()
     as_of = as_of or raw_as_of(settings.raw_dir)
@@ -67,7 +64,7 @@ def _score_to_parquet(
     writer, rows, chunks = None, 0, 0
     try:
         for features in active_feature_batches(tables_dir, as_of, chunk_rows, partition):
-            table = pa.Table.from_pandas(scorer.score(features)[SCORE_COLUMNS], preserve_index=False)
+            table = pa.Table.from_pandas(scorer.score(features), preserve_index=False)
             writer = writer or pq.ParquetWriter(path, table.schema)
             writer.write_table(table)
             rows, chunks = rows + table.num_rows, chunks + 1

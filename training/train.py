@@ -24,6 +24,7 @@ from features.definitions import feature_names
 from training.dataset import check_features, cutoff_dates, fingerprint, label_frame, training_set
 from training.evaluate import churn_metrics, clv_metrics
 from training.model import GradientBoostedModel
+from training.model_dask import DaskGradientBoostedModel
 from training.registry import CHAMPION, connect, experiment_id, spec_path
 
 CLV_SERVICE = "clv_model_v1"
@@ -55,18 +56,23 @@ def _split(frame: pd.DataFrame, cutoffs: list) -> tuple[pd.DataFrame, pd.DataFra
     return train, stop, test
 
 
-def _fit(task: str, frame: pd.DataFrame, target: str, cutoffs: list, features: list[str], rounds: int):
+def _fit(task: str, frame: pd.DataFrame, target: str, cutoffs: list, features: list[str], rounds: int, client=None):
     train, stop, test = _split(frame, cutoffs)
-    model = GradientBoostedModel(task=task, num_boost_round=rounds).fit(
+    if client is None:
+        model = GradientBoostedModel(task=task, num_boost_round=rounds)
+    else:  # Dask mode: lightgbm.dask on the cluster's workers
+        model = DaskGradientBoostedModel(client=client, task=task, num_boost_round=rounds)
+    model = model.fit(
         train, train[target].to_numpy(), stop, stop[target].to_numpy(), features
     )
     return model, train, test
 
 
-def train(settings: Settings, step: Callable[[str], None] = lambda _: None) -> TrainResult:
+def train(settings: Settings, step: Callable[[str], None] = lambda _: None, client=None) -> TrainResult:
     """Build both training sets from Feast, fit, evaluate, log and register.
 
     `step` is called with a short description before each stage (for progress output).
+    `client` (a `distributed.Client`) fits both models with `lightgbm.dask` on its workers.
     """
     cfg = settings.training
     as_of = raw_as_of(settings.raw_dir)
@@ -88,14 +94,14 @@ def train(settings: Settings, step: Callable[[str], None] = lambda _: None) -> T
 
     step("fit churn model")
     churn_model, churn_train, churn_test = _fit(
-        "churn", churn_frame, "churned", churn_cutoffs, churn_features, cfg.num_boost_round
+        "churn", churn_frame, "churned", churn_cutoffs, churn_features, cfg.num_boost_round, client
     )
     churn_scores = churn_model.predict(churn_test)
     c_metrics = churn_metrics(churn_test["churned"].to_numpy(), churn_scores)
 
     step("fit CLV model")
     clv_model, clv_train, clv_test = _fit(
-        "clv", clv_frame, "future_revenue", clv_cutoffs, clv_features, cfg.num_boost_round
+        "clv", clv_frame, "future_revenue", clv_cutoffs, clv_features, cfg.num_boost_round, client
     )
     v_metrics = clv_metrics(clv_test["future_revenue"].to_numpy(), clv_model.predict(clv_test))
     # segment edges from the CLV of the most recent labelled population
