@@ -20,15 +20,27 @@ from churn.errors import DataError
 from features.definitions import FEATURE_TTL, VIEW_COLUMNS
 
 
-def _pit_query(tables_dir: Path, entity: str, ttl: timedelta, extra_columns: str = "") -> str:
-    """SELECT of `entity` (customer_id, event_timestamp, ...) with every view's features as of each row."""
+def _pit_query(
+    tables_dir: Path, entity: str, ttl: timedelta, extra_columns: str = "", at: pd.Timestamp | None = None
+) -> str:
+    """SELECT of `entity` (customer_id, event_timestamp, ...) with every view's features as of each row.
+
+    `at`: every entity row is stamped `at`, so only feature rows in [at - ttl, at] can match
+    and the others are not even read (same result, a fraction of the work).
+    """
     select, joins = [], []
     seconds = int(ttl.total_seconds())
     for view, columns in VIEW_COLUMNS.items():
         path = Path(tables_dir) / f"{view}.parquet"
         alias = f"v_{view}"
+        source = f"read_parquet('{path}')"
+        if at is not None:
+            source = (
+                f"(SELECT * FROM {source} WHERE event_timestamp BETWEEN "
+                f"TIMESTAMPTZ '{(at - ttl).isoformat()}' AND TIMESTAMPTZ '{at.isoformat()}')"
+            )
         joins.append(
-            f"ASOF LEFT JOIN read_parquet('{path}') {alias} "
+            f"ASOF LEFT JOIN {source} {alias} "
             f"ON e.customer_id = {alias}.customer_id AND e.event_timestamp >= {alias}.event_timestamp"
         )
         select += [
@@ -77,15 +89,18 @@ def active_feature_batches(
     if not behavioral.exists():
         raise DataError(f"{behavioral} is missing; run `churn features build` first")
     con = _connect()
+    # a table, not a view: DuckDB plans an ASOF join whose left side scans the same Parquet files
+    # very badly (minutes instead of seconds at 50,000 customers)
     con.execute(
-        f"CREATE TEMP VIEW active AS SELECT customer_id, event_timestamp FROM read_parquet('{behavioral}') "
+        f"CREATE TEMP TABLE active AS SELECT customer_id, event_timestamp FROM read_parquet('{behavioral}') "
         f"WHERE event_timestamp = TIMESTAMPTZ '{stamp.isoformat()}'"
         + (f" AND customer_id % {partition[1]} = {partition[0]}" if partition else "")
     )
     if partition is None and con.execute("SELECT count(*) FROM active").fetchone()[0] == 0:
         con.close()
         raise DataError(f"{behavioral}: no customer has a snapshot at {stamp.isoformat()}; is as_of on a weekly snapshot?")
-    reader = con.execute(f"{_pit_query(tables_dir, 'active', FEATURE_TTL)} ORDER BY e.customer_id").to_arrow_reader(batch_rows)
+    query = _pit_query(tables_dir, "active", FEATURE_TTL, at=stamp)
+    reader = con.execute(f"{query} ORDER BY e.customer_id").to_arrow_reader(batch_rows)
     try:
         for batch in reader:
             yield batch.to_pandas()
