@@ -247,13 +247,15 @@ def models_history() -> None:
     from training.promote import history
 
     frame = history(_settings())
-    table = Table("when (UTC)", "who", "challenger", "champion", "decision", "metric", "challenger", "champion", "reason")
-    for row in frame.to_dict("records"):
+    table = Table("#", "when (UTC)", "who", "challenger", "champion", "decision", "metric: new / old")
+    for i, row in enumerate(frame.to_dict("records"), start=1):
         table.add_row(
-            row["decided_at"][:19], row["who"], row["challenger"], row["champion"] or "-", row["decision"], row["metric"],
-            f"{row['challenger_value']:.4f}", f"{row['champion_value']:.4f}", row["reason"],
+            str(i), row["decided_at"][:16].replace("T", " "), row["who"], row["challenger"], row["champion"] or "-",
+            row["decision"], f"{row['metric']}: {row['challenger_value']:.4f} / {row['champion_value']:.4f}",
         )
     console.print(table)
+    for i, row in enumerate(frame.to_dict("records"), start=1):
+        console.print(f"  #{i} {row['reason']}" + (f" (on cutoff {row['evaluated_on']})" if row["evaluated_on"] else ""))
 
 
 # ---------------------------------------------------------------- score / interventions

@@ -160,7 +160,7 @@ def render(report: TrainingReport) -> str:
             + _gains_plot(report.gains),
         ),
         _section(
-            "profit", "Campaign profit: EMPC (Verbraken, Verbeke &amp; Baesens 2013)",
+            "profit", "Campaign profit: EMPC (Verbraken, Verbeke & Baesens 2013)",
             f"<p>Parameters: CLV {p.clv:g}, offer cost d = {p.offer_cost:g}, contact cost f = {p.contact_cost:g}, "
             f"acceptance rate gamma ~ Beta({p.accept_alpha:g}, {p.accept_beta:g}).</p>"
             f"<p>Latest cutoff: EMPC <b>{latest['empc']:.3f}</b> per customer, contacting "
