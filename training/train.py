@@ -216,7 +216,10 @@ def train(settings: Settings, step: Callable[[str], None] = lambda _: None, shuf
                 },
                 spec_path(name),
             )
-            info = mlflow.lightgbm.log_model(model.booster_, name=name, registered_model_name=name)
+            # requirements stated, not inferred: inference imports the model in a subprocess (about 10 s a model)
+            info = mlflow.lightgbm.log_model(
+                model.booster_, name=name, registered_model_name=name, pip_requirements=[f"lightgbm=={lgb.__version__}"]
+            )
             version = str(info.registered_model_version)
             client.set_model_version_tag(name, version, "feature_service", service)
             client.set_model_version_tag(name, version, "run_id", run.info.run_id)
