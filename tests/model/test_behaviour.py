@@ -24,9 +24,8 @@ def scores(engine) -> pd.DataFrame:
     return pd.read_parquet(engine.interventions.scores_path)
 
 
-def test_collapsing_activity_raises_risk(scorer, scores):
-    """Take engaged customers, make their activity collapse: every one must score riskier."""
-    engaged = scores[scores["active_days_28d"] >= 15].head(50).copy()
+def _collapse(engaged: pd.DataFrame) -> pd.DataFrame:
+    """The same customers after their activity collapsed: nothing this week, a third of last month's."""
     collapsed = engaged.copy()
     collapsed["active_days_7d"] = 0
     collapsed["sessions_7d"] = 0.0
@@ -37,11 +36,32 @@ def test_collapsing_activity_raises_risk(scorer, scores):
         engaged["active_days_91d"] * 4.0 / 13.0 + 1.0
     )
     collapsed["days_since_last_activity"] = 12
+    return collapsed
+
+
+def test_collapsing_activity_raises_risk(scorer, scores):
+    """Take engaged customers, make their activity collapse: every one must score riskier."""
+    engaged = scores[scores["active_days_28d"] >= 15].head(50).copy()
+    collapsed = _collapse(engaged)
     before = scorer.score(engaged)["churn_probability"].to_numpy()
     after = scorer.score(collapsed)["churn_probability"].to_numpy()
     assert len(engaged) == 50
     assert (after > before).mean() >= 0.95
     assert np.median(after / before) > 2
+
+
+def test_collapsed_activity_is_the_top_reason(scorer, scores):
+    """Issue acceptance: a customer whose activity collapsed gets an activity-related top reason."""
+    engaged = scores[scores["active_days_28d"] >= 15].head(50).copy()
+    reasons = scorer.reasons(_collapse(engaged))
+    top = [r[0] for r in reasons]
+    assert np.mean([r.code == "activity" for r in top]) >= 0.9
+    worded = [r.text for r in top if r.code == "activity"]
+    assert any(text.startswith("activity down") or text.startswith("no activity for 12 days") for text in worded)
+    # at most three reasons, strongest first, each raising the risk
+    for why in reasons:
+        contributions = [r.contribution for r in why]
+        assert 1 <= len(why) <= 3 and contributions == sorted(contributions, reverse=True) and min(contributions) > 0
 
 
 def test_complaints_and_failed_payments_raise_risk(scorer, scores):
@@ -95,6 +115,19 @@ def test_default_demo_meets_the_quality_bar(default_run):
     assert result.churn_metrics["top_decile_lift"] >= 2.5
     # and the CLV model ranks customers by value
     assert result.clv_metrics["spearman"] >= 0.5
+
+
+def test_default_demo_is_calibrated_on_the_latest_cutoff(default_run):
+    """Issue acceptance: expected calibration error <= 0.02 on the latest cutoff, and the report shows it."""
+    _, result = default_run
+    assert result.churn_metrics["ece"] <= 0.02
+    latest = result.backtest.iloc[-2]
+    assert latest["ece"] == result.churn_metrics["ece"]
+    assert f"<b>{latest['ece']:.4f}</b> after" in result.report_path.read_text()
+    # the backtest holds up over time: every fold ranks risk well, not only the latest
+    folds = result.backtest[result.backtest["test_cutoff"] != "all"]
+    assert len(folds) == 3 and (folds["roc_auc"] >= 0.75).all()
+    assert result.churn_metrics["empc"] > 0 and 0 < result.churn_metrics["empc_contact_share"] < 0.2
 
 
 def test_model_holds_in_every_clv_segment(default_run):
