@@ -11,6 +11,7 @@ that training registers, so the backtest costs `folds - 1` extra fits, not `fold
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -92,7 +93,7 @@ def run_backtest(
     features: list[str],
     folds: int,
     rounds: int,
-    clv_of: callable,
+    clv_of: Callable[[pd.DataFrame], np.ndarray],
     profit: ProfitSettings,
     n_bins: int,
 ) -> Backtest:

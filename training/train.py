@@ -31,6 +31,7 @@ from training.dataset import check_features, cutoff_dates, fingerprint, label_fr
 from training.evaluate import clv_metrics, gains_curve, reliability_table
 from training.explain import contributions, global_importance
 from training.model import GradientBoostedModel
+from training.promote import promote
 from training.registry import CHALLENGER, CHAMPION, connect, experiment_id, has_alias, spec_path
 from training.report import TrainingReport, segment_metrics, write_report
 
@@ -242,8 +243,6 @@ def train(settings: Settings, step: Callable[[str], None] = lambda _: None, shuf
 
 def _bootstrap_champion(settings: Settings, client) -> str:
     """Promote the first models ever trained (no champion to compare with); else leave them challengers."""
-    from training.promote import promote
-
     if has_alias(client, settings.training.churn_model_name, CHAMPION):
         return "challenger: run `churn promote` to compare it with the champion"
     return promote(settings).reason
