@@ -350,6 +350,7 @@ def demo(
     console.print(f"  raw tables        {settings.raw_dir.resolve()}")
     console.print(f"  feature store     {settings.feature_repo_dir.resolve()}")
     console.print(f"  models (MLflow)   {settings.resolved_tracking_uri}")
+    console.print(f"  training reports  {settings.reports_dir.resolve()}")
     console.print(f"  scores            {run.scores_path.resolve()}")
     console.print(f"  intervention list [bold]{run.list_csv.resolve()}[/]")
     console.print(f"  decision ledger   {settings.resolved_ledger_url}")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from churn.errors import ConfigError
+from features.store import feature_store
 from serving.scoring import Scorer
 from training.dataset import cutoff_dates, label_frame, training_set
 from training.train import train
@@ -144,3 +148,12 @@ def test_model_holds_in_every_clv_segment(default_run):
     for segment, part in scored.groupby("segment"):
         assert part["churned"].sum() >= 10, segment
         assert roc_auc_score(part["churned"], part["churn_probability"]) >= 0.7, segment
+
+
+def test_serving_refuses_a_model_whose_feature_service_is_not_served(engine, tmp_path):
+    """A copy of the engine's Feast registry without churn_model_v1: the champion cannot be served from it."""
+    settings = engine.settings.model_copy(update={"data_dir": tmp_path / "data"})
+    shutil.copytree(engine.settings.feature_repo_dir, settings.feature_repo_dir)
+    feature_store(settings).delete_feature_service(settings.training.feature_service)
+    with pytest.raises(ConfigError, match=r"trained on feature service 'churn_model_v1', which the feature store does not serve"):
+        Scorer.load(settings)
