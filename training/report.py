@@ -41,6 +41,7 @@ class TrainingReport:
     calibration_cv_log_loss: dict[str, float]
     gains: pd.DataFrame
     importance: pd.DataFrame
+    importance_clv: pd.DataFrame
     segments: pd.DataFrame
     clv_metrics: dict[str, float]
     profit: ProfitSettings
@@ -105,12 +106,12 @@ def _gains_plot(gains: pd.DataFrame) -> str:
     return _png(fig)
 
 
-def _importance_plot(importance: pd.DataFrame, top: int = 15) -> str:
+def _importance_plot(importance: pd.DataFrame, title: str, top: int = 15) -> str:
     head = importance.head(top).iloc[::-1]
     fig = Figure(figsize=(6, 0.3 * len(head) + 1))
     ax = fig.subplots()
     ax.barh(head["feature"], head["mean_abs_shap"])
-    ax.set(xlabel="mean |SHAP| (log-odds)", title="Global importance, latest cutoff")
+    ax.set(xlabel="mean |SHAP| (model's raw scale)", title=title)
     return _png(fig)
 
 
@@ -169,7 +170,12 @@ def render(report: TrainingReport) -> str:
         ),
         _section(
             "importance", "Feature importance (mean |SHAP|)",
-            _importance_plot(report.importance) + _table(report.importance),
+            "<p>Mean absolute SHAP contribution per feature (LightGBM <code>pred_contrib</code>) on each "
+            "model's latest held-out cutoff: log-odds for churn, log of expected revenue (Tweedie) for CLV.</p>"
+            + _importance_plot(report.importance, "Churn model, latest cutoff")
+            + "<h3>Churn model</h3>" + _table(report.importance)
+            + _importance_plot(report.importance_clv, "CLV model, its latest cutoff")
+            + "<h3>CLV model</h3>" + _table(report.importance_clv),
         ),
         _section("segments", "Metrics by CLV segment (latest cutoff)", _table(report.segments)),
         _section(

@@ -137,6 +137,10 @@ def train(settings: Settings, step: Callable[[str], None] = lambda _: None, shuf
         churn_model.booster_, to_matrix(churn_test, churn_model.feature_names_, churn_model.categories_),
         churn_model.feature_names_, churn_model.best_iteration_,
     )
+    clv_contrib = contributions(
+        clv_model.booster_, to_matrix(clv_test, clv_model.feature_names_, clv_model.categories_),
+        clv_model.feature_names_, clv_model.best_iteration_,
+    )
     y_latest = churn_test["churned"].to_numpy()
     report = TrainingReport(
         title=f"Training run of {as_of:%Y-%m-%d}" + (" (shuffled labels)" if shuffle_labels else ""),
@@ -147,6 +151,7 @@ def train(settings: Settings, step: Callable[[str], None] = lambda _: None, shuf
         calibration_cv_log_loss=latest.calibrator.cv_log_loss_,
         gains=gains_curve(y_latest, latest.probability),
         importance=global_importance(contrib),
+        importance_clv=global_importance(clv_contrib),
         segments=segment_metrics(y_latest, latest.probability, recent_clv, edges),
         clv_metrics=v_metrics,
         profit=settings.profit,
@@ -182,6 +187,7 @@ def train(settings: Settings, step: Callable[[str], None] = lambda _: None, shuf
             mlflow.log_metrics({f"churn_backtest_fold_{k}": float(row[k]) for k in c_metrics}, step=int(i))
         mlflow.log_table(backtest.table, "evaluation/backtest.json")
         mlflow.log_table(report.importance, "evaluation/importance.json")
+        mlflow.log_table(report.importance_clv, "evaluation/importance_clv.json")
         mlflow.log_table(report.reliability, "evaluation/reliability.json")
         mlflow.log_table(report.segments, "evaluation/segments.json")
         report_path = write_report(report, settings.reports_dir / f"train-{run.info.run_id}.html")

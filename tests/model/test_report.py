@@ -43,7 +43,7 @@ def test_report_has_every_section_with_its_figures(report):
     parts = _Parts()
     parts.feed(report.read_text(encoding="utf-8"))
     assert parts.ids == list(SECTIONS)
-    assert len(parts.images) == 4  # backtest, reliability, gains beside lift, importance
+    assert len(parts.images) == 5  # backtest, reliability, gains beside lift, churn and CLV importance
     for src in parts.images:
         data = base64.b64decode(src.removeprefix("data:image/png;base64,"))
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -58,7 +58,8 @@ def test_report_is_logged_with_its_run(engine, report):
     logged = [a.path for a in client.list_artifacts(engine.training.run_id, "report")]
     assert logged == [f"report/{report.name}"]
     evaluation = {a.path for a in client.list_artifacts(engine.training.run_id, "evaluation")}
-    assert {"evaluation/backtest.json", "evaluation/reliability.json", "evaluation/importance.json"} <= evaluation
+    tables = ("backtest", "reliability", "importance", "importance_clv", "segments")
+    assert {f"evaluation/{name}.json" for name in tables} <= evaluation
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium is not installed (apt package chromium)")
