@@ -2,8 +2,9 @@
 
 On the engine's small population, with a registry of its own: the first model (trained on
 shuffled labels, so no better than chance) becomes champion because there is none; a model
-trained on the real labels then beats it and is promoted; a second shuffled-label model is
-refused. The history lists every attempt.
+trained on the real labels then beats it and is promoted; the shuffled-label model, put up
+again as the challenger (saving a third training run), is refused. The history lists every
+attempt.
 """
 
 from __future__ import annotations
@@ -22,9 +23,16 @@ def governed(engine, tmp_path_factory):
     first = train(settings, shuffle_labels=True)
     good = train(settings)
     accepted = promote(settings, who="test-accept")
-    bad = train(settings, shuffle_labels=True)
+    _challenge_with(settings, first)
     refused = promote(settings, who="test-refuse")
-    return settings, first, good, accepted, bad, refused
+    return settings, first, good, accepted, first, refused
+
+
+def _challenge_with(settings, trained) -> None:
+    """Put the churn and CLV versions of one training run up as the challenger pair."""
+    client = connect(settings)
+    client.set_registered_model_alias("churn-risk", CHALLENGER, trained.churn_version)
+    client.set_registered_model_alias("customer-clv", CHALLENGER, trained.clv_version)
 
 
 def test_first_model_becomes_champion_without_comparison(governed):
@@ -59,6 +67,7 @@ def test_history_lists_every_attempt(governed):
     table = history(settings)
     assert table["decision"].tolist() == ["promoted", "promoted", "refused"]
     assert table["challenger"].tolist() == [f"churn-risk/{v}" for v in (first.churn_version, good.churn_version, bad.churn_version)]
+    assert table["champion"].tolist() == ["", f"churn-risk/{first.churn_version}", f"churn-risk/{good.churn_version}"]
     assert table["who"].tolist()[1:] == ["test-accept", "test-refuse"]
     refused = table.iloc[2]
     assert refused["challenger_value"] < refused["champion_value"] - settings.promotion.tolerance
@@ -81,5 +90,4 @@ def test_promoting_the_champion_again_is_refused(governed):
         with pytest.raises(PromotionError, match=f"churn-risk/{champions['churn-risk']} is already the champion"):
             promote(settings)
     finally:
-        client.set_registered_model_alias("churn-risk", CHALLENGER, bad.churn_version)
-        client.set_registered_model_alias("customer-clv", CHALLENGER, bad.clv_version)
+        _challenge_with(settings, bad)
