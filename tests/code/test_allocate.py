@@ -1,0 +1,167 @@
+"""Allocation never exceeds the budget, a capacity or one action per customer (property tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from serving.allocate import NONE, allocate, greedy_allocate
+from serving.policy import NO_ACTION, ActionCatalog, decide
+
+
+@st.composite
+def _problems(draw):
+    """Random values (some not allowed), costs, budget and capacities."""
+    n = draw(st.integers(0, 40))
+    m = draw(st.integers(1, 5))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    values = rng.normal(2.0, 5.0, (n, m))
+    values[rng.random((n, m)) < 0.3] = -np.inf
+    costs = np.round(rng.choice([0.0, 0.1, 1.0, 5.0, 25.0], m) * rng.uniform(0.5, 1.5, m), 2)
+    budget = draw(st.one_of(st.none(), st.floats(0, 300, allow_nan=False)))
+    capacities = [draw(st.one_of(st.none(), st.integers(0, 10))) for _ in range(m)]
+    return values, costs, budget, capacities
+
+
+def _check_limits(choice, values, costs, budget, capacities):
+    taken = choice[choice != NONE]
+    if budget is not None:
+        assert costs[taken].sum() <= budget
+    counts = np.bincount(taken, minlength=len(costs))
+    for j, cap in enumerate(capacities):
+        assert cap is None or counts[j] <= cap
+    assert (values[np.flatnonzero(choice != NONE), taken] > 0).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(_problems())
+def test_allocation_respects_budget_capacity_and_positive_value(problem):
+    values, costs, budget, capacities = problem
+    choice = allocate(values, costs, budget, capacities)
+    assert choice.shape == (len(values),)
+    _check_limits(choice, values, costs, budget, capacities)
+
+
+@settings(max_examples=80, deadline=None)
+@given(_problems())
+def test_exact_allocation_is_at_least_as_good_as_greedy(problem):
+    values, costs, budget, capacities = problem
+    exact = allocate(values, costs, budget, capacities)
+    greedy = greedy_allocate(values, costs, budget, capacities)
+    _check_limits(greedy, values, costs, budget, capacities)
+
+    def total(choice):
+        rows = np.flatnonzero(choice != NONE)
+        return values[rows, choice[rows]].sum()
+
+    assert total(exact) >= total(greedy) - 1e-6 * max(1.0, abs(total(greedy)))
+
+
+def test_without_limits_every_customer_gets_their_best_positive_action():
+    values = np.array([[1.0, 3.0], [-1.0, -np.inf], [5.0, 4.0]])
+    assert allocate(values, np.array([1.0, 1.0])).tolist() == [1, NONE, 0]
+
+
+def test_budget_prefers_the_most_value_per_budget():
+    # one expensive big win (cost 10, value 12) or two cheap ones (cost 5 each, value 7 each)
+    values = np.array([[12.0, -np.inf], [-np.inf, 7.0], [-np.inf, 7.0]])
+    assert allocate(values, np.array([10.0, 5.0]), budget=10.0).tolist() == [NONE, 1, 1]
+
+
+def test_capacity_moves_customers_to_their_next_best_action():
+    values = np.array([[10.0, 9.0], [8.0, 1.0]])
+    assert allocate(values, np.array([1.0, 1.0]), capacities=[1, None]).tolist() == [1, 0]
+
+
+# --- the same properties through `decide` on random catalogs ---------------------------------
+
+
+@st.composite
+def _catalogs(draw):
+    m = draw(st.integers(1, 4))
+    actions = [
+        {
+            "name": f"a{j}",
+            "channel": "email",
+            "cost": draw(st.sampled_from([0.0, 0.5, 2.0, 10.0, 30.0])),
+            "effect": draw(st.floats(-0.2, 0.6)),
+            "reason": "r",
+            "segments": draw(st.lists(st.sampled_from(["low", "medium", "high"]), min_size=1, unique=True)),
+            "risk_bands": ["low", "medium", "high"],
+            "lifecycle_stages": draw(st.lists(st.sampled_from(["new", "established", "loyal"]), min_size=1, unique=True)),
+            "capacity": draw(st.one_of(st.none(), st.integers(0, 15))),
+        }
+        for j in range(m)
+    ]
+    budget = draw(st.one_of(st.none(), st.floats(0, 200, allow_nan=False)))
+    return ActionCatalog.model_validate({"risk_bands": {"medium": 0.1, "high": 0.3}, "budget": budget, "actions": actions})
+
+
+@settings(max_examples=60, deadline=None)
+@given(_catalogs(), st.integers(0, 2**32 - 1))
+def test_decide_never_exceeds_budget_or_capacity(catalog, seed):
+    rng = np.random.default_rng(seed)
+    n = 60
+    scored = pd.DataFrame(
+        {
+            "customer_id": np.arange(n),
+            "churn_probability": rng.uniform(0, 1, n),
+            "clv": rng.gamma(2.0, 100.0, n),
+            "segment": rng.choice(["low", "medium", "high"], n),
+            "risk_band": rng.choice(["low", "medium", "high"], n),
+            "tenure_days": rng.integers(0, 900, n),
+        }
+    )
+    blocked = rng.random((n, len(catalog.actions))) < 0.2
+    decisions = decide(scored, catalog, blocked=blocked)
+    contacted = decisions[decisions["action"] != NO_ACTION]
+    if catalog.budget is not None:
+        assert contacted["cost"].sum() <= catalog.budget
+    for action in catalog.actions:
+        if action.capacity is not None:
+            assert (contacted["action"] == action.name).sum() <= action.capacity
+    index = {a.name: j for j, a in enumerate(catalog.actions)}
+    for i, name in zip(contacted.index, contacted["action"], strict=True):
+        assert not blocked[i, index[name]]
+    assert (contacted["expected_value"] > 0).all()
+
+
+def test_left_out_customers_are_told_why():
+    catalog = ActionCatalog.model_validate(
+        {
+            "risk_bands": {"medium": 0.1, "high": 0.3},
+            "budget": 10.0,
+            "actions": [
+                {"name": "call", "channel": "phone", "cost": 10.0, "effect": 0.5, "reason": "r",
+                 "segments": ["high"], "risk_bands": ["high"]}
+            ],
+        }
+    )
+    scored = pd.DataFrame(
+        {"customer_id": [1, 2], "churn_probability": 0.5, "clv": [400.0, 300.0], "segment": "high", "risk_band": "high"}
+    )
+    decisions = decide(scored, catalog)
+    assert decisions["action"].tolist() == ["call", NO_ACTION]
+    assert decisions["reason"][1].startswith("left out by the budget or a capacity")
+
+
+@pytest.mark.parametrize("tenure, expected", [(10, "call"), (89, "call"), (90, NO_ACTION), (400, NO_ACTION)])
+def test_lifecycle_stage_limits_an_action(tenure, expected):
+    catalog = ActionCatalog.model_validate(
+        {
+            "risk_bands": {"medium": 0.1, "high": 0.3},
+            "actions": [
+                {"name": "call", "channel": "phone", "cost": 1.0, "effect": 0.5, "reason": "r",
+                 "segments": ["high"], "risk_bands": ["high"], "lifecycle_stages": ["new"]}
+            ],
+        }
+    )
+    scored = pd.DataFrame(
+        {"customer_id": [1], "churn_probability": 0.5, "clv": 400.0, "segment": "high", "risk_band": "high",
+         "tenure_days": [tenure]}
+    )
+    assert decide(scored, catalog)["action"].tolist() == [expected]
