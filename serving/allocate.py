@@ -1,11 +1,15 @@
 """Allocation: at most one action per customer, maximising total expected value under limits.
 
 The limits are the run's total budget (sum of contact costs) and each action's capacity
-(contacts per run). Without limits every customer simply gets their best positive action;
-with them the choice is a small integer program (a multiple-choice knapsack with side
-constraints) solved exactly by HiGHS through `scipy.optimize.milp`. Whatever the solver
-returns, `_enforce_limits` checks the limits in exact arithmetic afterwards, so a limit is
-never exceeded by a rounding of the solver's tolerances.
+(contacts per run). Without limits every customer simply gets their best positive action.
+With them the choice is a multiple-choice knapsack with side constraints:
+- `allocate` (what the engine uses) is the classic greedy on the convex hull of each
+  customer's (cost, value) options (Sinha & Zoltners 1979): upgrades are taken in order
+  of value gained per unit of cost, which is optimal for the LP relaxation up to one item;
+- `exact_allocate` solves the integer program with HiGHS (`scipy.optimize.milp`); it is
+  the yardstick that shows the greedy near-optimal (tests, `benchmarks/policy.py`), too
+  slow (seconds per thousand customers) for every run.
+Both end in `_enforce_limits`, which checks the limits in exact arithmetic.
 """
 
 from __future__ import annotations
@@ -36,17 +40,93 @@ def allocate(
     """
     n, m = values.shape
     capacities = list(capacities) if capacities is not None else [None] * m
-    choice = np.full(n, NONE)
-    if n == 0 or m == 0:
-        return choice
-    candidates = np.argwhere(values > 0)
-    if len(candidates) == 0:
-        return choice
+    if n == 0 or m == 0 or not (values > 0).any():
+        return np.full(n, NONE)
     best = np.where((values > 0).any(axis=1), values.argmax(axis=1), NONE)
     if _within_limits(best, costs, budget, capacities):
         return best
+    priced = values - _capacity_prices(values, capacities)
+    choice = _hull_greedy(np.where(values > 0, priced, -np.inf), costs, budget, capacities)
+    return _enforce_limits(choice, values, costs, budget, capacities)
+
+
+def _capacity_prices(values: np.ndarray, capacities: list[int | None], rounds: int = 3) -> np.ndarray:
+    """A price per contact of each capped action, so that about `capacity` customers still prefer it.
+
+    Without it, the first customers to reach a capped action take it even when they have an
+    almost-as-good alternative and later customers have none (a Lagrangian price on the
+    capacity constraint, found by a few rounds of fixed-point updates).
+    """
+    prices = np.zeros(values.shape[1])
+    for _ in range(rounds):
+        for j, cap in enumerate(capacities):
+            if cap is None:
+                continue
+            others = np.delete(values - prices, j, axis=1)
+            alternative = np.maximum(others.max(axis=1, initial=0.0), 0.0)
+            advantage = np.sort((values[:, j] - alternative)[values[:, j] > 0])[::-1]
+            # the first customer beyond capacity should be (just) indifferent
+            prices[j] = max(advantage[cap], 0.0) * (1 + 1e-9) + 1e-12 if len(advantage) > cap else 0.0
+    return prices
+
+
+def exact_allocate(
+    values: np.ndarray,
+    costs: np.ndarray,
+    budget: float | None = None,
+    capacities: list[int | None] | None = None,
+) -> np.ndarray:
+    """The optimal allocation (integer program, HiGHS); arguments as `allocate`."""
+    n, m = values.shape
+    capacities = list(capacities) if capacities is not None else [None] * m
+    candidates = np.argwhere(values > 0)
+    if n == 0 or m == 0 or len(candidates) == 0:
+        return np.full(n, NONE)
     choice = _solve(values, costs, budget, capacities, candidates)
     return _enforce_limits(choice, values, costs, budget, capacities)
+
+
+def _hull_greedy(
+    values: np.ndarray, costs: np.ndarray, budget: float | None, capacities: list[int | None]
+) -> np.ndarray:
+    """Upgrades along each customer's (cost, value) hull, best value per cost first."""
+    n, m = values.shape
+    steps = []  # (ratio, customer, from action, to action, extra cost)
+    for i in np.flatnonzero((values > 0).any(axis=1)):
+        options = [j for j in np.argsort(costs, kind="stable") if values[i, j] > 0]
+        here_cost, here_value, here = 0.0, 0.0, NONE
+        while options:
+            gains = [(values[i, j] - here_value) / max(costs[j] - here_cost, 1e-12) for j in options]
+            k = int(np.argmax(gains))
+            if gains[k] <= 0:
+                break
+            j = options[k]
+            steps.append((gains[k], i, here, j, costs[j] - here_cost))
+            here_cost, here_value, here = costs[j], values[i, j], j
+            options = [o for o in options[k + 1 :] if values[i, o] > here_value]
+    steps.sort(key=lambda s: -s[0])
+    choice = np.full(n, NONE)
+    frozen = np.zeros(n, bool)
+    used = np.zeros(m, int)
+    spent = 0.0
+    for _, i, start, j, extra in steps:
+        if frozen[i] or choice[i] != start:
+            continue
+        if (capacities[j] is not None and used[j] >= capacities[j]) or (budget is not None and spent + extra > budget):
+            frozen[i] = True  # later upgrades of this customer build on this one
+            continue
+        if start != NONE:
+            used[start] -= 1
+        choice[i], used[j], spent = j, used[j] + 1, spent + extra
+    # budget or capacity left over: the best single contacts that still fit
+    rest = np.argwhere((values > 0) & (choice == NONE)[:, None])
+    for i, j in rest[np.argsort(-values[rest[:, 0], rest[:, 1]], kind="stable")]:
+        if choice[i] != NONE or (capacities[j] is not None and used[j] >= capacities[j]):
+            continue
+        if budget is not None and spent + costs[j] > budget:
+            continue
+        choice[i], used[j], spent = j, used[j] + 1, spent + costs[j]
+    return choice
 
 
 def greedy_allocate(

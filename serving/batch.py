@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from churn.settings import Settings
 from features.build import raw_as_of
 from features.store import active_customers, historical_features
+from serving.holdout import assign_holdouts
 from serving.ledger import Ledger
-from serving.policy import NO_ACTION, decide
+from serving.policy import NO_ACTION, ActionCatalog, cooldown_blocks, decide, max_cooldown_days
 from serving.scoring import Scorer
 
 # The columns of the intervention list, in order.
@@ -48,6 +50,7 @@ class InterventionRun:
     list_parquet: Path
     n_scored: int
     n_actions: int
+    n_holdout: int
     actions: dict[str, int]
     total_cost: float
     total_expected_value: float
@@ -67,22 +70,46 @@ def write_scores(settings: Settings, scores: pd.DataFrame, as_of: datetime) -> P
     return path
 
 
+def decide_campaign(
+    scores: pd.DataFrame,
+    catalog: ActionCatalog,
+    ledger: Ledger,
+    campaign: str,
+    as_of: datetime,
+    effects: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Decide for scored customers and record it: cooldowns from the ledger, budget, holdouts.
+
+    Returns the ledger's rows for the scored customers. A campaign run again finds its own
+    first decisions in the ledger and keeps them, so nobody is contacted twice.
+    """
+    since = pd.Timestamp(as_of) - pd.Timedelta(days=max_cooldown_days(catalog))
+    recent = ledger.recent_actions(since, pd.Timestamp(as_of), exclude_campaign=campaign)
+    blocked = cooldown_blocks(scores["customer_id"].to_numpy(), recent, catalog, as_of)
+    decisions = decide(scores, catalog, effects=effects, blocked=blocked)
+    decisions = assign_holdouts(decisions, campaign, catalog.holdout_share).merge(
+        scores[["customer_id", "segment", "risk_band", "churn_probability", "clv", "model_version"]], on="customer_id"
+    )
+    return ledger.record(decisions, campaign, as_of=as_of)
+
+
 def run_interventions(settings: Settings, as_of: datetime | None = None, campaign: str | None = None) -> InterventionRun:
-    """Score, decide, record in the ledger and write the intervention list (CSV and Parquet)."""
+    """Score, decide, record in the ledger and write the intervention list (CSV and Parquet).
+
+    The list holds the customers to contact; held-out customers are only in the ledger.
+    """
     as_of = as_of or raw_as_of(settings.raw_dir)
     campaign = campaign or settings.campaign or f"run-{as_of:%Y%m%d}"
     scorer = Scorer.load(settings)
     scores = score_active(settings, scorer, as_of)
     scores_path = write_scores(settings, scores, as_of)
-    decisions = decide(scores, scorer.catalog).merge(
-        scores[["customer_id", "segment", "risk_band", "churn_probability", "clv", "model_version"]], on="customer_id"
-    )
     ledger = Ledger(settings.resolved_ledger_url)
     try:
-        recorded = ledger.record(decisions, campaign)
+        recorded = decide_campaign(scores, scorer.catalog, ledger, campaign, as_of)
     finally:
         ledger.close()
-    chosen = recorded[recorded["action"] != NO_ACTION].sort_values("expected_value", ascending=False)
+    acted = recorded[recorded["action"] != NO_ACTION]
+    chosen = acted[~acted["holdout"]].sort_values("expected_value", ascending=False)
     listing = chosen[LIST_COLUMNS]
     stem = settings.outputs_dir / f"interventions_{campaign}"
     list_csv, list_parquet = stem.with_suffix(".csv"), stem.with_suffix(".parquet")
@@ -96,6 +123,7 @@ def run_interventions(settings: Settings, as_of: datetime | None = None, campaig
         list_parquet=list_parquet,
         n_scored=len(scores),
         n_actions=len(listing),
+        n_holdout=int(acted["holdout"].sum()),
         actions=listing["action"].value_counts().to_dict(),
         total_cost=float(listing["cost"].sum()),
         total_expected_value=float(listing["expected_value"].sum()),

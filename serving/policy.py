@@ -9,6 +9,7 @@ each action's capacity (`serving/allocate.py`), for customers not in a cooldown.
 from __future__ import annotations
 
 import operator
+from datetime import datetime
 from enum import Enum
 from importlib import resources
 from pathlib import Path
@@ -301,3 +302,31 @@ def decide(
             "reason": reason_text,
         }
     )
+
+
+def cooldown_blocks(
+    customer_ids: np.ndarray, recent: pd.DataFrame, catalog: ActionCatalog, as_of: datetime
+) -> np.ndarray:
+    """(customers x actions) True where a cooldown forbids the action at `as_of`.
+
+    `recent` columns: customer_id, action, as_of (earlier decisions with an action). Any
+    action within the catalog's `cooldown_days` blocks every action; the same action within
+    its own `cooldown_days` blocks that action.
+    """
+    blocked = np.zeros((len(customer_ids), len(catalog.actions)), bool)
+    if recent.empty:
+        return blocked
+    age_days = (pd.Timestamp(as_of) - pd.to_datetime(recent["as_of"], utc=True)).dt.total_seconds() / 86_400
+    recent = recent.assign(age_days=age_days.to_numpy())
+    rows = pd.Index(customer_ids)
+    any_recent = recent[recent["age_days"] < catalog.cooldown_days]
+    blocked[rows.isin(any_recent["customer_id"]), :] = True
+    for j, action in enumerate(catalog.actions):
+        same = recent[(recent["action"] == action.name) & (recent["age_days"] < action.cooldown_days)]
+        blocked[rows.isin(same["customer_id"]), j] = True
+    return blocked
+
+
+def max_cooldown_days(catalog: ActionCatalog) -> int:
+    """How far back a run must look for earlier actions."""
+    return max([catalog.cooldown_days, *(a.cooldown_days for a in catalog.actions)])
