@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.holdout import assign_holdouts, uniform_draw
+from churn.draws import uniform_draw
+from serving.holdout import assign_holdouts
 from serving.policy import NO_ACTION
 
 
@@ -55,7 +56,7 @@ def test_share_matches_the_config_in_every_segment_x_action(share):
 
 def test_draw_is_uniform_and_depends_on_purpose():
     ids = np.arange(10_000)
-    draw = uniform_draw(ids, "c")
+    draw = uniform_draw(ids, "c", purpose="holdout")
     assert ((draw >= 0) & (draw < 1)).all()
     assert np.histogram(draw, bins=10, range=(0, 1))[0].min() > 900
     assert not np.array_equal(draw, uniform_draw(ids, "c", purpose="outcome"))
