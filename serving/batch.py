@@ -20,6 +20,7 @@ from serving.holdout import assign_holdouts
 from serving.ledger import Ledger
 from serving.policy import NO_ACTION, ActionCatalog, cooldown_blocks, decide, max_cooldown_days
 from serving.scoring import Scorer
+from serving.uplift import TRAIT_SOURCES, UpliftModel, fit_uplift
 
 # The columns of the intervention list, in order.
 LIST_COLUMNS = [
@@ -93,6 +94,29 @@ def decide_campaign(
     return ledger.record(decisions, campaign, as_of=as_of)
 
 
+def learn_uplift(settings: Settings, scorer: Scorer, ledger: Ledger) -> UpliftModel | None:
+    """The uplift model learned from every outcome in the ledger, or None while there are none.
+
+    Traits come from the offline store at each decision's scoring date (point in time),
+    the churn probability from the ledger (what the policy saw when it decided).
+    """
+    rows = ledger.decisions_with_outcomes()
+    if rows.empty:
+        return None
+    entities = rows[["customer_id"]].assign(event_timestamp=rows["as_of"])
+    features = historical_features(settings, entities.drop_duplicates(), scorer.feature_services)
+    merged = rows.merge(
+        features[["customer_id", "event_timestamp", *[c for c in TRAIT_SOURCES if c != "churn_probability"]]],
+        left_on=["customer_id", "as_of"],
+        right_on=["customer_id", "event_timestamp"],
+        how="left",
+        validate="many_to_one",
+    )
+    catalog = scorer.catalog
+    model = fit_uplift(merged, catalog.names, list(catalog.prior_effects))
+    return model if model.learned_ else None
+
+
 def run_interventions(settings: Settings, as_of: datetime | None = None, campaign: str | None = None) -> InterventionRun:
     """Score, decide, record in the ledger and write the intervention list (CSV and Parquet).
 
@@ -105,7 +129,12 @@ def run_interventions(settings: Settings, as_of: datetime | None = None, campaig
     scores_path = write_scores(settings, scores, as_of)
     ledger = Ledger(settings.resolved_ledger_url)
     try:
-        recorded = decide_campaign(scores, scorer.catalog, ledger, campaign, as_of)
+        uplift = learn_uplift(settings, scorer, ledger)
+        effects = None
+        if uplift is not None:
+            effects = uplift.predict_effects(scores)
+            scores = scores.assign(model_version=scores["model_version"] + f";uplift:{'+'.join(uplift.learned_)}")
+        recorded = decide_campaign(scores, scorer.catalog, ledger, campaign, as_of, effects)
     finally:
         ledger.close()
     acted = recorded[recorded["action"] != NO_ACTION]
