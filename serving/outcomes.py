@@ -45,7 +45,7 @@ def read_outcome_file(path: Path) -> pd.DataFrame:
     negative = out["revenue"] < 0
     if negative.any():
         row = int(negative.to_numpy().argmax())
-        raise DataError(f"column 'revenue' in {path} must be >= 0; got {frame['revenue'].iloc[row]!r} in row {row + 1}")
+        raise DataError(f"column 'revenue' in {path} must be >= 0; got {float(out['revenue'].iloc[row])} in row {row + 1}")
     out["horizon_end"] = _column(path, frame, "horizon_end", lambda s: pd.to_datetime(s, utc=True, errors="coerce"))
     out["churned"] = out["churned"].astype(bool)
     return out
