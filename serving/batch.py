@@ -105,7 +105,8 @@ def learn_uplift(settings: Settings, scorer: Scorer, ledger: Ledger) -> UpliftMo
         return None
     entities = rows[["customer_id"]].assign(event_timestamp=rows["as_of"])
     features = historical_features(settings, entities.drop_duplicates(), scorer.feature_services)
-    merged = rows.merge(
+    # the ledger's `channel` is the action's; the trait is the acquisition channel
+    merged = rows.drop(columns="channel").merge(
         features[["customer_id", "event_timestamp", *[c for c in TRAIT_SOURCES if c != "churn_probability"]]],
         left_on=["customer_id", "as_of"],
         right_on=["customer_id", "event_timestamp"],
