@@ -99,10 +99,15 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random-targeting baseline")
+    parser.add_argument(
+        "--explore-share", type=float, default=None, help="override the catalog's explore_share in the learning rounds"
+    )
     args = parser.parse_args()
     settings = _prepare(args.workdir, args.customers)
     scorer = Scorer.load(settings)
     catalog = scorer.catalog
+    if args.explore_share is not None:
+        catalog = catalog.model_copy(update={"explore_share": args.explore_share})
     end = raw_as_of(settings.raw_dir)
     eval_date = end - ROUND_SPACING
     rounds = [eval_date - ROUND_SPACING * k for k in range(args.rounds, 0, -1)]
@@ -110,6 +115,7 @@ def main() -> None:
     scores_by_campaign: dict[str, pd.DataFrame] = {}
     model = None
     print(f"catalog budget {catalog.budget:,.0f} per run, holdout share {catalog.holdout_share:.0%}, "
+          f"explore share {catalog.explore_share:.0%}, "
           f"cooldown {catalog.cooldown_days} days; learning rounds at {[d.date().isoformat() for d in rounds]}")
     for k, as_of in enumerate(rounds, start=1):
         campaign = f"round-{k}"

@@ -50,6 +50,36 @@ def allocate(
     return _enforce_limits(choice, values, costs, budget, capacities)
 
 
+def explore(
+    choice: np.ndarray,
+    allowed: np.ndarray,
+    draws: np.ndarray,
+    share: float,
+    costs: np.ndarray,
+    budget: float | None,
+    capacities: list[int | None],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Give a `share` of the customers without an action a random allowed one, within the limits left.
+
+    Why: the uplift model learns only from customers someone contacted or held out; if those
+    are always the policy's own picks, it never learns about anyone else. `draws` (uniform,
+    one per customer) pick who explores (draw < share) and, rescaled, which allowed action.
+    Returns the new choice and a mask of the explored customers.
+    """
+    choice = choice.copy()
+    spent = costs[choice[choice != NONE]].sum()
+    used = np.bincount(choice[choice != NONE], minlength=len(costs))
+    explored = np.zeros(len(choice), bool)
+    candidates = np.flatnonzero((choice == NONE) & allowed.any(axis=1) & (draws < share))
+    for i in candidates[np.argsort(draws[candidates], kind="stable")]:
+        options = np.flatnonzero(allowed[i])
+        j = options[min(int(draws[i] / share * len(options)), len(options) - 1)]
+        if (capacities[j] is not None and used[j] >= capacities[j]) or (budget is not None and spent + costs[j] > budget):
+            continue
+        choice[i], explored[i], spent, used[j] = j, True, spent + costs[j], used[j] + 1
+    return choice, explored
+
+
 def _capacity_prices(values: np.ndarray, capacities: list[int | None], rounds: int = 3) -> np.ndarray:
     """A price per contact of each capped action, so that about `capacity` customers still prefer it.
 

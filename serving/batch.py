@@ -87,7 +87,7 @@ def decide_campaign(
     since = pd.Timestamp(as_of) - pd.Timedelta(days=max_cooldown_days(catalog))
     recent = ledger.recent_actions(since, pd.Timestamp(as_of), exclude_campaign=campaign)
     blocked = cooldown_blocks(scores["customer_id"].to_numpy(), recent, catalog, as_of)
-    decisions = decide(scores, catalog, effects=effects, blocked=blocked)
+    decisions = decide(scores, catalog, effects=effects, blocked=blocked, campaign=campaign)
     decisions = assign_holdouts(decisions, campaign, catalog.holdout_share).merge(
         scores[["customer_id", "segment", "risk_band", "churn_probability", "clv", "model_version"]], on="customer_id"
     )

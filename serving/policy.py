@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from churn.draws import uniform_draw
 from churn.errors import ConfigError, DataError
 
 NO_ACTION = "none"
@@ -125,6 +126,13 @@ class ActionCatalog(BaseModel):
     budget: float | None = Field(None, ge=0, description="Most total contact cost per run; none: no budget limit.")
     cooldown_days: int = Field(
         0, ge=0, description="No customer gets any action again within this many days of the last one."
+    )
+    explore_share: float = Field(
+        0.0,
+        ge=0,
+        le=0.5,
+        description="Share of customers left without an action who get a random eligible one, "
+        "paid from the budget the policy left unspent, so the uplift model sees more than its own picks.",
     )
     holdout_share: float = Field(
         0.0, ge=0, le=0.5, description="Share of customers chosen for each action held out at random, to measure it."
@@ -252,6 +260,7 @@ def decide(
     catalog: ActionCatalog,
     effects: np.ndarray | None = None,
     blocked: np.ndarray | None = None,
+    campaign: str | None = None,
 ) -> pd.DataFrame:
     """Choose each customer's best action by expected value, or none, within budget and capacities.
 
@@ -262,9 +271,11 @@ def decide(
 
     `effects`: learned relative effects (customers x actions), default the catalog priors.
     `blocked`: (customers x actions) True where a cooldown forbids the action.
+    `campaign`: when given, the catalog's `explore_share` of the customers left without an
+    action get a random eligible one (reproducible per campaign) from the unspent budget.
     Returns customer_id, action, channel, cost, expected_value, reason (one row per customer).
     """
-    from serving.allocate import allocate
+    from serving.allocate import allocate, explore
 
     n = len(scored)
     p = scored["churn_probability"].to_numpy(dtype=float)
@@ -273,6 +284,10 @@ def decide(
     if blocked is not None:
         values = np.where(blocked, -np.inf, values)
     best = allocate(values, catalog.costs, catalog.budget, catalog.capacities)
+    explored = np.zeros(n, bool)
+    if campaign is not None and catalog.explore_share > 0:
+        draws = uniform_draw(scored["customer_id"].to_numpy(), campaign, purpose="explore")
+        best, explored = explore(best, np.isfinite(values), draws, catalog.explore_share, catalog.costs, catalog.budget, catalog.capacities)
     chosen = best >= 0
     worth_it = (values > 0).any(axis=1)
     best = np.where(chosen, best, values.argmax(axis=1))
@@ -282,14 +297,14 @@ def decide(
     costs = np.array([a.cost for a in catalog.actions])
     reasons = np.array([a.reason for a in catalog.actions])
     reason_text = [
-        f"{reasons[b]}: churn risk {pi:.0%} ({band}), 12-month value {ci:.0f} ({seg}), expected gain {ev:.2f}"
+        f"{'exploration, ' if ex else ''}{reasons[b]}: churn risk {pi:.0%} ({band}), 12-month value {ci:.0f} ({seg}), expected gain {ev:.2f}"
         if ok
         else (
             f"{'left out by the budget or a capacity' if worth else 'no eligible action is worth its cost'}: "
             f"churn risk {pi:.0%} ({band}), 12-month value {ci:.0f} ({seg})"
         )
-        for ok, worth, b, pi, ci, ev, band, seg in zip(
-            chosen, worth_it, best, p, clv, best_value, scored["risk_band"], scored["segment"], strict=True
+        for ok, ex, worth, b, pi, ci, ev, band, seg in zip(
+            chosen, explored, worth_it, best, p, clv, best_value, scored["risk_band"], scored["segment"], strict=True
         )
     ]
     return pd.DataFrame(

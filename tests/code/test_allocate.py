@@ -126,12 +126,16 @@ def _catalogs(draw):
         for j in range(m)
     ]
     budget = draw(st.one_of(st.none(), st.floats(0, 200, allow_nan=False)))
-    return ActionCatalog.model_validate({"risk_bands": {"medium": 0.1, "high": 0.3}, "budget": budget, "actions": actions})
+    explore = draw(st.sampled_from([0.0, 0.1, 0.5]))
+    return ActionCatalog.model_validate(
+        {"risk_bands": {"medium": 0.1, "high": 0.3}, "budget": budget, "explore_share": explore, "actions": actions}
+    )
 
 
 @settings(max_examples=60, deadline=None)
 @given(_catalogs(), st.integers(0, 2**32 - 1))
 def test_decide_never_exceeds_budget_or_capacity(catalog, seed):
+    """With or without exploration: budget, capacities and cooldowns hold."""
     rng = np.random.default_rng(seed)
     n = 60
     scored = pd.DataFrame(
@@ -145,7 +149,7 @@ def test_decide_never_exceeds_budget_or_capacity(catalog, seed):
         }
     )
     blocked = rng.random((n, len(catalog.actions))) < 0.2
-    decisions = decide(scored, catalog, blocked=blocked)
+    decisions = decide(scored, catalog, blocked=blocked, campaign=f"c{seed}")
     contacted = decisions[decisions["action"] != NO_ACTION]
     if catalog.budget is not None:
         assert contacted["cost"].sum() <= catalog.budget
@@ -155,7 +159,37 @@ def test_decide_never_exceeds_budget_or_capacity(catalog, seed):
     index = {a.name: j for j, a in enumerate(catalog.actions)}
     for i, name in zip(contacted.index, contacted["action"], strict=True):
         assert not blocked[i, index[name]]
-    assert (contacted["expected_value"] > 0).all()
+    # only exploration contacts someone whose expected value does not pay
+    explored = contacted["reason"].str.startswith("exploration")
+    assert (contacted.loc[~explored, "expected_value"] > 0).all()
+    if catalog.explore_share == 0:
+        assert not explored.any()
+
+
+def test_exploration_is_reproducible_and_uses_only_unspent_budget():
+    catalog = ActionCatalog.model_validate(
+        {
+            "risk_bands": {"medium": 0.1, "high": 0.3},
+            "budget": 20.0,
+            "explore_share": 0.5,
+            "actions": [
+                {"name": "mail", "channel": "email", "cost": 1.0, "effect": 0.1, "reason": "r",
+                 "segments": ["low", "medium", "high"], "risk_bands": ["low", "medium", "high"]}
+            ],
+        }
+    )
+    n = 200
+    scored = pd.DataFrame(
+        {"customer_id": np.arange(n), "churn_probability": np.r_[np.full(5, 0.9), np.full(n - 5, 0.01)],
+         "clv": 100.0, "segment": "low", "risk_band": "low"}
+    )
+    first = decide(scored, catalog, campaign="spring")
+    assert first["action"].iloc[:5].eq("mail").all()  # the 5 worth it come first
+    explored = first["reason"].str.startswith("exploration")
+    assert explored.sum() == 15  # the budget left after them, at cost 1 each
+    assert first["cost"].sum() == 20.0
+    pd.testing.assert_frame_equal(first, decide(scored, catalog, campaign="spring"))
+    assert not decide(scored, catalog)["reason"].str.startswith("exploration").any()  # no campaign, no exploration
 
 
 def test_left_out_customers_are_told_why():

@@ -308,6 +308,7 @@ def test_packaged_catalog_decisions():
         ({"budget": -1}, r"budget: Input should be greater than or equal to 0 \(got -1\)"),
         ({"cooldown_days": -3}, r"cooldown_days: Input should be greater than or equal to 0 \(got -3\)"),
         ({"holdout_share": 0.8}, r"holdout_share: Input should be less than or equal to 0.5 \(got 0.8\)"),
+        ({"explore_share": -0.1}, r"explore_share: Input should be greater than or equal to 0 \(got -0.1\)"),
         ({"lifecycle": {"established": 400, "loyal": 365}}, r"lifecycle.established \(400\) must be below lifecycle.loyal \(365\)"),
     ],
 )
