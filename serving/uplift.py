@@ -6,11 +6,14 @@ sample sizes a few campaigns give. The churn model already predicts P(churn) wel
 unknown is the action's *relative* effect. So the model is
 
     P(churn | x, action a, contacted T) = p(x) * exp(c) * (1 - T * e_a(x)),
-    e_a(x) = b_a + w_a . z(x),
+    e_a(x) = b_a + (w + v_a) . z(x),
 
 fitted by maximum likelihood on contacted and held-out customers (randomised, so the
 comparison is causal), with p(x) the churn probability recorded at decision time, c a
-calibration offset, and an L2 penalty that pulls w_a to 0 and b_a to the catalog's prior.
+calibration offset, and L2 penalties that pull w and v_a to 0 and b_a to the catalog's
+prior. The trait weights w are shared by all actions (a customer who answers one contact
+tends to answer others: persuadables and sleeping dogs are kinds of customers, not of
+actions), so every outcome informs them; v_a, penalised harder, lets actions differ.
 It is the "offset" form of a modified-outcome uplift model (cf. Athey & Imbens 2016 on
 using a known baseline to cut variance); z(x) holds a dozen observable traits.
 
@@ -91,7 +94,8 @@ class UpliftModel:
     Parameters
     - actions: action names, in catalog order
     - priors: the catalog's prior effects, in the same order (the penalty's centre)
-    - l2: penalty weight on the trait weights (per row of data, so it fades as data grow)
+    - l2: penalty weight on the shared trait weights (it fades against the data as they grow)
+    - action_l2: penalty weight on each action's own trait weights
     - prior_weight: penalty weight pulling each action's base effect to its prior
     - min_outcomes: fewest contacted and fewest held-out outcomes an action needs to be learned
     """
@@ -101,12 +105,14 @@ class UpliftModel:
         actions: list[str],
         priors: list[float],
         l2: float = 30.0,
+        action_l2: float = 100.0,
         prior_weight: float = 10.0,
         min_outcomes: int = 100,
     ):
         self.actions = actions
         self.priors = priors
         self.l2 = l2
+        self.action_l2 = action_l2
         self.prior_weight = prior_weight
         self.min_outcomes = min_outcomes
 
@@ -139,22 +145,32 @@ class UpliftModel:
         priors = np.asarray(self.priors, dtype=float)
         zt = np.column_stack([np.ones(len(z)), z])
 
+        def unpack(theta):
+            shared, own = theta[1 : 1 + d], theta[1 + d :].reshape(m, d + 1)
+            return theta[0], shared, own
+
         def loss(theta):
-            coef = theta[1:].reshape(m, d + 1)
-            effect = np.einsum("ij,ij->i", zt, coef[rows_action])
-            q = np.clip(p * np.exp(theta[0]) * (1 - t * effect), 1e-6, 1 - 1e-6)
+            offset, shared, own = unpack(theta)
+            effect = np.einsum("ij,ij->i", zt, own[rows_action]) + z @ shared
+            q = np.clip(p * np.exp(offset) * (1 - t * effect), 1e-6, 1 - 1e-6)
             nll = -(y * np.log(q) + (1 - y) * np.log(1 - q)).sum()
-            penalty = self.l2 * (coef[:, 1:] ** 2).sum() + self.prior_weight * ((coef[:, 0] - priors) ** 2).sum()
+            penalty = (
+                self.l2 * (shared**2).sum()
+                + self.action_l2 * (own[:, 1:] ** 2).sum()
+                + self.prior_weight * ((own[:, 0] - priors) ** 2).sum()
+            )
             return nll + penalty
 
-        start = np.zeros(1 + m * (d + 1))
-        start[1:].reshape(m, d + 1)[:, 0] = priors
-        result = minimize(loss, start, method="L-BFGS-B", options={"maxiter": 500})
-        coef = result.x[1:].reshape(m, d + 1)
+        start = np.zeros(1 + d + m * (d + 1))
+        start[1 + d :].reshape(m, d + 1)[:, 0] = priors
+        result = minimize(loss, start, method="L-BFGS-B", options={"maxiter": 1000})
+        offset, shared, coef = unpack(result.x)
+        coef = coef.copy()
+        coef[:, 1:] += shared
         unlearned = [k for k, a in enumerate(self.actions) if a not in self.learned_]
         coef[unlearned] = 0.0
         coef[unlearned, 0] = priors[unlearned]
-        self.coef_, self.offset_ = coef, float(result.x[0])
+        self.coef_, self.offset_ = coef, float(offset)
         return self
 
     def predict_effects(self, frame: pd.DataFrame) -> np.ndarray:
