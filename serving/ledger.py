@@ -65,6 +65,15 @@ class Ledger:
         self._engine = sa.create_engine(url, pool_pre_ping=True)
         try:
             metadata.create_all(self._engine)
+            existing = sa.inspect(self._engine)
+            for table in (decisions, outcomes):
+                have = {c["name"] for c in existing.get_columns(table.name)}
+                missing = [c.name for c in table.columns if c.name not in have]
+                if missing:
+                    raise StoreUnavailableError(
+                        f"ledger at {self._safe_url}: table {table.name!r} lacks columns {missing}; it was made by "
+                        f"an older version of the engine (move it aside or add the columns)"
+                    )
         except OperationalError as exc:
             raise StoreUnavailableError(f"ledger at {self._safe_url} is unreachable: {exc.orig}") from exc
 

@@ -254,3 +254,19 @@ def test_outcome_of_an_undecided_customer_is_refused_whole(backend, tmp_path):
         with pytest.raises(DataError, match=r"1 rows name a campaign/customer with no recorded decision \(first: c1/999999\)"):
             ledger.record_outcomes(pd.concat([outcomes, stray]), "file.csv")
         assert ledger.decisions_with_outcomes().empty
+
+
+def test_ledger_from_an_older_version_is_named(tmp_path):
+    """A decisions table without the holdout and as_of columns: a clear error, nothing changed."""
+    import sqlalchemy as sa
+
+    path = tmp_path / "old.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE decisions (campaign VARCHAR(128), customer_id BIGINT, action VARCHAR(64))"))
+        conn.execute(sa.text("INSERT INTO decisions VALUES ('c1', 1, 'advisor_call')"))
+    with pytest.raises(StoreUnavailableError, match=r"table 'decisions' lacks columns \['channel', .*'holdout', 'as_of'\]"):
+        Ledger(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM decisions")).scalar_one() == 1
+    engine.dispose()
