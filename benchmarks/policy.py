@@ -142,7 +142,7 @@ def main() -> None:
             [catalog.names.index(a) for a in test["action"]]
         ]
         print(f"uplift on the last round's outcomes ({len(test):,}; model fitted on the earlier rounds): "
-              f"Qini {qini(learned_uplift, treated, churned)[0]:.4f} learned vs {qini(prior_uplift, treated, churned)[0]:.4f} priors; "
+              f"Qini (area over random, churners) {qini(learned_uplift, treated, churned)[0]:.4f} learned vs {qini(prior_uplift, treated, churned)[0]:.4f} priors; "
               f"uplift@30% {uplift_at_k(learned_uplift, treated, churned):.4f} learned vs "
               f"{uplift_at_k(prior_uplift, treated, churned):.4f} priors vs "
               f"{churned[~treated].mean() - churned[treated].mean():.4f} overall")
@@ -185,8 +185,16 @@ def main() -> None:
         value, cost, n = realised(choice)
         print(f"{name:<30} {n:>8,} {cost:>9,.0f} {value:>11,.0f} {value / oracle_value:>9.1%} {value / highest_risk:>14.2f}")
 
-    # the allocation heuristic against the exact integer program, on the policy's own objective
-    for name, values in (("priors", prior_values), ("learned", learned_values)):
+    # the allocation heuristic against the exact integer program, on the policy's own objective,
+    # at the catalog's budget and at a tenth of what the policy spent (where the budget binds)
+    spent = catalog.costs[strategies["policy, priors"][strategies["policy, priors"] != NONE]].sum()
+    for name, values, budget in (
+        ("priors", prior_values, catalog.budget),
+        ("learned", learned_values, catalog.budget),
+        ("priors, tight budget", prior_values, round(spent / 10, 2)),
+        ("learned, tight budget", learned_values, round(spent / 10, 2)),
+    ):
+        limits = (catalog.costs, budget, catalog.capacities)
         t = time.perf_counter()
         exact = exact_allocate(values, *limits)
         seconds = time.perf_counter() - t
@@ -196,7 +204,7 @@ def main() -> None:
             r = np.flatnonzero(choice != NONE)
             return values[r, choice[r]].sum()
 
-        print(f"allocation ({name} values): hull greedy {planned(fast):,.1f} = {planned(fast) / planned(exact):.2%} "
+        print(f"allocation ({name} values, budget {budget:,.2f}): hull greedy {planned(fast):,.1f} = {planned(fast) / planned(exact):.2%} "
               f"of the exact integer program ({seconds:.1f}s)")
     ledger.close()
 
