@@ -339,3 +339,28 @@ def test_packaged_catalog_has_limits():
     assert catalog.cooldown_days > 0
     assert 0 < catalog.holdout_share <= 0.5
     assert {a.name: a.capacity for a in catalog.actions}["advisor_call"] == 200
+
+
+def test_cooldowns_block_any_action_then_the_same_action_longer():
+    from datetime import datetime, timezone
+
+    from serving.policy import cooldown_blocks
+
+    catalog = ActionCatalog.model_validate(
+        {
+            **_catalog_dict(_action("call", cooldown_days=90), _action("mail")),
+            "cooldown_days": 28,
+        }
+    )
+    now = datetime(2025, 6, 1, tzinfo=timezone.utc)
+    recent = pd.DataFrame(
+        {
+            "customer_id": [1, 2, 3],
+            "action": ["call", "call", "mail"],
+            "as_of": pd.to_datetime([now - pd.Timedelta(days=7), now - pd.Timedelta(days=60), now - pd.Timedelta(days=30)]),
+        }
+    )
+    blocked = cooldown_blocks(np.array([1, 2, 3, 4]), recent, catalog, now)
+    # 1: called a week ago, within 28 days: nothing; 2: called 60 days ago: no call yet, mail is fine;
+    # 3: mailed 30 days ago: free again; 4: never contacted
+    assert blocked.tolist() == [[True, True], [True, False], [False, False], [False, False]]
