@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from churn.draws import uniform_draw
 from churn.errors import ConfigError, DataError
+from serving.allocate import allocate, explore
 
 NO_ACTION = "none"
 
@@ -275,8 +276,6 @@ def decide(
     action get a random eligible one (reproducible per campaign) from the unspent budget.
     Returns customer_id, action, channel, cost, expected_value, reason (one row per customer).
     """
-    from serving.allocate import allocate, explore
-
     n = len(scored)
     p = scored["churn_probability"].to_numpy(dtype=float)
     clv = scored["clv"].to_numpy(dtype=float)
@@ -287,7 +286,9 @@ def decide(
     explored = np.zeros(n, bool)
     if campaign is not None and catalog.explore_share > 0:
         draws = uniform_draw(scored["customer_id"].to_numpy(), campaign, purpose="explore")
-        best, explored = explore(best, np.isfinite(values), draws, catalog.explore_share, catalog.costs, catalog.budget, catalog.capacities)
+        best, explored = explore(
+            best, np.isfinite(values), draws, catalog.explore_share, catalog.costs, catalog.budget, catalog.capacities
+        )
     chosen = best >= 0
     worth_it = (values > 0).any(axis=1)
     best = np.where(chosen, best, values.argmax(axis=1))
@@ -297,7 +298,8 @@ def decide(
     costs = np.array([a.cost for a in catalog.actions])
     reasons = np.array([a.reason for a in catalog.actions])
     reason_text = [
-        f"{'exploration, ' if ex else ''}{reasons[b]}: churn risk {pi:.0%} ({band}), 12-month value {ci:.0f} ({seg}), expected gain {ev:.2f}"
+        f"{'exploration, ' if ex else ''}{reasons[b]}: churn risk {pi:.0%} ({band}), "
+        f"12-month value {ci:.0f} ({seg}), expected gain {ev:.2f}"
         if ok
         else (
             f"{'left out by the budget or a capacity' if worth else 'no eligible action is worth its cost'}: "
