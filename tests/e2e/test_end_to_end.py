@@ -39,7 +39,11 @@ def test_intervention_list(engine):
     recorded = ledger.campaign_decisions(run.campaign)
     ledger.close()
     assert len(recorded) == run.n_scored
-    assert (recorded["action"] != "none").sum() == run.n_actions
+    # ... contacted customers are on the list; held-out ones only in the ledger
+    acted = recorded[recorded["action"] != "none"]
+    assert (~acted["holdout"]).sum() == run.n_actions
+    assert acted["holdout"].sum() == run.n_holdout
+    assert not set(acted.loc[acted["holdout"], "customer_id"]) & set(listing["customer_id"])
 
 
 def _free_port() -> int:
@@ -102,6 +106,10 @@ def test_score_endpoint(engine, service):
         assert item["churn_probability"] == pytest.approx(scores.loc[item["customer_id"], "churn_probability"], rel=1e-9)
         assert item["segment"] == scores.loc[item["customer_id"], "segment"]
         assert item["model_version"] == scores.loc[item["customer_id"], "model_version"]
+        # reason codes: at most three, strongest first, each worded and raising the risk
+        assert 1 <= len(item["reasons"]) <= 3
+        assert [r["contribution"] for r in item["reasons"]] == sorted((r["contribution"] for r in item["reasons"]), reverse=True)
+        assert all(r["text"] and r["code"] and r["feature"] and r["contribution"] > 0 for r in item["reasons"])
 
 
 def test_score_rejects_bad_input(service):
