@@ -1,0 +1,172 @@
+"""The request path: online features for many customers in one read, scored by raw boosters.
+
+The service answers inside other systems' request paths, so everything that can be done once
+is done at start-up (feature-view lookup, category codes, the boosters from `Scorer.load`)
+and a request costs one online-store read per feature view for all its ids, two
+`Booster.predict` calls on a NumPy array and the policy's NumPy rules. No pandas, no
+MLflow pyfunc, no `FeatureStore.get_online_features` (whose per-call planning costs more
+than the read itself).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+import numpy as np
+from feast import FeatureStore
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+from redis.exceptions import RedisError
+
+from churn.errors import DataError, StoreUnavailableError
+from features.definitions import CATEGORICAL_FEATURES
+from serving.policy import risk_band_of, segment_of
+from serving.scoring import Scorer
+from training.dataset import NULLABLE_FEATURES
+from training.registry import RegisteredModel
+
+# What a store outage looks like from the online stores the engine uses (Redis, SQLite).
+_STORE_ERRORS = (RedisError, sqlite3.OperationalError, ConnectionError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class OnlineRows:
+    """Features of the requested customers, one NumPy column per feature.
+
+    `known[i]` is False when the online store holds no row for `customer_ids[i]`;
+    `missing[i]` lists the required features that did not arrive for a known customer.
+    """
+
+    customer_ids: np.ndarray
+    columns: dict[str, np.ndarray]
+    known: np.ndarray
+    missing: list[list[str]]
+
+    @property
+    def complete(self) -> np.ndarray:
+        """Customers with every required feature."""
+        return self.known & np.array([not m for m in self.missing], dtype=bool)
+
+    def take(self, mask: np.ndarray) -> OnlineRows:
+        """The rows where `mask` holds."""
+        return OnlineRows(
+            customer_ids=self.customer_ids[mask],
+            columns={name: values[mask] for name, values in self.columns.items()},
+            known=self.known[mask],
+            missing=[m for m, keep in zip(self.missing, mask, strict=True) if keep],
+        )
+
+
+class OnlineReader:
+    """Reads the features of many customers from the online store, one read per feature view.
+
+    Uses the provider's `online_read` (what `get_online_features` calls underneath), with the
+    feature views and their feature lists resolved once, here.
+    """
+
+    def __init__(self, store: FeatureStore, services: list[str]):
+        self.store = store
+        self._provider = store._get_provider()
+        views: dict[str, list[str]] = {}
+        for service in services:
+            for projection in store.get_feature_service(service).feature_view_projections:
+                names = views.setdefault(projection.name, [])
+                names.extend(f.name for f in projection.features if f.name not in names)
+        self._views = [(store.get_feature_view(name), names) for name, names in views.items()]
+        self.feature_names = [name for _, names in self._views for name in names]
+        self._required = [name for name in self.feature_names if name not in NULLABLE_FEATURES]
+
+    def read(self, customer_ids: list[int]) -> OnlineRows:
+        """The latest features of each id; a store that cannot be reached raises `StoreUnavailableError`."""
+        keys = [
+            EntityKey(join_keys=["customer_id"], entity_values=[Value(int64_val=int(c))]) for c in customer_ids
+        ]
+        n = len(customer_ids)
+        columns = {name: np.full(n, None, dtype=object) for name in self.feature_names}
+        known = np.zeros(n, dtype=bool)
+        for view, names in self._views:
+            try:
+                rows = self._provider.online_read(
+                    config=self.store.config, table=view, entity_keys=keys, requested_features=names
+                )
+            except _STORE_ERRORS as exc:
+                raise StoreUnavailableError(
+                    f"online store ({self.store.config.online_store.type}) is unreachable: {type(exc).__name__}"
+                ) from exc
+            for i, (_, values) in enumerate(rows):
+                if not values:
+                    continue
+                known[i] = True
+                for name in names:
+                    value = values.get(name)
+                    kind = value.WhichOneof("val") if value is not None else None
+                    if kind is not None and kind != "null_val":
+                        columns[name][i] = getattr(value, kind)
+        missing = [
+            [name for name in self._required if columns[name][i] is None] if known[i] else []
+            for i in range(n)
+        ]
+        return OnlineRows(np.asarray(customer_ids, dtype=np.int64), columns, known, missing)
+
+    def ping(self) -> None:
+        """Read one (possibly absent) customer: raises `StoreUnavailableError` when the store is down."""
+        self.read([0])
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Scores of complete rows, as NumPy arrays in row order."""
+
+    customer_ids: np.ndarray
+    churn_probability: np.ndarray
+    clv: np.ndarray
+    segment: np.ndarray
+    risk_band: np.ndarray
+    model_version: str
+
+
+class FastScorer:
+    """The champion boosters of a loaded `Scorer`, applied to `OnlineRows` with NumPy only."""
+
+    def __init__(self, scorer: Scorer):
+        self.scorer = scorer
+        self._codes = {
+            model.label: {name: {v: float(k) for k, v in enumerate(model.categories[name])} for name in model.categories}
+            for model in (scorer.churn, scorer.clv)
+        }
+
+    def _matrix(self, rows: OnlineRows, model: RegisteredModel) -> np.ndarray:
+        out = np.empty((len(rows.customer_ids), len(model.feature_names)), dtype=np.float64)
+        codes = self._codes[model.label]
+        for j, name in enumerate(model.feature_names):
+            values = rows.columns[name]
+            if name in CATEGORICAL_FEATURES:
+                known = codes[name]
+                for i, value in enumerate(values):
+                    if value is None:
+                        out[i, j] = np.nan
+                    elif value in known:
+                        out[i, j] = known[value]
+                    else:
+                        raise DataError(
+                            f"feature {name!r} of customer {int(rows.customer_ids[i])}: value {value!r} "
+                            f"was not seen in training; known {list(known)}"
+                        )
+            else:
+                out[:, j] = [np.nan if v is None else v for v in values]
+        return out
+
+    def score(self, rows: OnlineRows) -> Scores:
+        """Churn probability, CLV, segment and risk band of each row (all rows must be complete)."""
+        churn, clv_model = self.scorer.churn, self.scorer.clv
+        probability = churn.booster.predict(self._matrix(rows, churn))
+        clv = np.maximum(clv_model.booster.predict(self._matrix(rows, clv_model)), 0.0)
+        return Scores(
+            customer_ids=rows.customer_ids,
+            churn_probability=probability,
+            clv=clv,
+            segment=segment_of(clv, clv_model.extra["segment_edges"]),
+            risk_band=risk_band_of(probability, self.scorer.catalog.risk_bands),
+            model_version=self.scorer.model_version,
+        )
