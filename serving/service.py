@@ -316,6 +316,30 @@ class ChurnService:
         return self.readiness().ready
 
 
+class _MergedSpecService(type(ChurnService)):
+    """BentoML's service whose OpenAPI keeps both operations of a path served twice.
+
+    BentoML merges a mounted app's paths over its own API paths, so `GET /interventions`
+    (campaign lists) would hide `POST /interventions` from the spec and its clients.
+    """
+
+    __slots__ = ()
+
+    @property
+    def openapi_spec(self):
+        import attrs
+        from _bentoml_sdk.service.openapi import _get_api_routes, generate_spec
+
+        spec = generate_spec(self)
+        for path, item in _get_api_routes(self).items():
+            if spec.paths[path].post is None:
+                spec.paths[path] = attrs.evolve(spec.paths[path], post=item.post)
+        return spec
+
+
+object.__setattr__(ChurnService, "__class__", _MergedSpecService)
+
+
 def _api_keys() -> list[str]:
     return [key.get_secret_value() for key in load_settings().serving.api_keys]
 
