@@ -17,7 +17,10 @@ import numpy as np
 from feast import FeatureStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
+from feast.infra.online_stores.redis import RedisOnlineStore
+from redis.backoff import ConstantBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from churn.errors import DataError, StoreUnavailableError
 from features.definitions import CATEGORICAL_FEATURES
@@ -76,6 +79,18 @@ class OnlineReader:
         self._views = [(store.get_feature_view(name), names) for name, names in views.items()]
         self.feature_names = [name for _, names in self._views for name in names]
         self._required = [name for name in self.feature_names if name not in NULLABLE_FEATURES]
+        self._fail_fast()
+
+    def _fail_fast(self) -> None:
+        """One quick retry instead of redis-py's default three with backoff (about 5 s per read).
+
+        In a request path an outage must become a 503 in milliseconds, not hold the
+        caller for seconds; the client reconnects on the next request once Redis is back.
+        """
+        online = self._provider.online_store
+        if isinstance(online, RedisOnlineStore):
+            client = online._get_client(self.store.config.online_store)
+            client.set_retry(Retry(ConstantBackoff(0.01), retries=1))
 
     def read(self, customer_ids: list[int]) -> OnlineRows:
         """The latest features of each id; a store that cannot be reached raises `StoreUnavailableError`."""

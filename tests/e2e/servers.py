@@ -151,6 +151,9 @@ class TcpRelay:
                 client, _ = server.accept()
             except OSError:
                 return  # cut
+            if self._server is not server:  # cut while this connection was arriving
+                client.close()
+                return
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -176,9 +179,13 @@ class TcpRelay:
                     pass
 
     def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            try:
+                server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            except OSError:
+                pass
+            server.close()
         with self._lock:
             for sock in self._conns:
                 try:
