@@ -28,12 +28,15 @@ from pathlib import Path
 
 import httpx
 import redis
+from fastapi import FastAPI
+from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from benchmarks.load import LoadResult, run_load  # noqa: E402
 from churn.settings import Settings, load_settings  # noqa: E402
+from serving.service import ChurnService, CustomerIds, ScoreResponse  # noqa: E402
 
 API_KEY = "benchmark-key-5e1f0c9d8b7a6f5e"
 REDIS_DB = 6  # this project's database on the shared local Redis
@@ -121,18 +124,16 @@ def server(command: list[str], env: dict[str, str], ready_url: str, log: Path):
             proc.kill()
 
 
-def baseline_app():
+class ScoreRequest(BaseModel):
+    """The body of /score, for the FastAPI baseline."""
+
+    customer_ids: CustomerIds
+
+
+def baseline_app() -> FastAPI:
     """The FastAPI baseline (a uvicorn factory): the service's own code behind a plain FastAPI route."""
-    from fastapi import FastAPI
-    from pydantic import BaseModel
-
-    from serving.service import ChurnService, CustomerIds, ScoreResponse
-
     service = ChurnService.inner()
     app = FastAPI()
-
-    class ScoreRequest(BaseModel):
-        customer_ids: CustomerIds
 
     @app.post("/score", response_model=ScoreResponse)
     def score(request: ScoreRequest):
