@@ -99,6 +99,8 @@ def test_redis_outage_gives_503_and_red_readiness_then_recovers(api, stores):
     redis_server, _, _ = stores
     before = _post(base, "/score", {"customer_ids": known[:3]})
     assert before.status_code == 200
+    unknown = _post(base, "/score", {"customer_ids": [10_000_000]})  # Redis answers empty fields, not "no row"
+    assert unknown.status_code == 404 and "unknown customer" in unknown.json()["error"]
     campaign = f"redis-down-{uuid.uuid4().hex[:8]}"
     redis_server.stop()
     try:
