@@ -157,7 +157,9 @@ def _http_errors(api: Callable[..., Any]) -> Callable[..., Any]:
 campaigns = FastAPI(title="churn_engine campaign lists")
 
 
-@bentoml.service(name="churn_engine", traffic={"timeout": 30})
+# No per-request access log: /metrics counts requests and latencies per endpoint and status,
+# and a log line per request costs more than the scoring itself (docs/benchmarks.md).
+@bentoml.service(name="churn_engine", traffic={"timeout": 30}, logging={"access": {"enabled": False}})
 @bentoml.asgi_app(campaigns, path="/", name="campaigns")
 class ChurnService:
     """Churn risk, CLV and retention decisions for customers of the online store."""
