@@ -103,6 +103,27 @@ class BodyLimitMiddleware:
         await _json_error(send, 413, f"request body is larger than the limit of {self.max_bytes} bytes")
 
 
+class JsonOnlyMiddleware:
+    """Refuses a request body that is not JSON with 415, before the framework picks a parser.
+
+    The API takes JSON only; BentoML would otherwise try its multipart or other decoders
+    on a mislabelled body and fail with a 500.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") in {"POST", "PUT", "PATCH"}:
+            declared = next((v for k, v in scope.get("headers", []) if k == b"content-type"), b"application/json")
+            media_type = declared.split(b";")[0].strip().lower()
+            if media_type != b"application/json":
+                shown = media_type.decode("latin-1")[:64]
+                await _json_error(send, 415, f"request body must be JSON (Content-Type: application/json); got '{shown}'")
+                return
+        await self.app(scope, receive, send)
+
+
 def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
     """A `receive` that yields `messages` first, then defers to `then` (disconnects)."""
     pending = list(messages)

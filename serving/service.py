@@ -29,7 +29,7 @@ from starlette.responses import Response
 from churn.errors import ChurnError, ConfigError, DataError, StoreUnavailableError, UnknownCustomerError
 from churn.settings import load_settings
 from features.store import feature_store
-from serving.guard import ApiKeyMiddleware, BodyLimitMiddleware, quiet_tracebacks
+from serving.guard import ApiKeyMiddleware, BodyLimitMiddleware, JsonOnlyMiddleware, quiet_tracebacks
 from serving.ledger import Ledger
 from serving.online import FastScorer, OnlineReader, OnlineRows, Scores
 from serving.policy import decide
@@ -354,3 +354,4 @@ def _max_body_bytes() -> int:
 # when the server builds its app, not at import.
 ChurnService.add_asgi_middleware(ApiKeyMiddleware, keys=_api_keys)
 ChurnService.add_asgi_middleware(BodyLimitMiddleware, max_bytes=_max_body_bytes)
+ChurnService.add_asgi_middleware(JsonOnlyMiddleware)

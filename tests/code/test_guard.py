@@ -9,7 +9,7 @@ import pytest
 
 from churn.errors import ConfigError
 from churn.settings import load_settings
-from serving.guard import ApiKeyMiddleware, BodyLimitMiddleware, NoTracebackFilter
+from serving.guard import ApiKeyMiddleware, BodyLimitMiddleware, JsonOnlyMiddleware, NoTracebackFilter
 
 KEY = "unit-test-key-0123456789"
 
@@ -25,8 +25,8 @@ async def _echo(scope, receive, send):
     await send({"type": "http.response.body", "body": body})
 
 
-def _call(app, path="/score", headers=(), chunks=(b"",)):
-    scope = {"type": "http", "path": path, "headers": [(k.lower(), v) for k, v in headers]}
+def _call(app, path="/score", headers=(), chunks=(b"",), method="POST"):
+    scope = {"type": "http", "method": method, "path": path, "headers": [(k.lower(), v) for k, v in headers]}
     pending = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
     sent = []
 
@@ -97,3 +97,20 @@ def test_short_key_is_refused_without_echoing_it():
     with pytest.raises(ConfigError, match=r"serving.api_keys: keys at positions \[1\] are shorter than 16") as info:
         load_settings(serving={"api_keys": [KEY, "tiny-secret"]})
     assert "tiny-secret" not in str(info.value) and KEY not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "content_type,status",
+    [(None, 200), (b"application/json", 200), (b"application/json; charset=utf-8", 200),
+     (b"multipart/form-data", 415), (b"text/plain", 415), (b"application/vnd.bentoml+pickle", 415)],
+)
+def test_json_only(content_type, status):
+    headers = [(b"content-type", content_type)] if content_type else []
+    got, body = _call(JsonOnlyMiddleware(_echo), headers=headers, chunks=[b"{}"])
+    assert got == status
+    if status == 415:
+        assert b"must be JSON" in body
+
+
+def test_json_only_leaves_get_alone():
+    assert _call(JsonOnlyMiddleware(_echo), headers=[(b"content-type", b"text/plain")], method="GET")[0] == 200

@@ -95,6 +95,15 @@ def test_bad_input_gets_4xx_naming_the_field(api, path, case):
     assert needle in response.text
 
 
+@pytest.mark.parametrize("content_type", ["multipart/form-data", "text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_that_is_not_json_gets_415(api, content_type):
+    response = httpx.post(
+        f"{api[0]}/score", content=b'{"customer_ids": [1]}', headers={**AUTH, "content-type": content_type}, timeout=30
+    )
+    assert response.status_code == 415
+    assert "must be JSON" in response.json()["error"]
+
+
 def test_unknown_ids(api):
     base, _, known = api
     only_unknown = _post(base, "/score", {"customer_ids": [10_000_000, 10_000_001]})
