@@ -32,7 +32,7 @@ from features.store import feature_store
 from serving.guard import ApiKeyMiddleware, BodyLimitMiddleware, JsonOnlyMiddleware, quiet_tracebacks
 from serving.ledger import Ledger
 from serving.online import FastScorer, OnlineReader, OnlineRows, Scores
-from serving.policy import decide
+from serving.batch import decide_campaign
 from serving.scoring import Scorer
 
 MAX_IDS = 1_000
@@ -92,6 +92,9 @@ class Decision(CustomerScore):
     cost: float = Field(description="Cost of the action.")
     expected_value: float = Field(description="Expected incremental value net of cost.")
     reason: str = Field(description="Why this action, in words.")
+    holdout: bool = Field(
+        False, description="Held out for measurement: do not contact (the action is what they would have got)."
+    )
     campaign: str = Field(description="Campaign the decision belongs to.")
     decided_at: datetime = Field(description="When the decision was first recorded (UTC).")
 
@@ -251,12 +254,9 @@ class ChurnService:
                 **{f: rows.columns[f] for f in self.scorer.catalog.conditions_features()},
             }
         )
-        decisions = decide(scored, self.scorer.catalog).merge(
-            scored[["customer_id", "segment", "risk_band", "churn_probability", "clv", "model_version"]],
-            on="customer_id",
-        )
         try:
-            recorded = ledger.record(decisions, campaign)
+            # the batch run's own rules: cooldowns from the ledger, budget, holdouts, idempotent record
+            recorded = decide_campaign(scored, self.scorer.catalog, ledger, campaign, as_of=datetime.now(timezone.utc))
         except StoreUnavailableError as exc:
             raise StoreUnavailableError(
                 f"{exc}; the decisions were not confirmed: retry with the same campaign "

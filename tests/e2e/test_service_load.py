@@ -63,7 +63,7 @@ def test_schemathesis_finds_no_server_error(api, tmp_path):
         "--max-time", str(FUZZ_SECONDS), "--workers", "2", "--request-timeout", "30",
         "--generation-deterministic", "--no-color",
     ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=FUZZ_SECONDS * 4)
+    run = subprocess.run(command, capture_output=True, text=True, timeout=FUZZ_SECONDS * 4, cwd=tmp_path)
     report = run.stdout[-6000:] + run.stderr[-2000:]
     assert API_KEY not in report.replace(f"Bearer {API_KEY}", "")  # no key echoed in any response
     assert run.returncode == 0, report
