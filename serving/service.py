@@ -240,7 +240,6 @@ class ChurnService:
         returns the first recorded decision. When the ledger cannot be reached the answer is
         503 and no decision is reported as made.
         """
-        ledger = self.ledger()  # before scoring: no work for a decision that cannot be recorded
         scores, errors, rows = self._score(customer_ids)
         campaign = campaign or self.settings.campaign or f"online-{datetime.now(timezone.utc):%Y%m%d}"
         scored = pd.DataFrame(
@@ -256,7 +255,9 @@ class ChurnService:
         )
         try:
             # the batch run's own rules: cooldowns from the ledger, budget, holdouts, idempotent record
-            recorded = decide_campaign(scored, self.scorer.catalog, ledger, campaign, as_of=datetime.now(timezone.utc))
+            recorded = decide_campaign(
+                scored, self.scorer.catalog, self.ledger(), campaign, as_of=datetime.now(timezone.utc)
+            )
         except StoreUnavailableError as exc:
             raise StoreUnavailableError(
                 f"{exc}; the decisions were not confirmed: retry with the same campaign "
@@ -307,7 +308,7 @@ class ChurnService:
             online = str(exc)
         try:
             self.ledger().ping()
-        except StoreUnavailableError as exc:
+        except ChurnError as exc:  # unreachable, or a ledger this version cannot use
             ledger = str(exc)
         return Readiness(
             ready=online == ledger == "ok", models=self.scorer.model_version, online_store=online, ledger=ledger

