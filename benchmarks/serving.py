@@ -175,7 +175,7 @@ def floor(settings: Settings, ids: list[int], size: int, concurrency: int, secon
             n += 1
             start = time.perf_counter()
             rows = reader.read(batch)
-            fast.score(rows.take(rows.complete))
+            fast.score(rows.take(rows.complete), explain=True)
             with lock:
                 result.latencies.append(time.perf_counter() - start)
                 result.statuses[200] = result.statuses.get(200, 0) + 1

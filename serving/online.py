@@ -28,7 +28,9 @@ from churn.errors import DataError, StoreUnavailableError
 from features.definitions import CATEGORICAL_FEATURES
 from serving.policy import risk_band_of, segment_of
 from serving.scoring import Scorer
+from training.calibration import apply_map
 from training.dataset import NULLABLE_FEATURES
+from training.explain import Reason, reasons_from_records
 from training.registry import RegisteredModel
 
 # What a store outage looks like from the online stores the engine uses (Redis, SQLite).
@@ -175,6 +177,7 @@ class Scores:
     segment: np.ndarray
     risk_band: np.ndarray
     model_version: str
+    reasons: list[list[Reason]] | None = None  # when asked for: why each churn risk is high
 
 
 class FastScorer:
@@ -208,13 +211,25 @@ class FastScorer:
                 out[:, j] = [np.nan if v is None else v for v in values]
         return out
 
-    def score(self, rows: OnlineRows) -> Scores:
-        """Churn probability, CLV, segment and risk band of each row (all rows must be complete)."""
+    def score(self, rows: OnlineRows, explain: bool = False) -> Scores:
+        """Calibrated churn probability, CLV, segment and risk band of each row (all rows must be complete).
+
+        With `explain`, also the reason codes from the churn model's SHAP contributions.
+        """
         churn, clv_model = self.scorer.churn, self.scorer.clv
+        X = self._matrix(rows, churn)
         # one thread: a request is at most 1,000 rows, and waking OpenMP's pool costs more
         # (tens of ms when the cores are busy) than the trees themselves
-        probability = churn.booster.predict(self._matrix(rows, churn), num_threads=1)
+        raw = churn.booster.predict(X, num_threads=1)
+        # calibrated on held-out data at training time, as in `Scorer.score`
+        probability = apply_map(churn.extra["calibration"], raw)
         clv = np.maximum(clv_model.booster.predict(self._matrix(rows, clv_model), num_threads=1), 0.0)
+        reasons = None
+        if explain:
+            contrib = churn.booster.predict(X, pred_contrib=True, num_threads=1)[:, :-1]
+            names = churn.feature_names
+            records = [{name: rows.columns[name][i] for name in names} for i in range(len(rows.customer_ids))]
+            reasons = reasons_from_records(records, contrib, names)
         return Scores(
             customer_ids=rows.customer_ids,
             churn_probability=probability,
@@ -222,4 +237,5 @@ class FastScorer:
             segment=segment_of(clv, clv_model.extra["segment_edges"]),
             risk_band=risk_band_of(probability, self.scorer.catalog.risk_bands),
             model_version=self.scorer.model_version,
+            reasons=reasons,
         )

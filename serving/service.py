@@ -34,6 +34,7 @@ from serving.ledger import Ledger
 from serving.online import FastScorer, OnlineReader, OnlineRows, Scores
 from serving.batch import decide_campaign
 from serving.scoring import Scorer
+from training.explain import Reason
 
 MAX_IDS = 1_000
 MAX_PAGE = 1_000
@@ -70,6 +71,12 @@ class CustomerScore(BaseModel):
     model_version: str = Field(description="Registered model versions that produced this score.")
 
 
+class ExplainedScore(CustomerScore):
+    """A score with the reasons behind it."""
+
+    reasons: list[Reason] = Field(description="Why the churn risk is high, strongest first (at most 3).")
+
+
 class CustomerError(BaseModel):
     """Why one customer id got no answer."""
 
@@ -80,7 +87,7 @@ class CustomerError(BaseModel):
 class ScoreResponse(BaseModel):
     """Scores for the known ids, errors for the others."""
 
-    scores: list[CustomerScore] = Field(description="One entry per known customer, in request order.")
+    scores: list[ExplainedScore] = Field(description="One entry per known customer, in request order.")
     errors: list[CustomerError] = Field(description="One entry per id that could not be scored.")
 
 
@@ -209,24 +216,25 @@ class ChurnService:
             )
         return complete, errors
 
-    def _score(self, customer_ids: list[int]) -> tuple[Scores, list[CustomerError], OnlineRows]:
+    def _score(self, customer_ids: list[int], explain: bool = False) -> tuple[Scores, list[CustomerError], OnlineRows]:
         rows, errors = self._read(customer_ids)
-        scores = self.fast.score(rows)
+        scores = self.fast.score(rows, explain=explain)
         SCORES_SERVED.labels(model_version=scores.model_version).inc(len(scores.customer_ids))
         return scores, errors, rows
 
     @bentoml.api
     @_http_errors
     def score(self, customer_ids: CustomerIds) -> ScoreResponse:
-        """Churn probability, risk band, CLV and segment for each customer id (one online read for all)."""
-        scores, errors, _ = self._score(customer_ids)
+        """Calibrated churn probability, risk band, CLV, segment and reason codes for each customer id."""
+        scores, errors, _ = self._score(customer_ids, explain=True)
         items = [
-            CustomerScore(
+            ExplainedScore(
                 customer_id=int(c), churn_probability=float(p), risk_band=str(b), clv=float(v), segment=str(s),
-                model_version=scores.model_version,
+                model_version=scores.model_version, reasons=why,
             )
-            for c, p, b, v, s in zip(
-                scores.customer_ids, scores.churn_probability, scores.risk_band, scores.clv, scores.segment, strict=True
+            for c, p, b, v, s, why in zip(
+                scores.customer_ids, scores.churn_probability, scores.risk_band, scores.clv, scores.segment,
+                scores.reasons, strict=True,
             )
         ]
         return ScoreResponse(scores=items, errors=errors)
