@@ -106,6 +106,23 @@ class Decision(CustomerScore):
     decided_at: datetime = Field(description="When the decision was first recorded (UTC).")
 
 
+class Outcome(BaseModel):
+    """What became of one decided customer of one campaign (contacted or held out)."""
+
+    campaign: Campaign
+    customer_id: CustomerId
+    churned: bool = Field(description="Whether the customer cancelled by the end of the horizon.")
+    revenue: float = Field(ge=0, description="Revenue from the customer over the horizon.")
+    horizon_end: datetime = Field(description="End of the horizon the outcome covers (UTC).")
+
+
+class OutcomeReceipt(BaseModel):
+    """How many outcomes were new."""
+
+    received: int = Field(description="Outcomes in the request.")
+    recorded: int = Field(description="Outcomes recorded now; one already recorded keeps its first value.")
+
+
 class InterventionResponse(BaseModel):
     """Recorded decisions for the known ids, errors for the others."""
 
@@ -275,6 +292,22 @@ class ChurnService:
             decisions=[Decision(**row) for row in recorded.to_dict("records")],
             errors=errors,
         )
+
+    @bentoml.api
+    @_http_errors
+    def outcomes(
+        self,
+        outcomes: Annotated[
+            list[Outcome], Field(min_length=1, max_length=MAX_IDS, description=f"1 to {MAX_IDS} outcomes.")
+        ],
+    ) -> OutcomeReceipt:
+        """Record campaign outcomes in the ledger (idempotent); they feed measurement and uplift learning.
+
+        Every outcome must name a recorded decision, or nothing is recorded (400 naming it).
+        """
+        rows = pd.DataFrame([o.model_dump() for o in outcomes])
+        recorded = self.ledger().record_outcomes(rows, source="api")
+        return OutcomeReceipt(received=len(rows), recorded=recorded)
 
     # ------------------------------------------------------------ campaign lists, readiness
     @campaigns.get(

@@ -34,6 +34,7 @@ def _post(base: str, path: str, body, headers=AUTH) -> httpx.Response:
 ENDPOINTS = [
     ("POST", "/score"),
     ("POST", "/interventions"),
+    ("POST", "/outcomes"),
     ("GET", "/interventions?campaign=any"),
     ("GET", "/ready"),
     ("GET", "/readyz"),
@@ -68,7 +69,7 @@ def test_with_the_key_every_endpoint_answers(api):
     assert ready.json() == {"ready": True, "models": ready.json()["models"], "online_store": "ok", "ledger": "ok"}
     assert httpx.get(f"{base}/readyz", headers=AUTH, timeout=30).status_code == 200
     spec = httpx.get(f"{base}/docs.json", headers=AUTH, timeout=30).json()
-    assert {"/score", "/interventions", "/ready"} <= set(spec["paths"])
+    assert {"/score", "/interventions", "/outcomes", "/ready"} <= set(spec["paths"])
     assert {"post", "get"} <= set(spec["paths"]["/interventions"])
 
 
@@ -177,3 +178,27 @@ def test_no_key_or_traceback_in_the_log(api):
     assert "Exception on /score" in text  # the failures were logged, in one line each
     assert API_KEY not in text and API_KEY[::-1] not in text
     assert "Traceback" not in text
+
+
+def test_outcomes_are_recorded_once_and_must_name_a_decision(api):
+    base, _, known = api
+    ids = sorted(known[:3])
+    assert _post(base, "/interventions", {"customer_ids": ids, "campaign": "outcomes"}).status_code == 200
+    body = {
+        "outcomes": [
+            {"campaign": "outcomes", "customer_id": c, "churned": c == ids[0], "revenue": 12.5, "horizon_end": "2026-12-01T00:00:00Z"}
+            for c in ids
+        ]
+    }
+    first = _post(base, "/outcomes", body)
+    assert first.status_code == 200, first.text
+    assert first.json() == {"received": 3, "recorded": 3}
+    assert _post(base, "/outcomes", body).json() == {"received": 3, "recorded": 0}
+
+    stranger = {**body["outcomes"][0], "campaign": "never-run"}
+    refused = _post(base, "/outcomes", {"outcomes": [body["outcomes"][1], stranger]})
+    assert refused.status_code == 400
+    assert "never-run" in refused.json()["error"] and "nothing was recorded" in refused.json()["error"]
+
+    negative = _post(base, "/outcomes", {"outcomes": [{**body["outcomes"][0], "revenue": -1}]})
+    assert negative.status_code == 400 and "revenue" in negative.text
