@@ -50,7 +50,9 @@ def _example(frame: pd.DataFrame, mask: np.ndarray, column: str) -> str:
     """'row 17: '2024-13-01' (3 rows)': the first offending row (1-based) and how many there are."""
     rows = np.flatnonzero(mask)
     first = int(rows[0])
-    return f"row {first + 1}: {frame[column].iloc[first]!r} ({len(rows)} row{'s' if len(rows) > 1 else ''})"
+    value = frame[column].iloc[first]
+    value = value.item() if isinstance(value, np.generic) else value  # -5.0, not np.float64(-5.0)
+    return f"row {first + 1}: {value!r} ({len(rows)} row{'s' if len(rows) > 1 else ''})"
 
 
 def _as_text(values: pd.Series) -> pd.Series:
