@@ -26,9 +26,8 @@ from features.contract import Shape, load_contract
 from features.contract_features import build_contract_features
 from features.ingest import ingest
 from features.store import apply_contract_definitions
-from training.backtest import METRICS, backtest, contract_data, summarize
+from training.backtest import METRICS, backtest, contract_data, engine_model, summarize
 from training.baselines import DefaultLightGBM, OneHotLogistic, RFMLogistic
-from training.tuning import AutoTunedModel
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"telco": "telco.yaml", "online_retail": "online_retail.yaml", "cdnow": "cdnow.toml"}
@@ -49,7 +48,7 @@ def run(config: Path, datasets: Path, work: Path) -> tuple[dict, dict]:
     data = contract_data(settings)
     timings["features + training set"] = time.perf_counter() - start
     seed = contract.evaluation.seed
-    models = {"engine (auto-tuned LightGBM)": lambda: AutoTunedModel(data.feature_names, data.categorical, seed=seed)}
+    models = {"engine (auto-tuned LightGBM)": lambda: engine_model(data)}
     if contract.snapshot and contract.snapshot[1].shape == Shape.SNAPSHOT and not data.rfm:
         models["logistic regression, one-hot"] = lambda: OneHotLogistic(data.feature_names, data.categorical)
         models["LightGBM defaults, raw columns"] = lambda: DefaultLightGBM(data.feature_names, data.categorical, seed)

@@ -152,6 +152,8 @@ def _standard(table: IngestedSource) -> pd.DataFrame:
     for column, kind in table.types.items():
         if kind == ColumnType.CATEGORICAL and column in frame and column not in rename:
             frame[column] = frame[column].astype("string")
+        if kind == ColumnType.TIMESTAMP and column in frame:
+            frame[column] = frame[column].astype("datetime64[us, UTC]")  # one resolution, whatever the parser chose
     return frame.rename(columns=rename)
 
 

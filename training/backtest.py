@@ -34,6 +34,7 @@ from features.definitions import contract_service_name
 from features.ingest import read_manifest
 from features.store import historical_features
 from training.evaluate import churn_metrics
+from training.tuning import AutoTunedModel
 
 METRICS = ("roc_auc", "pr_auc", "top_decile_lift")
 
@@ -187,3 +188,9 @@ def backtest(data: ContractData, models: dict[str, Model]) -> dict[str, list[dic
 def summarize(results: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
     """Mean and standard deviation of each metric over the splits."""
     return {k: (float(np.mean([r[k] for r in results])), float(np.std([r[k] for r in results]))) for k in results[0]}
+
+
+def engine_model(data: ContractData) -> AutoTunedModel:
+    """The engine's own churn model for `data`: validation `horizon_days` after its search data."""
+    gap = 0 if data.contract.churn.definition == "label" else data.contract.churn.horizon_days
+    return AutoTunedModel(data.feature_names, data.categorical, gap_days=gap, seed=data.contract.evaluation.seed)

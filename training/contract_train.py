@@ -23,7 +23,7 @@ import pandas as pd
 
 from churn.settings import Settings
 from features.definitions import contract_service_name
-from training.backtest import backtest, contract_data, summarize
+from training.backtest import backtest, contract_data, engine_model, summarize
 from training.dataset import fingerprint, to_matrix
 from training.registry import CHAMPION, connect, experiment_id
 from training.tuning import AutoTunedModel
@@ -91,10 +91,9 @@ def train_contract(settings: Settings, step: Callable[[str], None] = lambda _: N
     step("labels and point-in-time training set (Feast)")
     data = contract_data(settings)
     contract = data.contract
-    seed = contract.evaluation.seed
 
     def make() -> AutoTunedModel:
-        return AutoTunedModel(data.feature_names, data.categorical, seed=seed)
+        return engine_model(data)
 
     step(f"evaluate on {len(data.splits)} splits")
     per_split = backtest(data, {"engine": make})["engine"]
