@@ -81,7 +81,7 @@ def report(name: str, results: dict, info: dict) -> None:
         print(f"| {model} | {cells} | {per} |")
     engine = summarize(next(iter(results.values())))["roc_auc"][0]
     best = max(summarize(r)["roc_auc"][0] for m, r in list(results.items())[1:])
-    print(f"engine ROC AUC / best baseline: {engine:.3f} / {best:.3f} = {engine / best:.4f}")
+    print(f"engine ROC AUC / best baseline: {engine:.4f} / {best:.4f} = {engine / best:.4f}")
 
 
 def main() -> None:

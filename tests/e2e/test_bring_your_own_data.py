@@ -51,6 +51,7 @@ def _run(args: list[str], env: dict) -> str:
     return result.output
 
 
+@pytest.mark.slow  # about 2 minutes on 2 idle cores: an evaluation and a final fit, each a 5-setting search
 def test_ingest_features_train_through_the_cli(company):
     path, root, env = company
     out = _run(["ingest", "--config", str(path)], env)
@@ -85,4 +86,5 @@ def test_a_failed_ingest_through_the_cli_names_the_problem(company, tmp_path):
     bad_path.write_text(yaml.safe_dump(bad))
     result = CliRunner().invoke(app, ["ingest", "--config", str(bad_path)], env=env)
     assert result.exit_code == 1
-    assert "column 'no_such_column' is required by the config but missing" in result.output
+    output = " ".join(result.output.split())  # the console wraps long lines
+    assert "column 'no_such_column' is required by the config but missing" in output
