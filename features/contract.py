@@ -14,7 +14,6 @@ transaction within `horizon_days` after a cutoff (non-contractual business such 
 
 from __future__ import annotations
 
-import json
 import tomllib
 from datetime import date
 from enum import Enum
@@ -190,7 +189,3 @@ def load_contract(path: Path, data_root: Path | None = None) -> tuple[Contract, 
         raise ConfigError(f"{path}: invalid config:\n  {problems}") from exc
     root = Path(data_root) if data_root else (path.parent / contract.data_root)
     return contract, root.resolve()
-
-
-def contract_json(contract: Contract) -> str:
-    return json.dumps(contract.model_dump(mode="json"), indent=2)

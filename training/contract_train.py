@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import tempfile
 from collections.abc import Callable
@@ -47,8 +48,6 @@ class BoosterEnsemble(mlflow.pyfunc.PythonModel):
     """The registered form of an `AutoTunedModel`: boosters saved as text, probabilities averaged."""
 
     def load_context(self, context) -> None:
-        import json
-
         self.spec = json.loads(Path(context.artifacts["spec"]).read_text())
         self.boosters = [lgb.Booster(model_file=context.artifacts[k]) for k in sorted(context.artifacts) if k.startswith("booster_")]
 
@@ -59,8 +58,6 @@ class BoosterEnsemble(mlflow.pyfunc.PythonModel):
 
 def _log_model(model: AutoTunedModel, name: str, service: str) -> str:
     """Log the ensemble as a pyfunc and register it; returns the new version."""
-    import json
-
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = {}
         for i, booster in enumerate(model.boosters_):
@@ -80,8 +77,7 @@ def _log_model(model: AutoTunedModel, name: str, service: str) -> str:
         )
         artifacts["spec"] = str(spec)
         info = mlflow.pyfunc.log_model(
-            name=name, python_model=BoosterEnsemble(), artifacts=artifacts, registered_model_name=name,
-            code_paths=None,
+            name=name, python_model=BoosterEnsemble(), artifacts=artifacts, registered_model_name=name
         )
     return str(info.registered_model_version)
 
