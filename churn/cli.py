@@ -308,6 +308,71 @@ def interventions(
     _interventions(_settings(), as_of, campaign)
 
 
+@app.command()
+@_fails_cleanly
+def outcomes(
+    campaign: Annotated[
+        str | None, typer.Option(help="Campaign whose outcomes the simulator should give (with --simulated).")
+    ] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option(help="CSV or Parquet with campaign, customer_id, churned, revenue, horizon_end."),
+    ] = None,
+    simulated: Annotated[bool, typer.Option(help="Take the outcomes from the simulator's hidden truth.")] = False,
+) -> None:
+    """Record campaign outcomes (churned by the horizon end, revenue) in the ledger."""
+    from serving.ledger import Ledger
+    from serving.outcomes import ingest_file, ingest_simulated
+
+    settings = _settings()
+    if (from_file is None) == (not simulated):
+        raise ChurnError("give either --from-file PATH or --simulated --campaign ID")
+    if simulated and campaign is None:
+        raise ChurnError("--simulated needs --campaign ID")
+    ledger = Ledger(settings.resolved_ledger_url)
+    try:
+        with _step("record outcomes"):
+            if simulated:
+                recorded = ingest_simulated(settings, ledger, campaign)
+                console.print(f"  campaign {campaign}: {len(recorded):,} outcomes from the simulator")
+            else:
+                new = ingest_file(ledger, from_file)
+                console.print(f"  {new:,} new outcomes from {from_file}")
+    finally:
+        ledger.close()
+
+
+@app.command()
+@_fails_cleanly
+def measure(
+    campaign: Annotated[list[str] | None, typer.Option(help="Campaign(s) to measure (default: all).")] = None,
+) -> None:
+    """Measurement report: per segment x action, treated vs holdout churn with a 95% interval."""
+    from serving.ledger import Ledger
+    from serving.measure import measurement_report
+
+    settings = _settings()
+    ledger = Ledger(settings.resolved_ledger_url)
+    try:
+        rows = ledger.decisions_with_outcomes(campaign or None)
+    finally:
+        ledger.close()
+    if rows.empty:
+        raise ChurnError("no decisions with outcomes in the ledger yet; run `churn outcomes` first")
+    report = measurement_report(rows)
+    path = settings.outputs_dir / "measurement.csv"
+    report.to_csv(path, index=False)
+    table = Table("segment", "action", "treated", "holdout", "churn treated", "churn holdout", "effect [95% CI]", "incr. revenue")
+    for r in report.itertuples():
+        table.add_row(
+            r.segment, r.action, f"{r.n_treated:,}", f"{r.n_holdout:,}", f"{r.churn_treated:.2%}",
+            f"{r.churn_holdout:.2%}", f"{r.effect:+.2%} [{r.ci_low:+.2%}, {r.ci_high:+.2%}]",
+            f"{r.incremental_revenue:,.0f}",
+        )
+    console.print(table)
+    console.print(f"  report: {path}")
+
+
 # ---------------------------------------------------------------- serve
 @app.command()
 @_fails_cleanly

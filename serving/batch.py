@@ -10,14 +10,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from churn.settings import Settings
 from features.build import raw_as_of
 from features.store import active_customers, historical_features
+from serving.holdout import assign_holdouts
 from serving.ledger import Ledger
-from serving.policy import NO_ACTION, decide
+from serving.policy import NO_ACTION, ActionCatalog, cooldown_blocks, decide, max_cooldown_days
 from serving.scoring import Scorer
+from serving.uplift import TRAIT_SOURCES, UpliftModel, fit_uplift
 
 # The columns of the intervention list, in order.
 LIST_COLUMNS = [
@@ -48,6 +51,7 @@ class InterventionRun:
     list_parquet: Path
     n_scored: int
     n_actions: int
+    n_holdout: int
     actions: dict[str, int]
     total_cost: float
     total_expected_value: float
@@ -67,22 +71,75 @@ def write_scores(settings: Settings, scores: pd.DataFrame, as_of: datetime) -> P
     return path
 
 
+def decide_campaign(
+    scores: pd.DataFrame,
+    catalog: ActionCatalog,
+    ledger: Ledger,
+    campaign: str,
+    as_of: datetime,
+    effects: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Decide for scored customers and record it: cooldowns from the ledger, budget, holdouts.
+
+    Returns the ledger's rows for the scored customers. A campaign run again finds its own
+    first decisions in the ledger and keeps them, so nobody is contacted twice.
+    """
+    since = pd.Timestamp(as_of) - pd.Timedelta(days=max_cooldown_days(catalog))
+    recent = ledger.recent_actions(since, pd.Timestamp(as_of), exclude_campaign=campaign)
+    blocked = cooldown_blocks(scores["customer_id"].to_numpy(), recent, catalog, as_of)
+    decisions = decide(scores, catalog, effects=effects, blocked=blocked, campaign=campaign)
+    decisions = assign_holdouts(decisions, campaign, catalog.holdout_share).merge(
+        scores[["customer_id", "segment", "risk_band", "churn_probability", "clv", "model_version"]], on="customer_id"
+    )
+    return ledger.record(decisions, campaign, as_of=as_of)
+
+
+def learn_uplift(settings: Settings, scorer: Scorer, ledger: Ledger) -> UpliftModel | None:
+    """The uplift model learned from every outcome in the ledger, or None while there are none.
+
+    Traits come from the offline store at each decision's scoring date (point in time),
+    the churn probability from the ledger (what the policy saw when it decided).
+    """
+    rows = ledger.decisions_with_outcomes()
+    if rows.empty:
+        return None
+    entities = rows[["customer_id"]].assign(event_timestamp=rows["as_of"])
+    features = historical_features(settings, entities.drop_duplicates(), scorer.feature_services)
+    # the ledger's `channel` is the action's; the trait is the acquisition channel
+    merged = rows.drop(columns="channel").merge(
+        features[["customer_id", "event_timestamp", *[c for c in TRAIT_SOURCES if c != "churn_probability"]]],
+        left_on=["customer_id", "as_of"],
+        right_on=["customer_id", "event_timestamp"],
+        how="left",
+        validate="many_to_one",
+    )
+    catalog = scorer.catalog
+    model = fit_uplift(merged, catalog.names, list(catalog.prior_effects))
+    return model if model.learned_ else None
+
+
 def run_interventions(settings: Settings, as_of: datetime | None = None, campaign: str | None = None) -> InterventionRun:
-    """Score, decide, record in the ledger and write the intervention list (CSV and Parquet)."""
+    """Score, decide, record in the ledger and write the intervention list (CSV and Parquet).
+
+    The list holds the customers to contact; held-out customers are only in the ledger.
+    """
     as_of = as_of or raw_as_of(settings.raw_dir)
     campaign = campaign or settings.campaign or f"run-{as_of:%Y%m%d}"
     scorer = Scorer.load(settings)
     scores = score_active(settings, scorer, as_of)
     scores_path = write_scores(settings, scores, as_of)
-    decisions = decide(scores, scorer.catalog).merge(
-        scores[["customer_id", "segment", "risk_band", "churn_probability", "clv", "model_version"]], on="customer_id"
-    )
     ledger = Ledger(settings.resolved_ledger_url)
     try:
-        recorded = ledger.record(decisions, campaign)
+        uplift = learn_uplift(settings, scorer, ledger)
+        effects = None
+        if uplift is not None:
+            effects = uplift.predict_effects(scores)
+            scores = scores.assign(model_version=scores["model_version"] + f";uplift:{'+'.join(uplift.learned_)}")
+        recorded = decide_campaign(scores, scorer.catalog, ledger, campaign, as_of, effects)
     finally:
         ledger.close()
-    chosen = recorded[recorded["action"] != NO_ACTION].sort_values("expected_value", ascending=False)
+    acted = recorded[recorded["action"] != NO_ACTION]
+    chosen = acted[~acted["holdout"]].sort_values("expected_value", ascending=False)
     listing = chosen[LIST_COLUMNS]
     stem = settings.outputs_dir / f"interventions_{campaign}"
     list_csv, list_parquet = stem.with_suffix(".csv"), stem.with_suffix(".parquet")
@@ -96,6 +153,7 @@ def run_interventions(settings: Settings, as_of: datetime | None = None, campaig
         list_parquet=list_parquet,
         n_scored=len(scores),
         n_actions=len(listing),
+        n_holdout=int(acted["holdout"].sum()),
         actions=listing["action"].value_counts().to_dict(),
         total_cost=float(listing["cost"].sum()),
         total_expected_value=float(listing["expected_value"].sum()),

@@ -1,8 +1,10 @@
-"""The decision ledger: every decision the engine made, in one SQL store.
+"""The decision ledger: every decision the engine made, and every outcome, in one SQL store.
 
 SQLite by default, PostgreSQL when `ledger_url` says so (SQLAlchemy Core, one schema for
-both). Recording is idempotent: (campaign, customer) is unique, so running the same
-campaign twice records and contacts nobody twice.
+both). Recording is idempotent: (campaign, customer) is unique in both tables, so running
+the same campaign twice records and contacts nobody twice, and ingesting the same outcomes
+twice counts nobody twice. Held-out customers are decisions too (`holdout` true, with the
+action they would have received), so effects can be measured from this store alone.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
-from churn.errors import StoreUnavailableError
+from churn.errors import DataError, StoreUnavailableError
 
 metadata = sa.MetaData()
 
@@ -33,9 +35,26 @@ decisions = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("model_version", sa.String(256), nullable=False),
     sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("holdout", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
+)
+
+outcomes = sa.Table(
+    "outcomes",
+    metadata,
+    sa.Column("campaign", sa.String(128), primary_key=True),
+    sa.Column("customer_id", sa.BigInteger, primary_key=True),
+    sa.Column("churned", sa.Boolean, nullable=False),
+    sa.Column("revenue", sa.Float, nullable=False),
+    sa.Column("horizon_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("source", sa.String(256), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(["campaign", "customer_id"], ["decisions.campaign", "decisions.customer_id"]),
 )
 
 LEDGER_COLUMNS = [c.name for c in decisions.columns]
+OUTCOME_COLUMNS = [c.name for c in outcomes.columns]
+_TIMES = ("decided_at", "as_of", "horizon_end", "recorded_at")
 
 
 class Ledger:
@@ -46,6 +65,15 @@ class Ledger:
         self._engine = sa.create_engine(url, pool_pre_ping=True)
         try:
             metadata.create_all(self._engine)
+            existing = sa.inspect(self._engine)
+            for table in (decisions, outcomes):
+                have = {c["name"] for c in existing.get_columns(table.name)}
+                missing = [c.name for c in table.columns if c.name not in have]
+                if missing:
+                    raise StoreUnavailableError(
+                        f"ledger at {self._safe_url}: table {table.name!r} lacks columns {missing}; it was made by "
+                        f"an older version of the engine (move it aside or add the columns)"
+                    )
         except OperationalError as exc:
             raise StoreUnavailableError(f"ledger at {self._safe_url} is unreachable: {exc.orig}") from exc
 
@@ -53,18 +81,111 @@ class Ledger:
     def _safe_url(self) -> str:
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
 
-    def record(self, rows: pd.DataFrame, campaign: str, decided_at: datetime | None = None) -> pd.DataFrame:
+    def record(
+        self, rows: pd.DataFrame, campaign: str, decided_at: datetime | None = None, as_of: datetime | None = None
+    ) -> pd.DataFrame:
         """Record decisions for `campaign`, in one transaction; return the ledger's rows for them.
 
-        Customers already decided in this campaign keep their first decision (nothing is
-        overwritten), and the returned frame shows that recorded decision.
+        `rows` may carry `holdout` (default: nobody held out). `as_of` is the date the
+        scores describe (default: `decided_at`). Customers already decided in this campaign
+        keep their first decision (nothing is overwritten), and the returned frame shows
+        that recorded decision.
         """
         decided_at = decided_at or datetime.now(timezone.utc)
+        rows = rows.assign(campaign=campaign, decided_at=decided_at, as_of=as_of or decided_at)
+        if "holdout" not in rows.columns:
+            rows = rows.assign(holdout=False)
+        records = rows[LEDGER_COLUMNS].astype({"customer_id": "int64", "holdout": bool}).to_dict("records")
+        self._insert(decisions, records)
+        recorded = self.campaign_decisions(campaign)
+        return recorded[recorded["customer_id"].isin(rows["customer_id"])].reset_index(drop=True)
+
+    def record_outcomes(self, rows: pd.DataFrame, source: str, recorded_at: datetime | None = None) -> int:
+        """Record outcomes (one per campaign x customer); return how many were new.
+
+        `rows` columns: campaign, customer_id, churned, revenue, horizon_end. Every row must
+        match a recorded decision; an outcome already recorded keeps its first value.
+        """
+        missing = sorted({"campaign", "customer_id", "churned", "revenue", "horizon_end"} - set(rows.columns))
+        if missing:
+            raise DataError(f"outcomes from {source} lack columns {missing}")
+        known = self.decisions_frame(sorted(rows["campaign"].astype(str).unique()))
+        keys = pd.MultiIndex.from_frame(known[["campaign", "customer_id"]].astype({"customer_id": "int64"}))
+        asked = pd.MultiIndex.from_frame(rows[["campaign", "customer_id"]].astype({"campaign": str, "customer_id": "int64"}))
+        unknown = asked[~asked.isin(keys)]
+        if len(unknown):
+            shown = ", ".join(f"{c}/{i}" for c, i in list(unknown)[:5])
+            raise DataError(
+                f"outcomes from {source}: {len(unknown)} rows name a campaign/customer with no recorded decision "
+                f"(first: {shown}); nothing was recorded"
+            )
+        before = self._count(outcomes)
         records = (
-            rows.assign(campaign=campaign, decided_at=decided_at)[LEDGER_COLUMNS]
-            .astype({"customer_id": "int64"})
+            rows.assign(source=source, recorded_at=recorded_at or datetime.now(timezone.utc))[OUTCOME_COLUMNS]
+            .astype({"campaign": str, "customer_id": "int64", "churned": bool, "revenue": float})
             .to_dict("records")
         )
+        self._insert(outcomes, records)
+        return self._count(outcomes) - before
+
+    def campaign_decisions(self, campaign: str) -> pd.DataFrame:
+        """The recorded decisions of a campaign, by customer id."""
+        return self.decisions_frame([campaign])
+
+    def decisions_frame(self, campaigns: list[str] | None = None) -> pd.DataFrame:
+        """Recorded decisions of `campaigns` (default all), by campaign and customer id."""
+        query = sa.select(decisions)
+        if campaigns is not None:
+            query = query.where(decisions.c.campaign.in_(campaigns))
+        return self._frame(query.order_by(decisions.c.campaign, decisions.c.customer_id), LEDGER_COLUMNS)
+
+    def recent_actions(self, since: datetime, until: datetime, exclude_campaign: str | None = None) -> pd.DataFrame:
+        """Actions decided (contacted or held out) for scores dated in [since, until].
+
+        Returns customer_id, action, as_of. Held-out customers count too: contacting them
+        within the cooldown would spoil the measurement they are there for.
+        """
+        query = sa.select(decisions.c.customer_id, decisions.c.action, decisions.c.as_of).where(
+            decisions.c.action != "none", decisions.c.as_of >= since, decisions.c.as_of <= until
+        )
+        if exclude_campaign is not None:
+            query = query.where(decisions.c.campaign != exclude_campaign)
+        return self._frame(query, ["customer_id", "action", "as_of"])
+
+    def decisions_with_outcomes(self, campaigns: list[str] | None = None) -> pd.DataFrame:
+        """Decisions with an action (contacted or held out) joined to their recorded outcomes."""
+        query = sa.select(
+            decisions, outcomes.c.churned, outcomes.c.revenue, outcomes.c.horizon_end
+        ).join(
+            outcomes,
+            sa.and_(decisions.c.campaign == outcomes.c.campaign, decisions.c.customer_id == outcomes.c.customer_id),
+        ).where(decisions.c.action != "none")
+        if campaigns is not None:
+            query = query.where(decisions.c.campaign.in_(campaigns))
+        columns = LEDGER_COLUMNS + ["churned", "revenue", "horizon_end"]
+        return self._frame(query.order_by(decisions.c.campaign, decisions.c.customer_id), columns)
+
+    def _frame(self, query: sa.Select, columns: list[str]) -> pd.DataFrame:
+        try:
+            with self._engine.connect() as conn:
+                rows = conn.execute(query).mappings().all()
+        except OperationalError as exc:
+            raise StoreUnavailableError(f"ledger at {self._safe_url} is unreachable: {exc.orig}") from exc
+        frame = pd.DataFrame(rows, columns=columns)
+        for column in set(_TIMES) & set(columns):
+            # SQLite hands back naive datetimes; everything the engine writes is UTC
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+        return frame
+
+    def _count(self, table: sa.Table) -> int:
+        try:
+            with self._engine.connect() as conn:
+                return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+        except OperationalError as exc:
+            raise StoreUnavailableError(f"ledger at {self._safe_url} is unreachable: {exc.orig}") from exc
+
+    def _insert(self, table: sa.Table, records: list[dict]) -> None:
+        """Insert in one transaction; rows whose key exists are left as they are."""
         dialect = self._engine.dialect.name
         if dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
@@ -75,24 +196,9 @@ class Ledger:
         try:
             with self._engine.begin() as conn:
                 for start in range(0, len(records), 5_000):
-                    conn.execute(insert(decisions).on_conflict_do_nothing(), records[start : start + 5_000])
+                    conn.execute(insert(table).on_conflict_do_nothing(), records[start : start + 5_000])
         except OperationalError as exc:
             raise StoreUnavailableError(f"ledger at {self._safe_url} is unreachable: {exc.orig}") from exc
-        recorded = self.campaign_decisions(campaign)
-        return recorded[recorded["customer_id"].isin(rows["customer_id"])].reset_index(drop=True)
-
-    def campaign_decisions(self, campaign: str) -> pd.DataFrame:
-        """The recorded decisions of a campaign, by customer id."""
-        query = sa.select(decisions).where(decisions.c.campaign == campaign)
-        try:
-            with self._engine.connect() as conn:
-                rows = conn.execute(query.order_by(decisions.c.customer_id)).mappings().all()
-        except OperationalError as exc:
-            raise StoreUnavailableError(f"ledger at {self._safe_url} is unreachable: {exc.orig}") from exc
-        frame = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
-        # SQLite hands back naive datetimes; everything the engine writes is UTC
-        frame["decided_at"] = pd.to_datetime(frame["decided_at"], utc=True)
-        return frame
 
     def close(self) -> None:
         self._engine.dispose()

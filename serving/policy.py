@@ -1,12 +1,15 @@
 """Business rules: CLV segments, risk bands, the action catalog and the choice of action.
 
 Nothing here knows of HTTP or storage; `decide` takes scored customers and returns one
-decision per customer.
+decision per customer. The choice maximises expected incremental value,
+P(churn) x effect(action | customer) x CLV - cost, per customer, under the run's budget and
+each action's capacity (`serving/allocate.py`), for customers not in a cooldown.
 """
 
 from __future__ import annotations
 
 import operator
+from datetime import datetime
 from enum import Enum
 from importlib import resources
 from pathlib import Path
@@ -17,7 +20,9 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from churn.draws import uniform_draw
 from churn.errors import ConfigError, DataError
+from serving.allocate import allocate, explore
 
 NO_ACTION = "none"
 
@@ -28,6 +33,14 @@ class Segment(str, Enum):
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
+
+
+class LifecycleStage(str, Enum):
+    """Where a customer is in their life with us, by tenure (edges in the catalog)."""
+
+    NEW = "new"
+    ESTABLISHED = "established"
+    LOYAL = "loyal"
 
 
 class RiskBand(str, Enum):
@@ -55,10 +68,19 @@ class Action(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Identifier used in lists and the ledger.")
     channel: str = Field(description="How the customer is reached (email, phone, push, ...).")
     cost: float = Field(ge=0, description="Cost per contact, in revenue units.")
-    effect: float = Field(ge=-1, le=1, description="Prior relative reduction of churn probability.")
+    effect: float = Field(
+        ge=-1, le=1, description="Prior relative reduction of churn probability, used until measured effects exist."
+    )
     reason: str = Field(description="Why this action, in words, for the intervention list.")
     segments: list[Segment] = Field(min_length=1, description="CLV segments it applies to.")
     risk_bands: list[RiskBand] = Field(min_length=1, description="Risk bands it applies to.")
+    lifecycle_stages: list[LifecycleStage] = Field(
+        default_factory=lambda: list(LifecycleStage), min_length=1, description="Lifecycle stages it applies to."
+    )
+    capacity: int | None = Field(None, ge=0, description="Most contacts per run (e.g. advisor calls a week); none: no cap.")
+    cooldown_days: int = Field(
+        0, ge=0, description="No customer gets this same action again within this many days."
+    )
     when: list[Condition] = Field(default_factory=list, description="Feature conditions, all of which must hold.")
 
     @field_validator("name")
@@ -82,10 +104,40 @@ class RiskBands(BaseModel):
         return self
 
 
+class LifecycleEdges(BaseModel):
+    """Tenure (days) at which a customer becomes established, then loyal."""
+
+    established: int = Field(90, gt=0)
+    loyal: int = Field(365, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LifecycleEdges:
+        if not self.established < self.loyal:
+            raise ValueError(
+                f"lifecycle.established ({self.established}) must be below lifecycle.loyal ({self.loyal})"
+            )
+        return self
+
+
 class ActionCatalog(BaseModel):
-    """The validated action catalog."""
+    """The validated action catalog, with the run's budget, cooldown and holdout share."""
 
     risk_bands: RiskBands
+    lifecycle: LifecycleEdges = LifecycleEdges()
+    budget: float | None = Field(None, ge=0, description="Most total contact cost per run; none: no budget limit.")
+    cooldown_days: int = Field(
+        0, ge=0, description="No customer gets any action again within this many days of the last one."
+    )
+    explore_share: float = Field(
+        0.0,
+        ge=0,
+        le=0.5,
+        description="Share of customers left without an action who get a random eligible one, "
+        "paid from the budget the policy left unspent, so the uplift model sees more than its own picks.",
+    )
+    holdout_share: float = Field(
+        0.0, ge=0, le=0.5, description="Share of customers chosen for each action held out at random, to measure it."
+    )
     actions: list[Action] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -97,7 +149,27 @@ class ActionCatalog(BaseModel):
         return self
 
     def conditions_features(self) -> set[str]:
-        return {c.feature for a in self.actions for c in a.when}
+        """Features the eligibility rules read (tenure_days too when an action is stage-bound)."""
+        features = {c.feature for a in self.actions for c in a.when}
+        if any(set(a.lifecycle_stages) != set(LifecycleStage) for a in self.actions):
+            features.add("tenure_days")
+        return features
+
+    @property
+    def names(self) -> list[str]:
+        return [a.name for a in self.actions]
+
+    @property
+    def costs(self) -> np.ndarray:
+        return np.array([a.cost for a in self.actions], dtype=float)
+
+    @property
+    def prior_effects(self) -> np.ndarray:
+        return np.array([a.effect for a in self.actions], dtype=float)
+
+    @property
+    def capacities(self) -> list[int | None]:
+        return [a.capacity for a in self.actions]
 
 
 def load_catalog(path: Path | None = None) -> ActionCatalog:
@@ -133,45 +205,108 @@ def risk_band_of(probability: np.ndarray, bands: RiskBands) -> np.ndarray:
     return labels[np.searchsorted([bands.medium, bands.high], np.asarray(probability), side="right")]
 
 
-def decide(scored: pd.DataFrame, catalog: ActionCatalog) -> pd.DataFrame:
-    """Choose each customer's best action by expected value, or none.
+def lifecycle_stage_of(tenure_days: np.ndarray, edges: LifecycleEdges) -> np.ndarray:
+    """Lifecycle stage names for tenures in days."""
+    labels = np.array([s.value for s in LifecycleStage])
+    return labels[np.searchsorted([edges.established, edges.loyal], np.asarray(tenure_days), side="right")]
 
-    `scored` columns:
-    - customer_id
-    - churn_probability, clv, segment, risk_band
-    - every feature named in a catalog condition
 
-    Returns customer_id, action, channel, cost, expected_value, reason (one row per customer).
+def eligibility(scored: pd.DataFrame, catalog: ActionCatalog) -> np.ndarray:
+    """Which customer may get which action: a (customers x actions) boolean matrix.
+
+    `scored` columns: segment, risk_band, tenure_days (when an action is stage-bound) and
+    every feature named in a catalog condition.
     """
     missing = sorted(catalog.conditions_features() - set(scored.columns))
     if missing:
         raise DataError(f"action catalog conditions need features {missing}, which the scores do not carry")
+    eligible = np.zeros((len(scored), len(catalog.actions)), bool)
+    stages = (
+        lifecycle_stage_of(scored["tenure_days"].to_numpy(dtype=float), catalog.lifecycle)
+        if "tenure_days" in scored.columns
+        else None
+    )
+    for j, action in enumerate(catalog.actions):
+        ok = scored["segment"].isin([s.value for s in action.segments]).to_numpy()
+        ok &= scored["risk_band"].isin([b.value for b in action.risk_bands]).to_numpy()
+        if set(action.lifecycle_stages) != set(LifecycleStage):
+            ok &= np.isin(stages, [s.value for s in action.lifecycle_stages])
+        for cond in action.when:
+            ok &= _OPS[cond.op](scored[cond.feature].to_numpy(dtype=float), cond.value)
+        eligible[:, j] = ok
+    return eligible
+
+
+def expected_values(scored: pd.DataFrame, catalog: ActionCatalog, effects: np.ndarray | None = None) -> np.ndarray:
+    """Expected incremental value of each action for each customer, -inf where not eligible.
+
+    value = P(churn) x effect x CLV - cost (Ascarza 2018: target by the effect of the
+    contact, not by risk alone). `effects` is a (customers x actions) matrix of relative
+    churn reductions (a learned uplift model's); None uses the catalog's priors.
+    """
+    eligible = eligibility(scored, catalog)
+    p = scored["churn_probability"].to_numpy(dtype=float)[:, None]
+    clv = scored["clv"].to_numpy(dtype=float)[:, None]
+    if effects is None:
+        effects = np.broadcast_to(catalog.prior_effects, eligible.shape)
+    elif effects.shape != eligible.shape:
+        raise DataError(
+            f"effects must be one row per customer and one column per action {eligible.shape}; got {effects.shape}"
+        )
+    return np.where(eligible, p * effects * clv - catalog.costs, -np.inf)
+
+
+def decide(
+    scored: pd.DataFrame,
+    catalog: ActionCatalog,
+    effects: np.ndarray | None = None,
+    blocked: np.ndarray | None = None,
+    campaign: str | None = None,
+) -> pd.DataFrame:
+    """Choose each customer's best action by expected value, or none, within budget and capacities.
+
+    `scored` columns:
+    - customer_id
+    - churn_probability, clv, segment, risk_band
+    - every feature named in a catalog condition (tenure_days for stage-bound actions)
+
+    `effects`: learned relative effects (customers x actions), default the catalog priors.
+    `blocked`: (customers x actions) True where a cooldown forbids the action.
+    `campaign`: when given, the catalog's `explore_share` of the customers left without an
+    action get a random eligible one (reproducible per campaign) from the unspent budget.
+    Returns customer_id, action, channel, cost, expected_value, reason (one row per customer).
+    """
     n = len(scored)
     p = scored["churn_probability"].to_numpy(dtype=float)
     clv = scored["clv"].to_numpy(dtype=float)
-    values = np.full((n, len(catalog.actions)), -np.inf)
-    for j, action in enumerate(catalog.actions):
-        eligible = scored["segment"].isin([s.value for s in action.segments]).to_numpy()
-        eligible &= scored["risk_band"].isin([b.value for b in action.risk_bands]).to_numpy()
-        for cond in action.when:
-            eligible &= _OPS[cond.op](scored[cond.feature].to_numpy(dtype=float), cond.value)
-        ev = p * action.effect * clv - action.cost
-        values[:, j] = np.where(eligible, ev, -np.inf)
-    best = values.argmax(axis=1) if len(catalog.actions) else np.zeros(n, int)
+    values = expected_values(scored, catalog, effects)
+    if blocked is not None:
+        values = np.where(blocked, -np.inf, values)
+    best = allocate(values, catalog.costs, catalog.budget, catalog.capacities)
+    explored = np.zeros(n, bool)
+    if campaign is not None and catalog.explore_share > 0:
+        draws = uniform_draw(scored["customer_id"].to_numpy(), campaign, purpose="explore")
+        best, explored = explore(
+            best, np.isfinite(values), draws, catalog.explore_share, catalog.costs, catalog.budget, catalog.capacities
+        )
+    chosen = best >= 0
+    worth_it = (values > 0).any(axis=1)
+    best = np.where(chosen, best, values.argmax(axis=1))
     best_value = values[np.arange(n), best]
-    chosen = best_value > 0
     names = np.array([a.name for a in catalog.actions])
     channels = np.array([a.channel for a in catalog.actions])
     costs = np.array([a.cost for a in catalog.actions])
     reasons = np.array([a.reason for a in catalog.actions])
     reason_text = [
-        f"{reasons[b]}: churn risk {pi:.0%} ({band}), 12-month value {ci:.0f} ({seg}), expected gain {ev:.2f}"
+        f"{'exploration, ' if ex else ''}{reasons[b]}: churn risk {pi:.0%} ({band}), "
+        f"12-month value {ci:.0f} ({seg}), expected gain {ev:.2f}"
         if ok
         else (
-            f"no eligible action is worth its cost: churn risk {pi:.0%} ({band}), 12-month value {ci:.0f} ({seg})"
+            f"{'left out by the budget or a capacity' if worth else 'no eligible action is worth its cost'}: "
+            f"churn risk {pi:.0%} ({band}), 12-month value {ci:.0f} ({seg})"
         )
-        for ok, b, pi, ci, ev, band, seg in zip(
-            chosen, best, p, clv, best_value, scored["risk_band"], scored["segment"], strict=True
+        for ok, ex, worth, b, pi, ci, ev, band, seg in zip(
+            chosen, explored, worth_it, best, p, clv, best_value, scored["risk_band"], scored["segment"], strict=True
         )
     ]
     return pd.DataFrame(
@@ -184,3 +319,31 @@ def decide(scored: pd.DataFrame, catalog: ActionCatalog) -> pd.DataFrame:
             "reason": reason_text,
         }
     )
+
+
+def cooldown_blocks(
+    customer_ids: np.ndarray, recent: pd.DataFrame, catalog: ActionCatalog, as_of: datetime
+) -> np.ndarray:
+    """(customers x actions) True where a cooldown forbids the action at `as_of`.
+
+    `recent` columns: customer_id, action, as_of (earlier decisions with an action). Any
+    action within the catalog's `cooldown_days` blocks every action; the same action within
+    its own `cooldown_days` blocks that action.
+    """
+    blocked = np.zeros((len(customer_ids), len(catalog.actions)), bool)
+    if recent.empty:
+        return blocked
+    age_days = (pd.Timestamp(as_of) - pd.to_datetime(recent["as_of"], utc=True)).dt.total_seconds() / 86_400
+    recent = recent.assign(age_days=age_days.to_numpy())
+    rows = pd.Index(customer_ids)
+    any_recent = recent[recent["age_days"] < catalog.cooldown_days]
+    blocked[rows.isin(any_recent["customer_id"]), :] = True
+    for j, action in enumerate(catalog.actions):
+        same = recent[(recent["action"] == action.name) & (recent["age_days"] < action.cooldown_days)]
+        blocked[rows.isin(same["customer_id"]), j] = True
+    return blocked
+
+
+def max_cooldown_days(catalog: ActionCatalog) -> int:
+    """How far back a run must look for earlier actions."""
+    return max([catalog.cooldown_days, *(a.cooldown_days for a in catalog.actions)])

@@ -8,12 +8,15 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import psycopg
 import pytest
 
-from churn.errors import StoreUnavailableError
+from churn.errors import DataError, StoreUnavailableError
+from serving.batch import decide_campaign
 from serving.ledger import LEDGER_COLUMNS, Ledger
+from serving.policy import load_catalog
 
 # the local PostgreSQL (trust auth); CI starts it, so an unreachable server fails the test
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -64,7 +67,7 @@ def _decisions(customer_ids: list[int], action: str = "advisor_call", value: flo
             "model_version": "churn-risk/3",
         }
     )
-    assert sorted(rows.columns) == sorted(set(LEDGER_COLUMNS) - {"campaign", "decided_at"})
+    assert sorted(rows.columns) == sorted(set(LEDGER_COLUMNS) - {"campaign", "decided_at", "holdout", "as_of"})
     return rows
 
 
@@ -161,3 +164,109 @@ def test_ledger_store_going_away_is_store_unavailable(tmp_path):
             ledger.record(_decisions([1]), "c1")
     finally:
         ledger.close()
+
+
+# --- holdouts, cooldowns and outcomes ------------------------------------------------------
+
+
+def _scores(n: int, seed: int = 0) -> pd.DataFrame:
+    """Scored customers as `Scorer.score` returns them (only the columns the policy reads)."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "customer_id": np.arange(1, n + 1),
+            "churn_probability": rng.uniform(0.05, 0.9, n),
+            "clv": rng.gamma(2.0, 150.0, n),
+            "segment": rng.choice(["low", "medium", "high"], n),
+            "risk_band": "high",
+            "tenure_days": rng.integers(0, 800, n),
+            "activity_trend_7d_28d": rng.uniform(0, 2, n),
+            "complaints_28d": rng.integers(0, 2, n),
+            "payment_failures_28d": rng.integers(0, 2, n),
+            "model_version": "churn-risk/1;customer-clv/1",
+        }
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_campaign_twice_contacts_nobody_twice(backend, tmp_path):
+    catalog = load_catalog()
+    scores = _scores(3_000)
+    with _ledger(backend, tmp_path) as ledger:
+        first = decide_campaign(scores, catalog, ledger, "week-1", FIRST)
+        contacted = first[(first["action"] != "none") & ~first["holdout"]]
+        assert len(contacted) > 50
+        assert first["holdout"].any()
+        # the re-run sees other scores (a model update, say): the recorded decisions stand
+        again = decide_campaign(_scores(3_000, seed=1), catalog, ledger, "week-1", FIRST + timedelta(hours=2))
+        pd.testing.assert_frame_equal(again, first)
+        assert len(ledger.campaign_decisions("week-1")) == 3_000
+        assert contacted["cost"].sum() <= catalog.budget
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cooldown_keeps_a_new_campaign_off_recent_customers(backend, tmp_path):
+    catalog = load_catalog()
+    scores = _scores(3_000)
+    with _ledger(backend, tmp_path) as ledger:
+        first = decide_campaign(scores, catalog, ledger, "week-1", FIRST)
+        acted = set(first.loc[first["action"] != "none", "customer_id"])
+        soon = decide_campaign(scores, catalog, ledger, "week-2", FIRST + timedelta(days=7))
+        acted_soon = set(soon.loc[soon["action"] != "none", "customer_id"])
+        assert acted_soon and not (acted & acted_soon)
+        later = FIRST + timedelta(days=catalog.cooldown_days + 7)
+        after = decide_campaign(scores, catalog, ledger, "week-6", later)
+        assert set(after.loc[after["action"] != "none", "customer_id"]) & acted
+
+
+def _outcomes(recorded: pd.DataFrame, campaign: str) -> pd.DataFrame:
+    acted = recorded[recorded["action"] != "none"]
+    return pd.DataFrame(
+        {
+            "campaign": campaign,
+            "customer_id": acted["customer_id"],
+            "churned": acted["customer_id"] % 3 == 0,
+            "revenue": 10.0,
+            "horizon_end": FIRST + timedelta(days=30),
+        }
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_outcomes_are_recorded_once_and_joined_to_decisions(backend, tmp_path):
+    with _ledger(backend, tmp_path) as ledger:
+        recorded = decide_campaign(_scores(500), load_catalog(), ledger, "c1", FIRST)
+        outcomes = _outcomes(recorded, "c1")
+        assert ledger.record_outcomes(outcomes, "test") == len(outcomes)
+        assert ledger.record_outcomes(outcomes.assign(churned=True), "test again") == 0
+        joined = ledger.decisions_with_outcomes()
+        assert len(joined) == len(outcomes)
+        assert joined["churned"].tolist() == (joined["customer_id"] % 3 == 0).tolist()
+        assert set(joined["holdout"]) == {True, False}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_outcome_of_an_undecided_customer_is_refused_whole(backend, tmp_path):
+    with _ledger(backend, tmp_path) as ledger:
+        recorded = decide_campaign(_scores(200), load_catalog(), ledger, "c1", FIRST)
+        outcomes = _outcomes(recorded, "c1")
+        stray = outcomes.iloc[:1].assign(customer_id=999_999)
+        with pytest.raises(DataError, match=r"1 rows name a campaign/customer with no recorded decision \(first: c1/999999\)"):
+            ledger.record_outcomes(pd.concat([outcomes, stray]), "file.csv")
+        assert ledger.decisions_with_outcomes().empty
+
+
+def test_ledger_from_an_older_version_is_named(tmp_path):
+    """A decisions table without the holdout and as_of columns: a clear error, nothing changed."""
+    import sqlalchemy as sa
+
+    path = tmp_path / "old.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE decisions (campaign VARCHAR(128), customer_id BIGINT, action VARCHAR(64))"))
+        conn.execute(sa.text("INSERT INTO decisions VALUES ('c1', 1, 'advisor_call')"))
+    with pytest.raises(StoreUnavailableError, match=r"table 'decisions' lacks columns \['channel', .*'holdout', 'as_of'\]"):
+        Ledger(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM decisions")).scalar_one() == 1
+    engine.dispose()

@@ -297,3 +297,70 @@ def test_packaged_catalog_decisions():
     # 8: service_recovery .01*.25*100-5 = -4.75: not worth it
     assert decisions["action"].tolist() == ["advisor_call", NO_ACTION]
     assert decisions["expected_value"].to_numpy() == pytest.approx([35.0, 0.0])
+
+
+# --- budget, capacity, lifecycle and cooldown fields ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"budget": -1}, r"budget: Input should be greater than or equal to 0 \(got -1\)"),
+        ({"cooldown_days": -3}, r"cooldown_days: Input should be greater than or equal to 0 \(got -3\)"),
+        ({"holdout_share": 0.8}, r"holdout_share: Input should be less than or equal to 0.5 \(got 0.8\)"),
+        ({"explore_share": -0.1}, r"explore_share: Input should be greater than or equal to 0 \(got -0.1\)"),
+        ({"lifecycle": {"established": 400, "loyal": 365}}, r"lifecycle.established \(400\) must be below lifecycle.loyal \(365\)"),
+    ],
+)
+def test_catalog_limits_are_validated(tmp_path, overrides, message):
+    path = _write_yaml(tmp_path, {**_catalog_dict(_action("a")), **overrides})
+    with pytest.raises(ConfigError, match=message):
+        load_catalog(path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"capacity": -5}, r"actions.0.capacity: Input should be greater than or equal to 0 \(got -5\)"),
+        ({"cooldown_days": 1.5}, r"actions.0.cooldown_days: Input should be a valid integer"),
+        ({"lifecycle_stages": ["teen"]}, r"actions.0.lifecycle_stages.0: Input should be 'new', 'established' or 'loyal'"),
+        ({"lifecycle_stages": []}, r"actions.0.lifecycle_stages: List should have at least 1 item"),
+    ],
+)
+def test_action_limits_are_validated(tmp_path, overrides, message):
+    path = _write_yaml(tmp_path, _catalog_dict(_action("a", **overrides)))
+    with pytest.raises(ConfigError, match=message):
+        load_catalog(path)
+
+
+def test_packaged_catalog_has_limits():
+    catalog = load_catalog()
+    assert catalog.budget is not None and catalog.budget > 0
+    assert catalog.cooldown_days > 0
+    assert 0 < catalog.holdout_share <= 0.5
+    assert {a.name: a.capacity for a in catalog.actions}["advisor_call"] == 200
+
+
+def test_cooldowns_block_any_action_then_the_same_action_longer():
+    from datetime import datetime, timezone
+
+    from serving.policy import cooldown_blocks
+
+    catalog = ActionCatalog.model_validate(
+        {
+            **_catalog_dict(_action("call", cooldown_days=90), _action("mail")),
+            "cooldown_days": 28,
+        }
+    )
+    now = datetime(2025, 6, 1, tzinfo=timezone.utc)
+    recent = pd.DataFrame(
+        {
+            "customer_id": [1, 2, 3],
+            "action": ["call", "call", "mail"],
+            "as_of": pd.to_datetime([now - pd.Timedelta(days=7), now - pd.Timedelta(days=60), now - pd.Timedelta(days=30)]),
+        }
+    )
+    blocked = cooldown_blocks(np.array([1, 2, 3, 4]), recent, catalog, now)
+    # 1: called a week ago, within 28 days: nothing; 2: called 60 days ago: no call yet, mail is fine;
+    # 3: mailed 30 days ago: free again; 4: never contacted
+    assert blocked.tolist() == [[True, True], [True, False], [False, False], [False, False]]

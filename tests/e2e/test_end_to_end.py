@@ -39,7 +39,11 @@ def test_intervention_list(engine):
     recorded = ledger.campaign_decisions(run.campaign)
     ledger.close()
     assert len(recorded) == run.n_scored
-    assert (recorded["action"] != "none").sum() == run.n_actions
+    # ... contacted customers are on the list; held-out ones only in the ledger
+    acted = recorded[recorded["action"] != "none"]
+    assert (~acted["holdout"]).sum() == run.n_actions
+    assert acted["holdout"].sum() == run.n_holdout
+    assert not set(acted.loc[acted["holdout"], "customer_id"]) & set(listing["customer_id"])
 
 
 def _free_port() -> int:

@@ -1,0 +1,81 @@
+"""Outcomes of campaigns into the ledger: from a file, or from the simulator's truth.
+
+An outcome says, for one decided customer of one campaign, whether they churned by the end
+of the horizon and what revenue they brought in it. Contacted and held-out customers both
+get one; comparing the two is how effects are measured (`serving/measure.py`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from churn.errors import DataError
+from churn.settings import Settings
+from features.truth import simulated_outcomes
+from serving.ledger import Ledger
+
+OUTCOME_FILE_COLUMNS = ("campaign", "customer_id", "churned", "revenue", "horizon_end")
+
+
+def read_outcome_file(path: Path) -> pd.DataFrame:
+    """Outcomes from a CSV or Parquet file, checked column by column.
+
+    Required columns:
+    - campaign, customer_id (integer)
+    - churned (true/false or 1/0), revenue (number, >= 0), horizon_end (timestamp)
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"outcome file {path} does not exist")
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    missing = [c for c in OUTCOME_FILE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"outcome file {path} lacks columns {missing}; it has {list(frame.columns)}")
+    out = frame[list(OUTCOME_FILE_COLUMNS)].copy()
+    out["campaign"] = out["campaign"].astype(str)
+    out["customer_id"] = _column(path, frame, "customer_id", lambda s: pd.to_numeric(s, errors="coerce"))
+    if (out["customer_id"] % 1 != 0).any():
+        raise DataError(f"column 'customer_id' in {path} must hold integers")
+    out["customer_id"] = out["customer_id"].astype("int64")
+    truthy = {"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False}
+    out["churned"] = _column(path, frame, "churned", lambda s: s.astype(str).str.strip().str.lower().map(truthy))
+    out["revenue"] = _column(path, frame, "revenue", lambda s: pd.to_numeric(s, errors="coerce"))
+    negative = out["revenue"] < 0
+    if negative.any():
+        row = int(negative.to_numpy().argmax())
+        raise DataError(f"column 'revenue' in {path} must be >= 0; got {float(out['revenue'].iloc[row])} in row {row + 1}")
+    out["horizon_end"] = _column(path, frame, "horizon_end", lambda s: pd.to_datetime(s, utc=True, errors="coerce"))
+    out["churned"] = out["churned"].astype(bool)
+    return out
+
+
+def _column(path: Path, frame: pd.DataFrame, name: str, parse) -> pd.Series:
+    parsed = parse(frame[name])
+    bad = parsed.isna()
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        raise DataError(f"column {name!r} in {path} has an invalid value {frame[name].iloc[row]!r} in row {row + 1}")
+    return parsed
+
+
+def ingest_file(ledger: Ledger, path: Path) -> int:
+    """Record the outcomes of a file; returns how many were new."""
+    return ledger.record_outcomes(read_outcome_file(path), source=str(path))
+
+
+def ingest_simulated(settings: Settings, ledger: Ledger, campaign: str) -> pd.DataFrame:
+    """Record what the simulated customers of `campaign` did; returns the outcomes with true_change.
+
+    The horizon is the churn model's (`training.horizon_days`), from the campaign's scoring date.
+    """
+    decisions = ledger.campaign_decisions(campaign)
+    if decisions.empty:
+        raise DataError(f"campaign {campaign!r} has no decisions in the ledger")
+    as_of = decisions["as_of"].iloc[0]
+    horizon = settings.training.horizon_days
+    outcomes = simulated_outcomes(settings.raw_dir, settings.truth_dir, decisions, campaign, as_of, horizon)
+    outcomes = outcomes.assign(campaign=campaign, horizon_end=as_of + pd.Timedelta(days=horizon))
+    ledger.record_outcomes(outcomes, source=f"simulator truth ({settings.truth_dir})")
+    return outcomes
