@@ -26,7 +26,7 @@ from features.contract import Shape, load_contract
 from features.contract_features import build_contract_features
 from features.ingest import ingest
 from features.store import apply_contract_definitions
-from training.backtest import METRICS, backtest, contract_data, engine_model, summarize
+from training.contract_eval import METRICS, backtest, contract_data, engine_model, summarize
 from training.baselines import DefaultLightGBM, OneHotLogistic, RFMLogistic
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,6 +28,8 @@ from churn.settings import Settings, load_settings
 app = typer.Typer(help="Churn prediction and intervention engine.", no_args_is_help=True, add_completion=False)
 features_app = typer.Typer(help="Feature tables and the Feast feature store.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
+models_app = typer.Typer(help="Registered models and their promotion history.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 console = Console()
 F = TypeVar("F", bound=Callable)
 
@@ -209,28 +211,36 @@ def features_materialize(as_of: AsOf = None) -> None:
     _materialize(_settings(), as_of)
 
 
-# ---------------------------------------------------------------- train
-def _train(settings: Settings) -> None:
+# ---------------------------------------------------------------- train / promote
+def _train(settings: Settings, shuffle_labels: bool = False) -> None:
     from training.train import train
 
     start = time.perf_counter()
     with Progress(SpinnerColumn(), TextColumn("train: {task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("starting", total=None)
-        result = train(settings, step=lambda what: bar.update(task, description=what))
+        result = train(settings, step=lambda what: bar.update(task, description=what), shuffle_labels=shuffle_labels)
     console.print(f"[green]✓[/] trained and registered [dim]({time.perf_counter() - start:.1f}s)[/]")
-    table = Table("model", "version", "validation (latest cutoff)")
-    cm, vm = result.churn_metrics, result.clv_metrics
-    table.add_row(
-        settings.training.churn_model_name, result.churn_version,
-        f"ROC AUC {cm['roc_auc']:.3f}  PR AUC {cm['pr_auc']:.3f}  Brier {cm['brier']:.4f}  "
-        f"top-decile lift {cm['top_decile_lift']:.2f}  churn rate {cm['churn_rate']:.1%}",
-    )
-    table.add_row(
-        settings.training.clv_model_name, result.clv_version,
-        f"MAE {vm['mae']:.1f}  RMSE {vm['rmse']:.1f}  Spearman {vm['spearman']:.3f}  total ratio {vm['total_ratio']:.3f}",
-    )
+    table = Table("test cutoff", "ROC AUC", "PR AUC", "Brier", "ECE raw -> cal.", "top-10% lift", "EMPC", "contact", "churn rate",
+                  title="churn model backtest (each row: fit on earlier cutoffs, tested on this one)")
+    for row in result.backtest.to_dict("records"):
+        table.add_row(
+            row["test_cutoff"], f"{row['roc_auc']:.3f}", f"{row['pr_auc']:.3f}", f"{row['brier']:.4f}",
+            f"{row['ece_raw']:.4f} -> {row['ece']:.4f}", f"{row['top_decile_lift']:.2f}", f"{row['empc']:.3f}",
+            f"{row['empc_contact_share']:.1%}", f"{row['churn_rate']:.1%}",
+        )
     console.print(table)
-    console.print(f"  MLflow run {result.run_id} in {settings.resolved_tracking_uri}; both versions aliased 'champion'")
+    cm, vm = result.churn_metrics, result.clv_metrics
+    console.print(
+        f"  {settings.training.churn_model_name} v{result.churn_version}, latest cutoff: EMPC {cm['empc']:.3f} per customer "
+        f"contacting the top {cm['empc_contact_share']:.1%} (CLV {settings.profit.clv:g}); with predicted CLV "
+        f"{cm['empc_clv']:.3f}, contacting {cm['empc_clv_contact_share']:.1%}"
+    )
+    console.print(
+        f"  {settings.training.clv_model_name} v{result.clv_version}: MAE {vm['mae']:.1f}  RMSE {vm['rmse']:.1f}  "
+        f"Spearman {vm['spearman']:.3f}  total ratio {vm['total_ratio']:.3f}"
+    )
+    console.print(f"  report: [bold]{result.report_path.resolve()}[/]")
+    console.print(f"  MLflow run {result.run_id} in {settings.resolved_tracking_uri}; {result.promotion}")
 
 
 def _train_contract(settings: Settings) -> None:
@@ -255,13 +265,60 @@ def _train_contract(settings: Settings) -> None:
 
 @app.command()
 @_fails_cleanly
-def train() -> None:
-    """Train, evaluate, log and register the models (churn and CLV; churn only on ingested data)."""
+def train(
+    shuffle_labels: Annotated[
+        bool, typer.Option(help="Train on shuffled churn labels: a deliberately useless model, to see `churn promote` refuse it.")
+    ] = False,
+) -> None:
+    """Backtest, train, calibrate, report, log and register the churn and CLV models (as challengers).
+
+    On ingested data (after `churn ingest`): evaluate, train and register the churn model of the data set.
+    """
     settings = _settings()
     if settings.uses_ingested_data:
         _train_contract(settings)
     else:
-        _train(settings)
+        _train(settings, shuffle_labels)
+
+
+def _promote(settings: Settings) -> None:
+    from training.promote import promote
+
+    with _step("compare challenger with champion"):
+        decision = promote(settings)
+    colour = "green" if decision.promoted else "yellow"
+    console.print(f"  [{colour}]{decision.reason}[/]")
+    if decision.champion_metrics:
+        table = Table("metric", f"challenger {decision.challenger}", f"champion {decision.champion}",
+                      title=f"on the customers of cutoff {decision.evaluated_on}")
+        for key in ("roc_auc", "pr_auc", "brier", "ece", "top_decile_lift", "empc"):
+            table.add_row(key, f"{decision.challenger_metrics[key]:.4f}", f"{decision.champion_metrics[key]:.4f}")
+        console.print(table)
+
+
+@app.command()
+@_fails_cleanly
+def promote() -> None:
+    """Make the challenger the champion if it is not worse on the same held-out cutoff (rule in settings.promotion)."""
+    _promote(_settings())
+
+
+@models_app.command("history")
+@_fails_cleanly
+def models_history() -> None:
+    """Every promotion attempt: who, when, which versions, the metrics and the decision."""
+    from training.promote import history
+
+    frame = history(_settings())
+    table = Table("#", "when (UTC)", "who", "challenger", "champion", "decision", "metric: new / old")
+    for i, row in enumerate(frame.to_dict("records"), start=1):
+        table.add_row(
+            str(i), row["decided_at"][:16].replace("T", " "), row["who"], row["challenger"], row["champion"] or "-",
+            row["decision"], f"{row['metric']}: {row['challenger_value']:.4f} / {row['champion_value']:.4f}",
+        )
+    console.print(table)
+    for i, row in enumerate(frame.to_dict("records"), start=1):
+        console.print(f"  #{i} {row['reason']}" + (f" (on cutoff {row['evaluated_on']})" if row["evaluated_on"] else ""))
 
 
 # ---------------------------------------------------------------- score / interventions
@@ -393,6 +450,14 @@ def serve(
 
 
 # ---------------------------------------------------------------- demo
+def _promote_if_waiting(settings: Settings) -> None:
+    """A rerun of the demo trains a challenger; let the gate decide whether it replaces the champion."""
+    from training.registry import CHALLENGER, connect, has_alias
+
+    if has_alias(connect(settings), settings.training.churn_model_name, CHALLENGER):
+        _promote(settings)
+
+
 @app.command()
 @_fails_cleanly
 def demo(
@@ -406,12 +471,14 @@ def demo(
     _apply(settings)
     _materialize(settings, None)
     _train(settings)
+    _promote_if_waiting(settings)
     run = _interventions(settings, None, None)
     console.rule("done")
     console.print(f"demo finished in {time.perf_counter() - start:.0f}s. Outputs:")
     console.print(f"  raw tables        {settings.raw_dir.resolve()}")
     console.print(f"  feature store     {settings.feature_repo_dir.resolve()}")
     console.print(f"  models (MLflow)   {settings.resolved_tracking_uri}")
+    console.print(f"  training reports  {settings.reports_dir.resolve()}")
     console.print(f"  scores            {run.scores_path.resolve()}")
     console.print(f"  intervention list [bold]{run.list_csv.resolve()}[/]")
     console.print(f"  decision ledger   {settings.resolved_ledger_url}")

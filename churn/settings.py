@@ -48,6 +48,10 @@ class TrainingSettings(BaseModel):
     clv_model_name: str = Field("customer-clv", description="Registered MLflow model name of the CLV regressor.")
     feature_service: str = Field("churn_model_v1", description="Feast FeatureService the models are trained on.")
     num_boost_round: int = Field(400, ge=10, description="Upper bound on LightGBM boosting rounds (early stopping decides).")
+    backtest_folds: int = Field(
+        3, ge=1, description="Rolling backtest folds: each of the latest cutoffs is tested by a model fit on earlier ones."
+    )
+    calibration_bins: int = Field(10, ge=2, description="Equal-count probability bins of the reliability table and ECE.")
 
     @model_validator(mode="after")
     def _spacing_is_weekly(self) -> TrainingSettings:
@@ -57,6 +61,37 @@ class TrainingSettings(BaseModel):
                 f"got {self.cutoff_spacing_days}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _enough_cutoffs_for_backtest(self) -> TrainingSettings:
+        # each fold needs at least one cutoff to fit on and one to stop early / calibrate on
+        if self.n_cutoffs < self.backtest_folds + 2:
+            raise ValueError(
+                f"training.n_cutoffs must be at least training.backtest_folds + 2 "
+                f"(fit, calibrate, test); got n_cutoffs={self.n_cutoffs}, backtest_folds={self.backtest_folds}"
+            )
+        return self
+
+
+class ProfitSettings(BaseModel):
+    """Campaign economics for EMPC (Verbraken, Verbeke & Baesens 2013; defaults are the paper's)."""
+
+    clv: float = Field(200.0, gt=0, description="Constant customer lifetime value of the paper's EMPC.")
+    offer_cost: float = Field(10.0, ge=0, description="d: cost of the retention offer to a customer who accepts it.")
+    contact_cost: float = Field(1.0, ge=0, description="f: cost of contacting one customer.")
+    accept_alpha: float = Field(6.0, gt=0, description="Acceptance rate gamma ~ Beta(alpha, beta): alpha.")
+    accept_beta: float = Field(14.0, gt=0, description="Acceptance rate gamma ~ Beta(alpha, beta): beta.")
+
+
+class PromotionSettings(BaseModel):
+    """When `churn promote` lets a challenger replace the champion."""
+
+    metric: Literal["roc_auc", "pr_auc", "empc", "top_decile_lift", "brier", "ece"] = Field(
+        "roc_auc", description="Metric both models are compared on, on the same held-out cutoff."
+    )
+    tolerance: float = Field(
+        0.005, ge=0, description="The challenger may be worse than the champion by at most this much on the metric."
+    )
 
 
 class Settings(BaseSettings):
@@ -76,6 +111,8 @@ class Settings(BaseSettings):
     campaign: str | None = Field(None, description="Campaign id for intervention runs; default 'run-<as-of date>'.")
     simulation: SimulationSettings = SimulationSettings()
     training: TrainingSettings = TrainingSettings()
+    profit: ProfitSettings = ProfitSettings()
+    promotion: PromotionSettings = PromotionSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -124,6 +161,11 @@ class Settings(BaseSettings):
     @property
     def outputs_dir(self) -> Path:
         return self.data_dir / "outputs"
+
+    @property
+    def reports_dir(self) -> Path:
+        """HTML training reports (also logged to MLflow with their run)."""
+        return self.data_dir / "outputs" / "reports"
 
     @property
     def resolved_tracking_uri(self) -> str:

@@ -20,6 +20,7 @@ from serving.ledger import Ledger
 from serving.policy import decide
 from serving.scoring import Scorer
 from training.dataset import NULLABLE_FEATURES
+from training.explain import Reason
 
 MAX_IDS = 1_000
 
@@ -47,10 +48,16 @@ class CustomerError(BaseModel):
     error: str = Field(description="What is wrong with it.")
 
 
+class ExplainedScore(CustomerScore):
+    """A score with the reasons behind it."""
+
+    reasons: list[Reason] = Field(description="Why the churn risk is high, strongest first (at most 3).")
+
+
 class ScoreResponse(BaseModel):
     """Scores for the known ids, errors for the others."""
 
-    scores: list[CustomerScore] = Field(description="One entry per known customer, in request order.")
+    scores: list[ExplainedScore] = Field(description="One entry per known customer, in request order.")
     errors: list[CustomerError] = Field(description="One entry per id that could not be scored.")
 
 
@@ -106,11 +113,12 @@ class ChurnService:
 
     @bentoml.api
     def score(self, customer_ids: CustomerIds) -> ScoreResponse:
-        """Churn probability, risk band, CLV and segment for each customer id."""
+        """Churn probability, risk band, CLV, segment and reason codes for each customer id."""
         scored, errors = self._score(customer_ids)
+        reasons = self.scorer.reasons(scored) if len(scored) else []
         scores = [
-            CustomerScore(**row)
-            for row in scored[list(CustomerScore.model_fields)].to_dict("records")
+            ExplainedScore(**row, reasons=why)
+            for row, why in zip(scored[list(CustomerScore.model_fields)].to_dict("records"), reasons)
         ]
         return ScoreResponse(scores=scores, errors=errors)
 

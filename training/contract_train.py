@@ -1,7 +1,7 @@
 """`churn train` on ingested data: evaluate honestly, then train, log and register the churn model.
 
 1. Evaluation on the config's splits (stratified folds for a snapshot, rolling cutoffs for
-   logs; see `training/backtest.py`), with the same auto-tuned model that gets registered.
+   logs; see `training/contract_eval.py`), with the same auto-tuned model that gets registered.
 2. The model to register is fitted on the latest fully labelled cutoffs (or the whole
    snapshot) and logged to MLflow as a pyfunc holding its ensemble of LightGBM boosters,
    registered as `<data set>-churn` and aliased `champion`.
@@ -24,7 +24,7 @@ import pandas as pd
 
 from churn.settings import Settings
 from features.definitions import contract_service_name
-from training.backtest import backtest, contract_data, engine_model, summarize
+from training.contract_eval import backtest, contract_data, engine_model, summarize
 from training.dataset import fingerprint, to_matrix
 from training.registry import CHAMPION, connect, experiment_id
 from training.tuning import AutoTunedModel

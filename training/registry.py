@@ -22,6 +22,8 @@ from churn.settings import Settings
 
 EXPERIMENT = "churn-engine"
 CHAMPION = "champion"
+# A newly trained version waits under this alias until `churn promote` lets it replace the champion.
+CHALLENGER = "challenger"
 
 
 @dataclass(frozen=True)
@@ -65,14 +67,28 @@ def spec_path(name: str) -> str:
     return f"specs/{name}.json"
 
 
+def has_alias(client: MlflowClient, name: str, alias: str) -> bool:
+    """Whether registered model `name` exists and has a version under `alias`."""
+    try:
+        client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return False
+    return True
+
+
 def load_champion(settings: Settings, name: str) -> RegisteredModel:
     """Load the version of `name` aliased `champion`, as a raw booster with its spec."""
+    return load_alias(settings, name, CHAMPION)
+
+
+def load_alias(settings: Settings, name: str, alias: str) -> RegisteredModel:
+    """Load the version of `name` under `alias`, as a raw booster with its spec."""
     client = connect(settings)
     try:
-        version = client.get_model_version_by_alias(name, CHAMPION)
+        version = client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
         raise ModelNotFoundError(
-            f"no '{CHAMPION}' version of model {name!r} in {settings.resolved_tracking_uri}; run `churn train` first"
+            f"no '{alias}' version of model {name!r} in {settings.resolved_tracking_uri}; run `churn train` first"
         ) from exc
     booster = mlflow.lightgbm.load_model(f"models:/{name}/{version.version}")
     spec = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{spec_path(name)}")

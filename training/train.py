@@ -2,7 +2,11 @@
 
 Time-based split over the cutoffs (oldest first): fit on all but the last two, stop
 early on the second-to-last, report metrics on the latest, which no fitting step saw.
-Both new versions are aliased `champion`.
+The churn model is the latest fold of a rolling backtest (`training/backtest.py`) and carries
+a probability calibration fitted on the early-stopping cutoff. Every run writes an HTML
+report. Both new versions are aliased `challenger`; `churn promote` decides whether they
+replace the champion (the very first versions become champion at once: there is nothing to
+compare them with).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightgbm as lgb
 import mlflow
@@ -21,10 +26,14 @@ from churn.errors import DataError
 from churn.settings import Settings
 from features.build import raw_as_of
 from features.definitions import feature_names
-from training.dataset import check_features, cutoff_dates, fingerprint, label_frame, training_set
-from training.evaluate import churn_metrics, clv_metrics
+from training.backtest import run_backtest
+from training.dataset import check_features, cutoff_dates, fingerprint, label_frame, to_matrix, training_set
+from training.evaluate import clv_metrics, gains_curve, reliability_table
+from training.explain import contributions, global_importance
 from training.model import GradientBoostedModel
-from training.registry import CHAMPION, connect, experiment_id, spec_path
+from training.promote import promote
+from training.registry import CHALLENGER, CHAMPION, connect, experiment_id, has_alias, spec_path
+from training.report import TrainingReport, segment_metrics, write_report
 
 CLV_SERVICE = "clv_model_v1"
 # CLV segments: value quantiles of the recent population (below the median, median to 80th, top 20%).
@@ -42,6 +51,9 @@ class TrainResult:
     clv_metrics: dict[str, float]
     n_train_rows: int
     segment_edges: list[float]
+    backtest: pd.DataFrame
+    report_path: Path
+    promotion: str
 
 
 def _split(frame: pd.DataFrame, cutoffs: list) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -63,10 +75,21 @@ def _fit(task: str, frame: pd.DataFrame, target: str, cutoffs: list, features: l
     return model, train, test
 
 
-def train(settings: Settings, step: Callable[[str], None] = lambda _: None) -> TrainResult:
-    """Build both training sets from Feast, fit, evaluate, log and register.
+def _shuffled(labels: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Churn labels permuted within each cutoff: same base rates, no signal (a deliberately useless model)."""
+    rng = np.random.default_rng(seed)
+    out = labels.copy()
+    for _, rows in out.groupby("event_timestamp").groups.items():
+        out.loc[rows, "churned"] = rng.permutation(out.loc[rows, "churned"].to_numpy())
+    return out
+
+
+def train(settings: Settings, step: Callable[[str], None] = lambda _: None, shuffle_labels: bool = False) -> TrainResult:
+    """Build both training sets from Feast, backtest, fit, calibrate, evaluate, report, log and register.
 
     `step` is called with a short description before each stage (for progress output).
+    `shuffle_labels` permutes the churn labels within each cutoff: a model that cannot be
+    better than chance, to show (and test) that `churn promote` refuses it.
     """
     cfg = settings.training
     as_of = raw_as_of(settings.raw_dir)
@@ -77,6 +100,8 @@ def train(settings: Settings, step: Callable[[str], None] = lambda _: None) -> T
     labels = label_frame(settings.raw_dir, churn_cutoffs + clv_cutoffs, cfg.horizon_days, cfg.clv_horizon_days)
     churn_labels = labels[labels["event_timestamp"].isin(pd.to_datetime(churn_cutoffs, utc=True))]
     clv_labels = labels[labels["event_timestamp"].isin(pd.to_datetime(clv_cutoffs, utc=True))]
+    if shuffle_labels:
+        churn_labels = _shuffled(churn_labels, settings.simulation.seed)
 
     step("point-in-time training sets (Feast)")
     churn_features = feature_names(cfg.feature_service)
@@ -86,21 +111,51 @@ def train(settings: Settings, step: Callable[[str], None] = lambda _: None) -> T
     check_features(churn_frame, churn_features, f"churn training set ({cfg.feature_service})")
     check_features(clv_frame, clv_features, f"CLV training set ({CLV_SERVICE})")
 
-    step("fit churn model")
-    churn_model, churn_train, churn_test = _fit(
-        "churn", churn_frame, "churned", churn_cutoffs, churn_features, cfg.num_boost_round
-    )
-    churn_scores = churn_model.predict(churn_test)
-    c_metrics = churn_metrics(churn_test["churned"].to_numpy(), churn_scores)
-
     step("fit CLV model")
     clv_model, clv_train, clv_test = _fit(
         "clv", clv_frame, "future_revenue", clv_cutoffs, clv_features, cfg.num_boost_round
     )
     v_metrics = clv_metrics(clv_test["future_revenue"].to_numpy(), clv_model.predict(clv_test))
+
+    def clv_of(frame: pd.DataFrame) -> np.ndarray:
+        return np.maximum(clv_model.predict(frame), 0.0)
+
+    step(f"backtest churn model over {cfg.backtest_folds} rolling cutoffs")
+    backtest = run_backtest(
+        churn_frame, churn_cutoffs, churn_features, cfg.backtest_folds, cfg.num_boost_round, clv_of,
+        settings.profit, cfg.calibration_bins,
+    )
+    latest = backtest.latest
+    churn_model, churn_test = latest.model, latest.test
+    c_metrics = {k: float(v) for k, v in backtest.table.iloc[-2].items() if k not in ("test_cutoff", "calibration")}
     # segment edges from the CLV of the most recent labelled population
-    recent_clv = clv_model.predict(churn_test)
+    recent_clv = clv_of(churn_test)
     edges = [float(np.quantile(recent_clv, q)) for q in SEGMENT_QUANTILES]
+
+    step("explanations and report")
+    contrib = contributions(
+        churn_model.booster_, to_matrix(churn_test, churn_model.feature_names_, churn_model.categories_),
+        churn_model.feature_names_, churn_model.best_iteration_,
+    )
+    clv_contrib = contributions(
+        clv_model.booster_, to_matrix(clv_test, clv_model.feature_names_, clv_model.categories_),
+        clv_model.feature_names_, clv_model.best_iteration_,
+    )
+    y_latest = churn_test["churned"].to_numpy()
+    report = TrainingReport(
+        title=f"Training run of {as_of:%Y-%m-%d}" + (" (shuffled labels)" if shuffle_labels else ""),
+        backtest=backtest.table,
+        reliability_raw=reliability_table(y_latest, latest.raw_probability, cfg.calibration_bins),
+        reliability=reliability_table(y_latest, latest.probability, cfg.calibration_bins),
+        calibration_method=latest.calibrator.method_,
+        calibration_cv_log_loss=latest.calibrator.cv_log_loss_,
+        gains=gains_curve(y_latest, latest.probability),
+        importance=global_importance(contrib),
+        importance_clv=global_importance(clv_contrib),
+        segments=segment_metrics(y_latest, latest.probability, recent_clv, edges),
+        clv_metrics=v_metrics,
+        profit=settings.profit,
+    )
 
     step("log and register in MLflow")
     client = connect(settings)
@@ -113,15 +168,30 @@ def train(settings: Settings, step: Callable[[str], None] = lambda _: None) -> T
                 "clv_horizon_days": cfg.clv_horizon_days,
                 "churn_cutoffs": ",".join(f"{c:%Y-%m-%d}" for c in churn_cutoffs),
                 "clv_cutoffs": ",".join(f"{c:%Y-%m-%d}" for c in clv_cutoffs),
+                "backtest_folds": cfg.backtest_folds,
+                "calibration_method": latest.calibrator.method_,
+                "shuffled_labels": shuffle_labels,
                 "churn_best_iteration": churn_model.best_iteration_,
                 "clv_best_iteration": clv_model.best_iteration_,
-                "churn_train_rows": len(churn_train),
+                "churn_train_rows": latest.n_fit_rows,
                 "clv_train_rows": len(clv_train),
+                **{f"profit_{k}": v for k, v in settings.profit.model_dump().items()},
                 **{f"lgb_{k}": v for k, v in churn_model.lgb_params().items() if k not in ("objective", "metric")},
             }
         )
         mlflow.log_metrics({f"churn_val_{k}": v for k, v in c_metrics.items()})
         mlflow.log_metrics({f"clv_val_{k}": v for k, v in v_metrics.items()})
+        overall = backtest.table.iloc[-1]
+        mlflow.log_metrics({f"churn_backtest_{k}": float(overall[k]) for k in c_metrics})
+        for i, row in backtest.table.iloc[:-1].iterrows():
+            mlflow.log_metrics({f"churn_backtest_fold_{k}": float(row[k]) for k in c_metrics}, step=int(i))
+        mlflow.log_table(backtest.table, "evaluation/backtest.json")
+        mlflow.log_table(report.importance, "evaluation/importance.json")
+        mlflow.log_table(report.importance_clv, "evaluation/importance_clv.json")
+        mlflow.log_table(report.reliability, "evaluation/reliability.json")
+        mlflow.log_table(report.segments, "evaluation/segments.json")
+        report_path = write_report(report, settings.reports_dir / f"train-{run.info.run_id}.html")
+        mlflow.log_artifact(str(report_path), "report")
         mlflow.set_tags(
             {
                 "feature_service.churn": cfg.feature_service,
@@ -132,9 +202,15 @@ def train(settings: Settings, step: Callable[[str], None] = lambda _: None) -> T
                 "python_version": platform.python_version(),
             }
         )
+        churn_extra = {
+            "calibration": latest.calibrator.to_dict(),
+            "fit_cutoffs": [f"{c:%Y-%m-%d}" for c in latest.fit_cutoffs],
+            "calibration_cutoff": f"{latest.calibration_cutoff:%Y-%m-%d}",
+            "test_cutoff": f"{latest.test_cutoff:%Y-%m-%d}",
+        }
         versions = {}
         for name, model, service, extra in (
-            (cfg.churn_model_name, churn_model, cfg.feature_service, {}),
+            (cfg.churn_model_name, churn_model, cfg.feature_service, churn_extra),
             (cfg.clv_model_name, clv_model, CLV_SERVICE, {"segment_edges": edges, "segment_quantiles": list(SEGMENT_QUANTILES)}),
         ):
             mlflow.log_dict(
@@ -147,18 +223,32 @@ def train(settings: Settings, step: Callable[[str], None] = lambda _: None) -> T
                 },
                 spec_path(name),
             )
-            info = mlflow.lightgbm.log_model(model.booster_, name=name, registered_model_name=name)
+            # requirements stated, not inferred: inference imports the model in a subprocess (about 10 s a model)
+            info = mlflow.lightgbm.log_model(
+                model.booster_, name=name, registered_model_name=name, pip_requirements=[f"lightgbm=={lgb.__version__}"]
+            )
             version = str(info.registered_model_version)
             client.set_model_version_tag(name, version, "feature_service", service)
             client.set_model_version_tag(name, version, "run_id", run.info.run_id)
-            client.set_registered_model_alias(name, CHAMPION, version)
+            client.set_registered_model_alias(name, CHALLENGER, version)
             versions[name] = version
+    promotion = _bootstrap_champion(settings, client)
     return TrainResult(
         run_id=run.info.run_id,
         churn_version=versions[cfg.churn_model_name],
         clv_version=versions[cfg.clv_model_name],
         churn_metrics=c_metrics,
         clv_metrics=v_metrics,
-        n_train_rows=len(churn_train),
+        n_train_rows=latest.n_fit_rows,
         segment_edges=edges,
+        backtest=backtest.table,
+        report_path=report_path,
+        promotion=promotion,
     )
+
+
+def _bootstrap_champion(settings: Settings, client) -> str:
+    """Promote the first models ever trained (no champion to compare with); else leave them challengers."""
+    if has_alias(client, settings.training.churn_model_name, CHAMPION):
+        return "challenger: run `churn promote` to compare it with the champion"
+    return promote(settings).reason

@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from training.evaluate import churn_metrics, clv_metrics, top_decile_lift
+from training.evaluate import (
+    churn_metrics,
+    clv_metrics,
+    expected_calibration_error,
+    gains_curve,
+    reliability_table,
+    top_decile_lift,
+)
 
 
 def test_top_decile_lift_by_hand():
@@ -77,3 +84,22 @@ def test_clv_metrics_of_a_perfect_prediction():
     y = [0.0, 3.0, 8.0, 100.0]
     metrics = clv_metrics(y, y)
     assert metrics == {"mae": 0.0, "rmse": 0.0, "spearman": pytest.approx(1.0), "total_ratio": 1.0}
+
+
+def test_expected_calibration_error_by_hand():
+    # two equal-count bins: predicted 0.1 (observed 0/2) and 0.5 (observed 2/2) -> (2*0.1 + 2*0.5) / 4 = 0.3
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.1, 0.1, 0.5, 0.5])
+    table = reliability_table(y, p, n_bins=2)
+    assert table["observed_rate"].tolist() == [0.0, 1.0]
+    assert expected_calibration_error(y, p, n_bins=2) == pytest.approx(0.3)
+
+
+def test_gains_curve_by_hand():
+    # 2 churners among 10; the best two scores are one churner and one stayer
+    y = np.array([1, 0, 0, 0, 1, 0, 0, 0, 0, 0])
+    score = np.array([0.9, 0.8, 0.1, 0.1, 0.05, 0.1, 0.1, 0.1, 0.1, 0.1])
+    gains = gains_curve(y, score, points=5)
+    assert gains["contacted_share"].tolist() == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert gains["churners_captured"].tolist() == pytest.approx([0.5, 0.5, 0.5, 0.5, 1.0])
+    assert gains["lift"].iloc[0] == pytest.approx(2.5)

@@ -33,7 +33,9 @@ def fitted() -> GradientBoostedModel:
 
 
 def test_init_only_stores_arguments():
-    model = GradientBoostedModel(task="clv", num_boost_round=12, learning_rate=0.2, num_leaves=5, min_data_in_leaf=3, seed=9)
+    model = GradientBoostedModel(
+        task="clv", num_boost_round=12, learning_rate=0.2, num_leaves=5, min_data_in_leaf=3, seed=9, num_threads=2
+    )
     assert vars(model) == {
         "task": "clv",
         "num_boost_round": 12,
@@ -41,6 +43,7 @@ def test_init_only_stores_arguments():
         "num_leaves": 5,
         "min_data_in_leaf": 3,
         "seed": 9,
+        "num_threads": 2,
     }
 
 

@@ -90,6 +90,16 @@ def test_cutoff_spacing_must_be_weekly():
         load_settings(training={"cutoff_spacing_days": 10})
 
 
+def test_backtest_needs_enough_cutoffs():
+    with pytest.raises(ConfigError, match=r"n_cutoffs must be at least training.backtest_folds \+ 2 .*n_cutoffs=4, backtest_folds=3"):
+        load_settings(training={"n_cutoffs": 4, "backtest_folds": 3})
+
+
+def test_promotion_metric_must_be_known():
+    with pytest.raises(ConfigError, match=r"promotion\.metric: Input should be 'roc_auc'"):
+        load_settings(promotion={"metric": "accuracy"})
+
+
 def test_invalid_value_in_toml_names_the_file_and_field(monkeypatch, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[simulation]\ndays = 100\n")

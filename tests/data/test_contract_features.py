@@ -8,7 +8,7 @@ import pytest
 from features.contract import Contract
 from features.contract_features import build_contract_features, read_views
 from features.ingest import ingest
-from training.backtest import log_cutoffs
+from training.contract_eval import log_cutoffs
 
 # customer A buys on three days, B once; the data ends at midnight after 2024-03-30
 ORDERS = "cust,at,total\nA,2024-01-10 09:00,10\nA,2024-03-01 12:00,20\nA,2024-03-01 18:00,5\nA,2024-03-30 08:00,40\nB,2024-02-15 10:00,7\n"

@@ -106,6 +106,10 @@ def test_score_endpoint(engine, service):
         assert item["churn_probability"] == pytest.approx(scores.loc[item["customer_id"], "churn_probability"], rel=1e-9)
         assert item["segment"] == scores.loc[item["customer_id"], "segment"]
         assert item["model_version"] == scores.loc[item["customer_id"], "model_version"]
+        # reason codes: at most three, strongest first, each worded and raising the risk
+        assert 1 <= len(item["reasons"]) <= 3
+        assert [r["contribution"] for r in item["reasons"]] == sorted((r["contribution"] for r in item["reasons"]), reverse=True)
+        assert all(r["text"] and r["code"] and r["feature"] and r["contribution"] > 0 for r in item["reasons"])
 
 
 def test_score_rejects_bad_input(service):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from churn.errors import ConfigError
+from features.store import feature_store
 from serving.scoring import Scorer
 from training.dataset import cutoff_dates, label_frame, training_set
 from training.train import train
@@ -24,9 +28,8 @@ def scores(engine) -> pd.DataFrame:
     return pd.read_parquet(engine.interventions.scores_path)
 
 
-def test_collapsing_activity_raises_risk(scorer, scores):
-    """Take engaged customers, make their activity collapse: every one must score riskier."""
-    engaged = scores[scores["active_days_28d"] >= 15].head(50).copy()
+def _collapse(engaged: pd.DataFrame) -> pd.DataFrame:
+    """The same customers after their activity collapsed: nothing this week, a third of last month's."""
     collapsed = engaged.copy()
     collapsed["active_days_7d"] = 0
     collapsed["sessions_7d"] = 0.0
@@ -37,11 +40,32 @@ def test_collapsing_activity_raises_risk(scorer, scores):
         engaged["active_days_91d"] * 4.0 / 13.0 + 1.0
     )
     collapsed["days_since_last_activity"] = 12
+    return collapsed
+
+
+def test_collapsing_activity_raises_risk(scorer, scores):
+    """Take engaged customers, make their activity collapse: every one must score riskier."""
+    engaged = scores[scores["active_days_28d"] >= 15].head(50).copy()
+    collapsed = _collapse(engaged)
     before = scorer.score(engaged)["churn_probability"].to_numpy()
     after = scorer.score(collapsed)["churn_probability"].to_numpy()
     assert len(engaged) == 50
     assert (after > before).mean() >= 0.95
     assert np.median(after / before) > 2
+
+
+def test_collapsed_activity_is_the_top_reason(scorer, scores):
+    """Issue acceptance: a customer whose activity collapsed gets an activity-related top reason."""
+    engaged = scores[scores["active_days_28d"] >= 15].head(50).copy()
+    reasons = scorer.reasons(_collapse(engaged))
+    top = [r[0] for r in reasons]
+    assert np.mean([r.code == "activity" for r in top]) >= 0.9
+    worded = [r.text for r in top if r.code == "activity"]
+    assert any(text.startswith("activity down") or text.startswith("no activity for 12 days") for text in worded)
+    # at most three reasons, strongest first, each raising the risk
+    for why in reasons:
+        contributions = [r.contribution for r in why]
+        assert 1 <= len(why) <= 3 and contributions == sorted(contributions, reverse=True) and min(contributions) > 0
 
 
 def test_complaints_and_failed_payments_raise_risk(scorer, scores):
@@ -97,6 +121,19 @@ def test_default_demo_meets_the_quality_bar(default_run):
     assert result.clv_metrics["spearman"] >= 0.5
 
 
+def test_default_demo_is_calibrated_on_the_latest_cutoff(default_run):
+    """Issue acceptance: expected calibration error <= 0.02 on the latest cutoff, and the report shows it."""
+    _, result = default_run
+    assert result.churn_metrics["ece"] <= 0.02
+    latest = result.backtest.iloc[-2]
+    assert latest["ece"] == result.churn_metrics["ece"]
+    assert f"<b>{latest['ece']:.4f}</b> after" in result.report_path.read_text()
+    # the backtest holds up over time: every fold ranks risk well, not only the latest
+    folds = result.backtest[result.backtest["test_cutoff"] != "all"]
+    assert len(folds) == 3 and (folds["roc_auc"] >= 0.75).all()
+    assert result.churn_metrics["empc"] > 0 and 0 < result.churn_metrics["empc_contact_share"] < 0.2
+
+
 def test_model_holds_in_every_clv_segment(default_run):
     """Slices: the churn model ranks risk within each CLV segment, not only across them."""
     settings, result = default_run
@@ -111,3 +148,12 @@ def test_model_holds_in_every_clv_segment(default_run):
     for segment, part in scored.groupby("segment"):
         assert part["churned"].sum() >= 10, segment
         assert roc_auc_score(part["churned"], part["churn_probability"]) >= 0.7, segment
+
+
+def test_serving_refuses_a_model_whose_feature_service_is_not_served(engine, tmp_path):
+    """A copy of the engine's Feast registry without churn_model_v1: the champion cannot be served from it."""
+    settings = engine.settings.model_copy(update={"data_dir": tmp_path / "data"})
+    shutil.copytree(engine.settings.feature_repo_dir, settings.feature_repo_dir)
+    feature_store(settings).delete_feature_service(settings.training.feature_service)
+    with pytest.raises(ConfigError, match=r"trained on feature service 'churn_model_v1', which the feature store does not serve"):
+        Scorer.load(settings)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from training.backtest import summarize
+from training.contract_eval import summarize
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ROOT.parent / "shared" / "datasets"
