@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from churn.errors import ChurnError
+from churn.errors import ChurnError, ConfigError
 from churn.settings import Settings, load_settings
 
 app = typer.Typer(help="Churn prediction and intervention engine.", no_args_is_help=True, add_completion=False)
@@ -437,8 +437,13 @@ def serve(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
 ) -> None:
-    """Start the BentoML scoring service on the champion models."""
+    """Start the BentoML scoring service on the champion models (needs an API key in the settings)."""
     settings = _settings()
+    if not settings.serving.api_keys:
+        raise ConfigError(
+            "serving.api_keys is empty: set CHURN_SERVING__API_KEYS='[\"<a key of 16+ characters>\"]'; "
+            "clients then send 'Authorization: Bearer <key>'"
+        )
     env = {
         **os.environ,
         "CHURN_DATA_DIR": str(settings.data_dir.resolve()),
@@ -482,9 +487,15 @@ def demo(
     console.print(f"  scores            {run.scores_path.resolve()}")
     console.print(f"  intervention list [bold]{run.list_csv.resolve()}[/]")
     console.print(f"  decision ledger   {settings.resolved_ledger_url}")
-    console.print("Start the service with [bold].venv/bin/churn serve[/] and try:")
+    console.print(
+        "Start the service with [bold]CHURN_SERVING__API_KEYS='[\"'$KEY'\"]' .venv/bin/churn serve[/] "
+        "(KEY: any secret of 16+ characters) and try:"
+    )
     import pandas as pd
 
     sample = pd.read_parquet(run.scores_path, columns=["customer_id"])["customer_id"].head(3).tolist()
     body = '{"customer_ids": ' + str(sample) + "}"
-    console.print(f"  curl -s -X POST localhost:3000/score -H 'content-type: application/json' -d '{body}'")
+    console.print(
+        "  curl -s -X POST localhost:3000/score -H \"Authorization: Bearer $KEY\" "
+        f"-H 'content-type: application/json' -d '{body}'"
+    )
