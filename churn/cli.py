@@ -127,8 +127,38 @@ def simulate(
     _simulate(_settings(), customers, seed, days)
 
 
+# ---------------------------------------------------------------- ingest
+@app.command()
+@_fails_cleanly
+def ingest(
+    config: Annotated[Path, typer.Option(help="Data contract config (YAML or TOML) mapping your tables; see examples/.")],
+    data_root: Annotated[Path | None, typer.Option(help="Folder the config's source paths are relative to (overrides data_root).")] = None,
+) -> None:
+    """Read your tables as the config describes, validate them, and store them for the engine.
+
+    Every problem is listed at once; a failed ingest writes nothing and keeps the earlier data.
+    """
+    from features.contract import load_contract
+    from features.ingest import ingest as run_ingest
+
+    settings = _settings()
+    contract, root = load_contract(config, data_root)
+    with _step(f"ingest {contract.name} ({len(contract.sources)} sources)"):
+        result = run_ingest(contract, root, settings.ingested_dir)
+    rows = ", ".join(f"{name} {n:,} rows" for name, n in result.rows.items())
+    console.print(f"  {rows}; {result.customers:,} customers; data ends {result.data_end:%Y-%m-%d} -> {result.out_dir}")
+
+
 # ---------------------------------------------------------------- features
 def _build(settings: Settings) -> None:
+    if settings.uses_ingested_data:
+        from features.contract_features import build_contract_features
+
+        with _step("build generic feature tables from the ingested data (DuckDB)"):
+            built = build_contract_features(settings.ingested_dir, settings.feature_tables_dir)
+        for view, n in built.rows.items():
+            console.print(f"  {view}: {n:,} rows, {len(built.schema[view])} features -> {built.tables[view]}")
+        return
     from features.build import build_feature_tables
 
     with _step("build feature tables (DuckDB)"):
@@ -137,10 +167,10 @@ def _build(settings: Settings) -> None:
 
 
 def _apply(settings: Settings) -> None:
-    from features.store import apply_definitions
+    from features.store import apply_contract_definitions, apply_definitions
 
     with _step("feast apply"):
-        names = apply_definitions(settings)
+        names = apply_contract_definitions(settings) if settings.uses_ingested_data else apply_definitions(settings)
     console.print(f"  registered {', '.join(names)} in {settings.feature_repo_dir}")
 
 
@@ -149,7 +179,12 @@ def _materialize(settings: Settings, as_of: datetime | None) -> None:
     from features.definitions import FEATURE_TTL
     from features.store import materialize
 
-    end = _utc(as_of) or raw_as_of(settings.raw_dir)
+    if settings.uses_ingested_data:
+        from features.contract_features import read_views
+
+        end = _utc(as_of) or datetime.fromisoformat(read_views(settings.feature_tables_dir)["data_end"])
+    else:
+        end = _utc(as_of) or raw_as_of(settings.raw_dir)
     with _step(f"materialize into the {settings.online_store} online store"):
         materialize(settings, end - FEATURE_TTL, end)
     console.print(f"  latest features as of {end:%Y-%m-%d} are online")
@@ -208,6 +243,26 @@ def _train(settings: Settings, shuffle_labels: bool = False) -> None:
     console.print(f"  MLflow run {result.run_id} in {settings.resolved_tracking_uri}; {result.promotion}")
 
 
+def _train_contract(settings: Settings) -> None:
+    from training.contract_train import train_contract
+
+    start = time.perf_counter()
+    with Progress(SpinnerColumn(), TextColumn("train: {task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+        result = train_contract(settings, step=lambda what: bar.update(task, description=what))
+    console.print(f"[green]✓[/] evaluated, trained and registered [dim]({time.perf_counter() - start:.1f}s)[/]")
+    table = Table("split", "ROC AUC", "PR AUC", "top-decile lift", "churn rate")
+    for split, m in zip(result.split_names, result.per_split):
+        table.add_row(split, f"{m['roc_auc']:.3f}", f"{m['pr_auc']:.3f}", f"{m['top_decile_lift']:.2f}", f"{m['churn_rate']:.1%}")
+    s = result.summary
+    table.add_row("mean ± sd", *(f"{s[k][0]:.3f} ± {s[k][1]:.3f}" for k in ("roc_auc", "pr_auc", "top_decile_lift")), "")
+    console.print(table)
+    console.print(
+        f"  model {result.model_name} version {result.version} (champion), trained on {result.n_train_rows:,} rows; "
+        f"MLflow run {result.run_id}"
+    )
+
+
 @app.command()
 @_fails_cleanly
 def train(
@@ -215,8 +270,15 @@ def train(
         bool, typer.Option(help="Train on shuffled churn labels: a deliberately useless model, to see `churn promote` refuse it.")
     ] = False,
 ) -> None:
-    """Backtest, train, calibrate, report, log and register the churn and CLV models (as challengers)."""
-    _train(_settings(), shuffle_labels)
+    """Backtest, train, calibrate, report, log and register the churn and CLV models (as challengers).
+
+    On ingested data (after `churn ingest`): evaluate, train and register the churn model of the data set.
+    """
+    settings = _settings()
+    if settings.uses_ingested_data:
+        _train_contract(settings)
+    else:
+        _train(settings, shuffle_labels)
 
 
 def _promote(settings: Settings) -> None:

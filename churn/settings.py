@@ -161,6 +161,16 @@ class Settings(BaseSettings):
         return self.data_dir / "truth"
 
     @property
+    def ingested_dir(self) -> Path:
+        """Tables of the last successful `churn ingest` (bring-your-own data) and their manifest."""
+        return self.data_dir / "ingested"
+
+    @property
+    def uses_ingested_data(self) -> bool:
+        """True when `churn ingest` has run here: the commands then work on the ingested tables."""
+        return (self.ingested_dir / "manifest.json").exists()
+
+    @property
     def feature_repo_dir(self) -> Path:
         return self.data_dir / "feast"
 
