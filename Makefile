@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow serve clean
+.PHONY: install demo test test-slow test-load serve clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ test: install
 
 test-slow: install
 	$(BIN)/pytest -m slow
+
+# the service under load (concurrency 16, 60 s) and schemathesis on its OpenAPI spec, about 3 minutes
+test-load: install
+	$(BIN)/pytest -m load
 
 serve: install
 	$(BIN)/churn serve

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from churn.errors import ChurnError
+from churn.errors import ChurnError, ConfigError
 from churn.settings import Settings, load_settings
 
 app = typer.Typer(help="Churn prediction and intervention engine.", no_args_is_help=True, add_completion=False)
@@ -127,6 +127,28 @@ def simulate(
     _simulate(_settings(), customers, seed, days)
 
 
+# ---------------------------------------------------------------- ingest
+@app.command()
+@_fails_cleanly
+def ingest(
+    config: Annotated[Path, typer.Option(help="Data contract config (YAML or TOML) mapping your tables; see examples/.")],
+    data_root: Annotated[Path | None, typer.Option(help="Folder the config's source paths are relative to (overrides data_root).")] = None,
+) -> None:
+    """Read your tables as the config describes, validate them, and store them for the engine.
+
+    Every problem is listed at once; a failed ingest writes nothing and keeps the earlier data.
+    """
+    from features.contract import load_contract
+    from features.ingest import ingest as run_ingest
+
+    settings = _settings()
+    contract, root = load_contract(config, data_root)
+    with _step(f"ingest {contract.name} ({len(contract.sources)} sources)"):
+        result = run_ingest(contract, root, settings.ingested_dir)
+    rows = ", ".join(f"{name} {n:,} rows" for name, n in result.rows.items())
+    console.print(f"  {rows}; {result.customers:,} customers; data ends {result.data_end:%Y-%m-%d} -> {result.out_dir}")
+
+
 # ---------------------------------------------------------------- features
 @contextmanager
 def _dask_or_none(settings: Settings):
@@ -142,6 +164,14 @@ def _dask_or_none(settings: Settings):
 
 
 def _build(settings: Settings) -> None:
+    if settings.uses_ingested_data:
+        from features.contract_features import build_contract_features
+
+        with _step("build generic feature tables from the ingested data (DuckDB)"):
+            built = build_contract_features(settings.ingested_dir, settings.feature_tables_dir)
+        for view, n in built.rows.items():
+            console.print(f"  {view}: {n:,} rows, {len(built.schema[view])} features -> {built.tables[view]}")
+        return
     from features.build import build_feature_tables
     from features.build_dask import build_feature_tables_dask
 
@@ -156,10 +186,10 @@ def _build(settings: Settings) -> None:
 
 
 def _apply(settings: Settings) -> None:
-    from features.store import apply_definitions
+    from features.store import apply_contract_definitions, apply_definitions
 
     with _step("feast apply"):
-        names = apply_definitions(settings)
+        names = apply_contract_definitions(settings) if settings.uses_ingested_data else apply_definitions(settings)
     console.print(f"  registered {', '.join(names)} in {settings.feature_repo_dir}")
 
 
@@ -168,7 +198,19 @@ def _materialize(settings: Settings, as_of: datetime | None) -> None:
     from features.definitions import FEATURE_TTL
     from features.online_bulk import materialize_bulk
 
-    end = _utc(as_of) or raw_as_of(settings.raw_dir)
+    if settings.uses_ingested_data:
+        from features.contract_features import read_views
+
+        end = _utc(as_of) or datetime.fromisoformat(read_views(settings.feature_tables_dir)["data_end"])
+    else:
+        end = _utc(as_of) or raw_as_of(settings.raw_dir)
+    if settings.uses_ingested_data:  # views of a data contract: Feast's own materialize
+        from features.store import materialize
+
+        with _step(f"materialize into the {settings.online_store} online store"):
+            materialize(settings, end - FEATURE_TTL, end)
+        console.print(f"  latest features as of {end:%Y-%m-%d} are online")
+        return
     with _step(f"materialize into the {settings.online_store} online store (bulk, Feast's format)"):
         result = materialize_bulk(settings, end - FEATURE_TTL, end)
     console.print(
@@ -230,6 +272,26 @@ def _train(settings: Settings, shuffle_labels: bool = False) -> None:
     console.print(f"  MLflow run {result.run_id} in {settings.resolved_tracking_uri}; {result.promotion}")
 
 
+def _train_contract(settings: Settings) -> None:
+    from training.contract_train import train_contract
+
+    start = time.perf_counter()
+    with Progress(SpinnerColumn(), TextColumn("train: {task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+        result = train_contract(settings, step=lambda what: bar.update(task, description=what))
+    console.print(f"[green]✓[/] evaluated, trained and registered [dim]({time.perf_counter() - start:.1f}s)[/]")
+    table = Table("split", "ROC AUC", "PR AUC", "top-decile lift", "churn rate")
+    for split, m in zip(result.split_names, result.per_split):
+        table.add_row(split, f"{m['roc_auc']:.3f}", f"{m['pr_auc']:.3f}", f"{m['top_decile_lift']:.2f}", f"{m['churn_rate']:.1%}")
+    s = result.summary
+    table.add_row("mean ± sd", *(f"{s[k][0]:.3f} ± {s[k][1]:.3f}" for k in ("roc_auc", "pr_auc", "top_decile_lift")), "")
+    console.print(table)
+    console.print(
+        f"  model {result.model_name} version {result.version} (champion), trained on {result.n_train_rows:,} rows; "
+        f"MLflow run {result.run_id}"
+    )
+
+
 @app.command()
 @_fails_cleanly
 def train(
@@ -237,8 +299,15 @@ def train(
         bool, typer.Option(help="Train on shuffled churn labels: a deliberately useless model, to see `churn promote` refuse it.")
     ] = False,
 ) -> None:
-    """Backtest, train, calibrate, report, log and register the churn and CLV models (as challengers)."""
-    _train(_settings(), shuffle_labels)
+    """Backtest, train, calibrate, report, log and register the churn and CLV models (as challengers).
+
+    On ingested data (after `churn ingest`): evaluate, train and register the churn model of the data set.
+    """
+    settings = _settings()
+    if settings.uses_ingested_data:
+        _train_contract(settings)
+    else:
+        _train(settings, shuffle_labels)
 
 
 def _promote(settings: Settings) -> None:
@@ -397,8 +466,13 @@ def serve(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
 ) -> None:
-    """Start the BentoML scoring service on the champion models."""
+    """Start the BentoML scoring service on the champion models (needs an API key in the settings)."""
     settings = _settings()
+    if not settings.serving.api_keys:
+        raise ConfigError(
+            "serving.api_keys is empty: set CHURN_SERVING__API_KEYS='[\"<a key of 16+ characters>\"]'; "
+            "clients then send 'Authorization: Bearer <key>'"
+        )
     env = {
         **os.environ,
         "CHURN_DATA_DIR": str(settings.data_dir.resolve()),
@@ -442,9 +516,15 @@ def demo(
     console.print(f"  scores            {run.scores_path.resolve()}")
     console.print(f"  intervention list [bold]{run.list_csv.resolve()}[/]")
     console.print(f"  decision ledger   {settings.resolved_ledger_url}")
-    console.print("Start the service with [bold].venv/bin/churn serve[/] and try:")
+    console.print(
+        "Start the service with [bold]CHURN_SERVING__API_KEYS='[\"'$KEY'\"]' .venv/bin/churn serve[/] "
+        "(KEY: any secret of 16+ characters) and try:"
+    )
     import pandas as pd
 
     sample = pd.read_parquet(run.scores_path, columns=["customer_id"])["customer_id"].head(3).tolist()
     body = '{"customer_ids": ' + str(sample) + "}"
-    console.print(f"  curl -s -X POST localhost:3000/score -H 'content-type: application/json' -d '{body}'")
+    console.print(
+        "  curl -s -X POST localhost:3000/score -H \"Authorization: Bearer $KEY\" "
+        f"-H 'content-type: application/json' -d '{body}'"
+    )

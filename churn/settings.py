@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -108,6 +108,25 @@ class DaskSettings(BaseModel):
     partitions: int = Field(8, ge=1, description="Customer partitions (tasks) per stage; each must fit one worker's memory.")
 
 
+class ServingSettings(BaseModel):
+    """Who may call the scoring service and how much one request may carry."""
+
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Bearer tokens of the service's clients (JSON list in CHURN_SERVING__API_KEYS); "
+        "the service refuses to start without one.",
+    )
+    max_body_bytes: int = Field(64_000, ge=1_024, description="Largest request body accepted (413 above it).")
+
+    @model_validator(mode="after")
+    def _keys_are_long(self) -> ServingSettings:
+        short = [i for i, key in enumerate(self.api_keys) if len(key.get_secret_value()) < 16]
+        if short:
+            # the key itself is never echoed: only its position in the list
+            raise ValueError(f"serving.api_keys: keys at positions {short} are shorter than 16 characters")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything a command needs to know about where things live."""
 
@@ -125,6 +144,7 @@ class Settings(BaseSettings):
     campaign: str | None = Field(None, description="Campaign id for intervention runs; default 'run-<as-of date>'.")
     simulation: SimulationSettings = SimulationSettings()
     training: TrainingSettings = TrainingSettings()
+    serving: ServingSettings = ServingSettings()
     profit: ProfitSettings = ProfitSettings()
     promotion: PromotionSettings = PromotionSettings()
     dask: DaskSettings = DaskSettings()
@@ -154,6 +174,16 @@ class Settings(BaseSettings):
     def truth_dir(self) -> Path:
         """Hidden simulator truth (true responses to actions); never a model input."""
         return self.data_dir / "truth"
+
+    @property
+    def ingested_dir(self) -> Path:
+        """Tables of the last successful `churn ingest` (bring-your-own data) and their manifest."""
+        return self.data_dir / "ingested"
+
+    @property
+    def uses_ingested_data(self) -> bool:
+        """True when `churn ingest` has run here: the commands then work on the ingested tables."""
+        return (self.ingested_dir / "manifest.json").exists()
 
     @property
     def feature_repo_dir(self) -> Path:
@@ -194,14 +224,21 @@ class Settings(BaseSettings):
             path.mkdir(parents=True, exist_ok=True)
 
 
+def _shown_input(error: dict) -> str:
+    """The offending value for the message, except where it could be (or contain) an API key."""
+    loc = tuple(error["loc"])
+    if "api_keys" in loc or loc == ("serving",):
+        return ""
+    return f" (got {error.get('input')!r})"
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read the settings; invalid values become a `ConfigError` naming the field."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
-            for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}{_shown_input(err)}" for err in exc.errors()
         )
         source = os.environ.get(_CONFIG_ENV, _DEFAULT_CONFIG_FILE)
         raise ConfigError(f"invalid settings (from {source}, CHURN_* variables or arguments): {problems}") from exc

@@ -150,3 +150,56 @@ def feature_names(service: str) -> list[str]:
     if service not in FEATURE_SERVICE_VIEWS:
         raise ConfigError(f"unknown feature service {service!r}; known: {sorted(FEATURE_SERVICE_VIEWS)}")
     return [column for view in FEATURE_SERVICE_VIEWS[service] for column in VIEW_COLUMNS[view]]
+
+
+# ---------------------------------------------------------------- ingested data (bring your own)
+# Customers of an ingested data set: ids are text (e.g. '7590-VHVEG'), so a separate entity.
+contract_customer = Entity(
+    name="contract_customer",
+    join_keys=["customer_id"],
+    value_type=ValueType.STRING,
+    description="A customer of an ingested data set, identified by its customer id column (as text).",
+)
+
+_DTYPES = {"int": Int64, "float": Float64, "string": String}
+# Weekly log snapshots go stale after two weeks; a snapshot source describes one date and never expires.
+_LOG_TTL, _SNAPSHOT_TTL = FEATURE_TTL, timedelta(0)
+
+
+def contract_service_name(contract: str) -> str:
+    """The FeatureService of an ingested data set's churn model, version 1."""
+    return f"{contract}_churn_v1"
+
+
+def contract_feature_views(tables_dir: Path, schema: dict[str, list[list[str]]], snapshot_views: set[str]) -> list[FeatureView]:
+    """One view per table `features/contract_features.py` wrote; `schema` is its views.json."""
+    tables_dir = Path(tables_dir).resolve()
+    views = []
+    for name, fields in schema.items():
+        source = FileSource(
+            name=f"{name}_source",
+            path=str(tables_dir / f"{name}.parquet"),
+            timestamp_field="event_timestamp",
+            description=f"Generic features of {name} written by features/contract_features.py.",
+        )
+        views.append(
+            FeatureView(
+                name=name,
+                entities=[contract_customer],
+                ttl=_SNAPSHOT_TTL if name in snapshot_views else _LOG_TTL,
+                schema=[Field(name=c, dtype=_DTYPES[kind], description=text) for c, kind, text in fields],
+                source=source,
+                online=True,
+                description=f"Signals of ingested source {name}.",
+            )
+        )
+    return views
+
+
+def contract_feature_service(contract: str, views: list[FeatureView]) -> FeatureService:
+    """All views of an ingested data set, for its churn model."""
+    return FeatureService(
+        name=contract_service_name(contract),
+        features=views,
+        description=f"Features of the churn model of ingested data set {contract}.",
+    )

@@ -16,7 +16,14 @@ from feast import FeatureStore
 
 from churn.errors import DataError
 from churn.settings import Settings
-from features.definitions import customer, feature_services, feature_views
+from features.definitions import (
+    contract_customer,
+    contract_feature_service,
+    contract_feature_views,
+    customer,
+    feature_services,
+    feature_views,
+)
 
 PROJECT = "churn"
 
@@ -59,6 +66,18 @@ def apply_definitions(settings: Settings) -> list[str]:
     services = feature_services(views)
     store.apply([customer, *views, *services])
     return [v.name for v in views] + [s.name for s in services]
+
+
+def apply_contract_definitions(settings: Settings) -> list[str]:
+    """Register the views and the FeatureService of the ingested data set (after `build_contract_features`)."""
+    from features.contract_features import read_views
+
+    written = read_views(settings.feature_tables_dir)
+    views = contract_feature_views(settings.feature_tables_dir, written["views"], set(written["snapshot_views"]))
+    service = contract_feature_service(written["contract"], views)
+    store = feature_store(settings)
+    store.apply([contract_customer, *views, service])
+    return [v.name for v in views] + [service.name]
 
 
 def materialize(settings: Settings, start: datetime, end: datetime) -> None:

@@ -200,5 +200,33 @@ class Ledger:
         except OperationalError as exc:
             raise StoreUnavailableError(f"ledger at {self._safe_url} is unreachable: {exc.orig}") from exc
 
+    def page(self, campaign: str, after_customer_id: int | None, limit: int) -> list[dict]:
+        """Up to `limit` recorded decisions of a campaign with customer_id > `after_customer_id`, by customer id.
+
+        Keyset paging: a campaign tool passes the last id it got to fetch the next page, which
+        stays correct while decisions are being added.
+        """
+        query = sa.select(decisions).where(decisions.c.campaign == campaign)
+        if after_customer_id is not None:
+            query = query.where(decisions.c.customer_id > after_customer_id)
+        try:
+            with self._engine.connect() as conn:
+                rows = conn.execute(query.order_by(decisions.c.customer_id).limit(limit)).mappings().all()
+        except OperationalError as exc:
+            raise StoreUnavailableError(f"ledger at {self._safe_url} is unreachable: {exc.orig}") from exc
+        # SQLite hands back naive datetimes; everything the engine writes is UTC
+        return [
+            {**row, "decided_at": row["decided_at"].replace(tzinfo=row["decided_at"].tzinfo or timezone.utc)}
+            for row in rows
+        ]
+
+    def ping(self) -> None:
+        """Raise `StoreUnavailableError` unless the ledger answers a trivial query."""
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except OperationalError as exc:
+            raise StoreUnavailableError(f"ledger at {self._safe_url} is unreachable: {exc.orig}") from exc
+
     def close(self) -> None:
         self._engine.dispose()

@@ -1,32 +1,62 @@
 """The BentoML service: scores and interventions for customers, from the online store.
 
 Start it with `churn serve` (or `bentoml serve serving.service:ChurnService`); it reads
-the same settings as the CLI (`churn.toml`, `CHURN_*` variables). Models, the feature
-store and the ledger are loaded once, in `__init__`.
+the same settings as the CLI (`churn.toml`, `CHURN_*` variables) and refuses to start
+without an API key (`serving.api_keys`). Models, the feature store reader and the ledger
+are set up once, in `__init__`; a request does one online read for all its ids and calls
+the raw boosters with NumPy (`serving/online.py`).
+
+Errors become statuses here and only here: bad input 400 (the message names the field),
+no known customer 404, a store down 503 (readiness goes red too, and the next request
+after the store is back succeeds: nothing is cached in a broken state).
 """
 
 from __future__ import annotations
 
+import functools
+import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, Any
 
 import bentoml
 import pandas as pd
-from pydantic import BaseModel, Field
+from fastapi import FastAPI, Query
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, BaseModel, Field
+from starlette.responses import Response
 
+from churn.errors import ChurnError, ConfigError, DataError, StoreUnavailableError, UnknownCustomerError
 from churn.settings import load_settings
-from features.store import feature_store, online_features
+from features.store import feature_store
+from serving.guard import ApiKeyMiddleware, BodyLimitMiddleware, JsonOnlyMiddleware, quiet_tracebacks
 from serving.ledger import Ledger
-from serving.policy import decide
+from serving.online import FastScorer, OnlineReader, OnlineRows, Scores
+from serving.batch import decide_campaign
 from serving.scoring import Scorer
-from training.dataset import NULLABLE_FEATURES
 from training.explain import Reason
 
 MAX_IDS = 1_000
+MAX_PAGE = 1_000
+_INT64_MAX = 2**63 - 1
 
+
+def _no_duplicates(ids: list[int]) -> list[int]:
+    seen: set[int] = set()
+    repeated = [c for c in ids if c in seen or seen.add(c)]
+    if repeated:
+        raise ValueError(f"customer ids must be unique; repeated: {sorted(set(repeated))[:10]}")
+    return ids
+
+
+CustomerId = Annotated[int, Field(ge=0, le=_INT64_MAX, description="A customer id as in the raw tables.")]
 CustomerIds = Annotated[
-    list[int],
-    Field(min_length=1, max_length=MAX_IDS, description=f"Customer ids to act on (1 to {MAX_IDS})."),
+    list[CustomerId],
+    Field(min_length=1, max_length=MAX_IDS, description=f"Distinct customer ids (1 to {MAX_IDS})."),
+    AfterValidator(_no_duplicates),
+]
+Campaign = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", description="Campaign id.")
 ]
 
 
@@ -41,17 +71,17 @@ class CustomerScore(BaseModel):
     model_version: str = Field(description="Registered model versions that produced this score.")
 
 
+class ExplainedScore(CustomerScore):
+    """A score with the reasons behind it."""
+
+    reasons: list[Reason] = Field(description="Why the churn risk is high, strongest first (at most 3).")
+
+
 class CustomerError(BaseModel):
     """Why one customer id got no answer."""
 
     customer_id: int = Field(description="The id that was asked for.")
     error: str = Field(description="What is wrong with it.")
-
-
-class ExplainedScore(CustomerScore):
-    """A score with the reasons behind it."""
-
-    reasons: list[Reason] = Field(description="Why the churn risk is high, strongest first (at most 3).")
 
 
 class ScoreResponse(BaseModel):
@@ -69,8 +99,28 @@ class Decision(CustomerScore):
     cost: float = Field(description="Cost of the action.")
     expected_value: float = Field(description="Expected incremental value net of cost.")
     reason: str = Field(description="Why this action, in words.")
+    holdout: bool = Field(
+        False, description="Held out for measurement: do not contact (the action is what they would have got)."
+    )
     campaign: str = Field(description="Campaign the decision belongs to.")
     decided_at: datetime = Field(description="When the decision was first recorded (UTC).")
+
+
+class Outcome(BaseModel):
+    """What became of one decided customer of one campaign (contacted or held out)."""
+
+    campaign: Campaign
+    customer_id: CustomerId
+    churned: bool = Field(description="Whether the customer cancelled by the end of the horizon.")
+    revenue: float = Field(ge=0, description="Revenue from the customer over the horizon.")
+    horizon_end: datetime = Field(description="End of the horizon the outcome covers (UTC).")
+
+
+class OutcomeReceipt(BaseModel):
+    """How many outcomes were new."""
+
+    received: int = Field(description="Outcomes in the request.")
+    recorded: int = Field(description="Outcomes recorded now; one already recorded keeps its first value.")
 
 
 class InterventionResponse(BaseModel):
@@ -80,67 +130,270 @@ class InterventionResponse(BaseModel):
     errors: list[CustomerError] = Field(description="One entry per id that got no decision.")
 
 
-@bentoml.service(name="churn_engine", traffic={"timeout": 30})
+class InterventionPage(BaseModel):
+    """One page of a campaign's recorded decisions, by customer id."""
+
+    campaign: str = Field(description="The campaign asked for.")
+    decisions: list[Decision] = Field(description="Up to `limit` decisions, by increasing customer id.")
+    next_after: int | None = Field(description="Pass as `after` to get the next page; null on the last page.")
+
+
+class Readiness(BaseModel):
+    """Whether the service can answer, part by part."""
+
+    ready: bool = Field(description="True when the models are loaded and both stores answer.")
+    models: str = Field(description="Loaded model versions.")
+    online_store: str = Field(description="'ok' or why the online store cannot be read.")
+    ledger: str = Field(description="'ok' or why the ledger cannot be reached.")
+
+
+class ErrorBody(BaseModel):
+    """What every 4xx/5xx answer of the service carries."""
+
+    error: str = Field(description="What went wrong, naming the field or store.")
+
+
+# Scores served, per model version: what a dashboard needs to see a rollout happen.
+SCORES_SERVED = bentoml.metrics.Counter(
+    name="churn_scores_served",
+    documentation="Customers scored, by the model versions that scored them.",
+    labelnames=["model_version"],
+)
+
+_STATUS = {UnknownCustomerError: 404, DataError: 400, StoreUnavailableError: 503}
+
+
+def _status_of(exc: ChurnError) -> int:
+    return next((status for kind, status in _STATUS.items() if isinstance(exc, kind)), 500)
+
+
+def _http_errors(api: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the engine's errors into JSON error answers with their status and message."""
+
+    @functools.wraps(api)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return api(*args, **kwargs)
+        except ChurnError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=_status_of(exc))
+
+    return wrapper
+
+
+# GET routes (BentoML APIs are POST only), mounted on the service; its OpenAPI is merged into the service's.
+campaigns = FastAPI(title="churn_engine campaign lists")
+
+
+# No per-request access log: /metrics counts requests and latencies per endpoint and status,
+# and a log line per request costs more than the scoring itself (docs/benchmarks.md).
+@bentoml.service(name="churn_engine", traffic={"timeout": 30}, logging={"access": {"enabled": False}})
+@bentoml.asgi_app(campaigns, path="/", name="campaigns")
 class ChurnService:
     """Churn risk, CLV and retention decisions for customers of the online store."""
 
     def __init__(self) -> None:
+        quiet_tracebacks(["bentoml", "uvicorn", "uvicorn.error", "_bentoml_impl", "bentoml._internal.server.http_app"])
         self.settings = load_settings()
+        if not self.settings.serving.api_keys:
+            raise ConfigError(
+                "serving.api_keys is empty: set CHURN_SERVING__API_KEYS='[\"<key>\"]' (or [serving] api_keys in "
+                "churn.toml); the service lets only its clients in"
+            )
         self.scorer = Scorer.load(self.settings)
-        self.store = feature_store(self.settings)
-        self.ledger = Ledger(self.settings.resolved_ledger_url)
+        self.reader = OnlineReader(feature_store(self.settings), self.scorer.feature_services)
+        self.fast = FastScorer(self.scorer)
+        self._ledger: Ledger | None = None
+        self._ledger_lock = threading.Lock()
+        try:
+            self.ledger()
+        except StoreUnavailableError:
+            pass  # readiness reports it; every request that needs the ledger retries the connection
 
-    def _score(self, customer_ids: list[int]) -> tuple[pd.DataFrame, list[CustomerError]]:
-        unique = list(dict.fromkeys(customer_ids))
-        features = online_features(self.store, unique, self.scorer.feature_services)
-        names = [c for c in features.columns if c != "customer_id"]
-        required = [c for c in names if c not in NULLABLE_FEATURES]
-        unknown = features[names].isna().all(axis=1)
-        incomplete = ~unknown & features[required].isna().any(axis=1)
+    def ledger(self) -> Ledger:
+        """The ledger, connected on first use so that the service starts (not ready) while it is down."""
+        with self._ledger_lock:
+            if self._ledger is None:
+                self._ledger = Ledger(self.settings.resolved_ledger_url)
+            return self._ledger
+
+    # ------------------------------------------------------------ scoring
+    def _read(self, customer_ids: list[int]) -> tuple[OnlineRows, list[CustomerError]]:
+        rows = self.reader.read(customer_ids)
         errors = [
             CustomerError(customer_id=int(c), error="unknown customer: the online store has no features for this id")
-            for c in features.loc[unknown, "customer_id"]
-        ] + [
-            CustomerError(
-                customer_id=int(row.customer_id),
-                error=f"features missing in the online store: {[c for c in required if pd.isna(getattr(row, c))]}",
+            if not known
+            else CustomerError(customer_id=int(c), error=f"features missing in the online store: {missing}")
+            for c, known, missing in zip(rows.customer_ids, rows.known, rows.missing, strict=True)
+            if not known or missing
+        ]
+        complete = rows.take(rows.complete)
+        if not len(complete.customer_ids):
+            raise UnknownCustomerError(
+                f"customer_ids: none of the ids can be scored: {'; '.join(f'{e.customer_id}: {e.error}' for e in errors[:10])}"
             )
-            for row in features[incomplete].itertuples()
-        ]
-        known = features[~unknown & ~incomplete]
-        scored = self.scorer.score(known) if len(known) else known
-        return scored, errors
+        return complete, errors
+
+    def _score(self, customer_ids: list[int], explain: bool = False) -> tuple[Scores, list[CustomerError], OnlineRows]:
+        rows, errors = self._read(customer_ids)
+        scores = self.fast.score(rows, explain=explain)
+        SCORES_SERVED.labels(model_version=scores.model_version).inc(len(scores.customer_ids))
+        return scores, errors, rows
 
     @bentoml.api
+    @_http_errors
     def score(self, customer_ids: CustomerIds) -> ScoreResponse:
-        """Churn probability, risk band, CLV, segment and reason codes for each customer id."""
-        scored, errors = self._score(customer_ids)
-        reasons = self.scorer.reasons(scored) if len(scored) else []
-        scores = [
-            ExplainedScore(**row, reasons=why)
-            for row, why in zip(scored[list(CustomerScore.model_fields)].to_dict("records"), reasons)
+        """Calibrated churn probability, risk band, CLV, segment and reason codes for each customer id."""
+        scores, errors, _ = self._score(customer_ids, explain=True)
+        items = [
+            ExplainedScore(
+                customer_id=int(c), churn_probability=float(p), risk_band=str(b), clv=float(v), segment=str(s),
+                model_version=scores.model_version, reasons=why,
+            )
+            for c, p, b, v, s, why in zip(
+                scores.customer_ids, scores.churn_probability, scores.risk_band, scores.clv, scores.segment,
+                scores.reasons, strict=True,
+            )
         ]
-        return ScoreResponse(scores=scores, errors=errors)
+        return ScoreResponse(scores=items, errors=errors)
 
     @bentoml.api
-    def interventions(
-        self,
-        customer_ids: CustomerIds,
-        campaign: Annotated[
-            str | None, Field(max_length=128, description="Campaign id; default 'online-<UTC date>'.")
-        ] = None,
-    ) -> InterventionResponse:
-        """Choose an action for each customer id and record it in the ledger (idempotent per campaign)."""
-        scored, errors = self._score(customer_ids)
-        if scored.empty:
-            return InterventionResponse(decisions=[], errors=errors)
+    @_http_errors
+    def interventions(self, customer_ids: CustomerIds, campaign: Campaign | None = None) -> InterventionResponse:
+        """Choose an action for each customer id and record it in the ledger.
+
+        A decision is recorded once per (campaign, customer): asking again, or concurrently,
+        returns the first recorded decision. When the ledger cannot be reached the answer is
+        503 and no decision is reported as made.
+        """
+        scores, errors, rows = self._score(customer_ids)
         campaign = campaign or self.settings.campaign or f"online-{datetime.now(timezone.utc):%Y%m%d}"
-        decisions = decide(scored, self.scorer.catalog).merge(
-            scored[["customer_id", "segment", "risk_band", "churn_probability", "clv", "model_version"]],
-            on="customer_id",
+        scored = pd.DataFrame(
+            {
+                "customer_id": scores.customer_ids,
+                "churn_probability": scores.churn_probability,
+                "clv": scores.clv,
+                "segment": scores.segment,
+                "risk_band": scores.risk_band,
+                "model_version": scores.model_version,
+                **{f: rows.columns[f] for f in self.scorer.catalog.conditions_features()},
+            }
         )
-        recorded = self.ledger.record(decisions, campaign)
+        try:
+            # the batch run's own rules: cooldowns from the ledger, budget, holdouts, idempotent record
+            recorded = decide_campaign(
+                scored, self.scorer.catalog, self.ledger(), campaign, as_of=datetime.now(timezone.utc)
+            )
+        except StoreUnavailableError as exc:
+            raise StoreUnavailableError(
+                f"{exc}; the decisions were not confirmed: retry with the same campaign "
+                "(a decision already recorded is returned unchanged, none is recorded twice)"
+            ) from exc
         return InterventionResponse(
             decisions=[Decision(**row) for row in recorded.to_dict("records")],
             errors=errors,
         )
+
+    @bentoml.api
+    @_http_errors
+    def outcomes(
+        self,
+        outcomes: Annotated[
+            list[Outcome], Field(min_length=1, max_length=MAX_IDS, description=f"1 to {MAX_IDS} outcomes.")
+        ],
+    ) -> OutcomeReceipt:
+        """Record campaign outcomes in the ledger (idempotent); they feed measurement and uplift learning.
+
+        Every outcome must name a recorded decision, or nothing is recorded (400 naming it).
+        """
+        rows = pd.DataFrame([o.model_dump() for o in outcomes])
+        recorded = self.ledger().record_outcomes(rows, source="api")
+        return OutcomeReceipt(received=len(rows), recorded=recorded)
+
+    # ------------------------------------------------------------ campaign lists, readiness
+    @campaigns.get(
+        "/interventions",
+        response_model=InterventionPage,
+        responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    )
+    def list_interventions(
+        self,
+        campaign: Annotated[Campaign, Query(description="Campaign whose decisions to list.")],
+        after: Annotated[
+            int | None, Query(ge=-1, le=_INT64_MAX, description="Return customer ids above this one (from next_after).")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Page size (1 to {MAX_PAGE}).")] = 100,
+    ) -> Response:
+        """A campaign's recorded decisions, paged by customer id, for campaign tools."""
+        try:
+            rows = self.ledger().page(campaign, after, limit)
+        except StoreUnavailableError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
+        page = InterventionPage(
+            campaign=campaign,
+            decisions=[Decision(**row) for row in rows],
+            next_after=rows[-1]["customer_id"] if len(rows) == limit else None,
+        )
+        return JSONResponse(page.model_dump(mode="json"))
+
+    @campaigns.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+    def ready(self) -> Response:
+        """Readiness with reasons: models loaded, online store and ledger reachable (503 otherwise)."""
+        state = self.readiness()
+        return JSONResponse(state.model_dump(), status_code=200 if state.ready else 503)
+
+    def readiness(self) -> Readiness:
+        online = ledger = "ok"
+        try:
+            self.reader.ping()
+        except StoreUnavailableError as exc:
+            online = str(exc)
+        try:
+            self.ledger().ping()
+        except ChurnError as exc:  # unreachable, or a ledger this version cannot use
+            ledger = str(exc)
+        return Readiness(
+            ready=online == ledger == "ok", models=self.scorer.model_version, online_store=online, ledger=ledger
+        )
+
+    def __is_ready__(self) -> bool:
+        """BentoML's /readyz: the same check as /ready."""
+        return self.readiness().ready
+
+
+class _MergedSpecService(type(ChurnService)):
+    """BentoML's service whose OpenAPI keeps both operations of a path served twice.
+
+    BentoML merges a mounted app's paths over its own API paths, so `GET /interventions`
+    (campaign lists) would hide `POST /interventions` from the spec and its clients.
+    """
+
+    __slots__ = ()
+
+    @property
+    def openapi_spec(self):
+        import attrs
+        from _bentoml_sdk.service.openapi import _get_api_routes, generate_spec
+
+        spec = generate_spec(self)
+        for path, item in _get_api_routes(self).items():
+            if spec.paths[path].post is None:
+                spec.paths[path] = attrs.evolve(spec.paths[path], post=item.post)
+        return spec
+
+
+object.__setattr__(ChurnService, "__class__", _MergedSpecService)
+
+
+def _api_keys() -> list[str]:
+    return [key.get_secret_value() for key in load_settings().serving.api_keys]
+
+
+def _max_body_bytes() -> int:
+    return load_settings().serving.max_body_bytes
+
+
+# Outermost first: the key is checked before anything reads the body. Both read the settings
+# when the server builds its app, not at import.
+ChurnService.add_asgi_middleware(ApiKeyMiddleware, keys=_api_keys)
+ChurnService.add_asgi_middleware(BodyLimitMiddleware, max_bytes=_max_body_bytes)
+ChurnService.add_asgi_middleware(JsonOnlyMiddleware)

@@ -20,7 +20,6 @@ import pandas as pd
 
 from churn.errors import DataError
 from churn.settings import Settings
-from features.definitions import CATEGORICAL_FEATURES
 from features.raw import RAW_TABLES
 from features.store import historical_features
 
@@ -107,12 +106,14 @@ def check_features(frame: pd.DataFrame, feature_names: list[str], where: str) ->
 def to_matrix(frame: pd.DataFrame, feature_names: list[str], categories: dict[str, list[str]]) -> np.ndarray:
     """The model input: a float64 array in `feature_names` order, categoricals as their codes.
 
-    A categorical value not seen in training is an error, not a silent code.
+    `categories` holds the known values of each categorical feature (a feature is categorical
+    exactly when it is a key of `categories`). A categorical value not seen in training is an
+    error, not a silent code.
     """
     columns = []
     for name in feature_names:
         values = frame[name]
-        if name in CATEGORICAL_FEATURES:
+        if name in categories:
             known = categories[name]
             codes = pd.Categorical(values, categories=known).codes.astype(np.float64)
             unseen = (codes < 0) & values.notna().to_numpy()

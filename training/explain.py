@@ -127,10 +127,18 @@ def reason_codes(features: pd.DataFrame, contrib: pd.DataFrame, top: int = 3) ->
     if len(features) != len(contrib):
         raise ValueError(f"features has {len(features)} rows but contrib has {len(contrib)}")
     names = [c for c in contrib.columns if c != "base"]
-    codes = np.array([_wording(f)[0] for f in names])
-    values = contrib[names].to_numpy()
+    return reasons_from_records(features.to_dict("records"), contrib[names].to_numpy(), names, top)
+
+
+def reasons_from_records(records: list[dict], values: np.ndarray, names: list[str], top: int = 3) -> list[list[Reason]]:
+    """`reason_codes` on plain data: feature values per row as dicts, contributions as an array.
+
+    `values` has one column per name in `names` (no base column). The service's request path
+    uses this form, which needs no pandas.
+    """
+    codes = [_wording(f)[0] for f in names]
     out = []
-    for i, record in enumerate(features.to_dict("records")):
+    for i, record in enumerate(records):
         by_code: dict[str, float] = {}
         for code, value in zip(codes, values[i]):
             by_code[code] = by_code.get(code, 0.0) + float(value)

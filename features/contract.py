@@ -1,0 +1,191 @@
+"""The bring-your-own-data contract: one config file maps a company's tables onto the engine.
+
+A config (YAML or TOML) names each source (where it is, its customer id column, its
+timestamp column, what its columns mean) and how churn is defined. `docs/data-contract.md`
+is the reader's version of this module; `examples/` holds configs for three public data sets.
+
+Shapes a source can have:
+- `snapshot`: one row per customer with attributes (and optionally a churn label) as of one date;
+- `events` / `transactions`: timestamped rows per customer (transactions carry an amount);
+- `cancellations`: explicit churn dates.
+Churn is the snapshot's `label`, a `cancellations` source, or `inactivity`: no event or
+transaction within `horizon_days` after a cutoff (non-contractual business such as retail).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import date
+from enum import Enum
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from churn.errors import ConfigError
+
+
+class ColumnType(str, Enum):
+    """What a column holds; `categorical` stays categorical for LightGBM."""
+
+    INT = "int"
+    FLOAT = "float"
+    CATEGORICAL = "categorical"
+    TIMESTAMP = "timestamp"
+
+
+class Shape(str, Enum):
+    SNAPSHOT = "snapshot"
+    EVENTS = "events"
+    TRANSACTIONS = "transactions"
+    CANCELLATIONS = "cancellations"
+
+
+LOG_SHAPES = (Shape.EVENTS, Shape.TRANSACTIONS)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CsvOptions(_Strict):
+    """How to read a delimited text file (passed to pandas.read_csv)."""
+
+    separator: str = Field(",", description="Field separator; `whitespace` for runs of spaces (CDNOW).")
+    header: bool = Field(True, description="Whether the first line holds the column names.")
+    names: list[str] | None = Field(None, description="Column names when the file has no header (or to rename).")
+
+
+class Source(_Strict):
+    """One table of the company's data and what its columns mean."""
+
+    shape: Shape = Field(description="snapshot, events, transactions or cancellations.")
+    path: str | None = Field(None, description="CSV or Parquet file, relative to the config's `data_root`.")
+    url: str | None = Field(None, description="SQLAlchemy URL of a PostgreSQL database (with `table` or `query`).")
+    table: str | None = Field(None, description="Table to read from `url`.")
+    query: str | None = Field(None, description="SQL query to run on `url`.")
+    csv: CsvOptions = Field(CsvOptions(), description="Reading options for CSV files.")
+    na_values: list[str] = Field(default_factory=list, description="Strings that mean 'no value' (e.g. ' ').")
+    customer_id: str = Field(description="Column with the customer id.")
+    timestamp: str | None = Field(None, description="Column with the row's time (required for logs and cancellations).")
+    timestamp_format: str | None = Field(None, description="strftime format of `timestamp`; default: ISO-like, inferred.")
+    where: str | None = Field(None, description="SQL filter (DuckDB) applied after typing, e.g. `CustomerID IS NOT NULL`.")
+    derive: dict[str, str] = Field(default_factory=dict, description="New columns as SQL expressions, e.g. `amount: Quantity * UnitPrice`.")
+    columns: dict[str, ColumnType] = Field(default_factory=dict, description="Declared column types; others are inferred.")
+    ignore: list[str] = Field(default_factory=list, description="Columns never used as features (free text, ids).")
+    amount: str | None = Field(None, description="transactions: the money column (summed, RFM monetary).")
+    values: list[str] = Field(default_factory=list, description="logs: further numeric columns summed over windows.")
+    kind: str | None = Field(None, description="logs: a column whose most frequent values get their own counts.")
+    allow_negative: list[str] = Field(default_factory=list, description="Numeric columns that may be negative (amount may not, unless listed).")
+    label: str | None = Field(None, description="snapshot: the churn label column.")
+    positive: list[str] = Field(default_factory=lambda: ["1", "Yes", "yes", "True", "true"], description="Label values that mean churned.")
+    signup: str | None = Field(None, description="snapshot: signup timestamp column; log rows before it are errors.")
+    as_of: date | None = Field(None, description="snapshot: the date its attributes and label describe.")
+
+    @model_validator(mode="after")
+    def _where_and_what(self) -> Source:
+        places = [p for p in ("path", "table", "query") if getattr(self, p)]
+        if len(places) != 1:
+            raise ValueError(f"give exactly one of path, table, query; got {places or 'none'}")
+        if (self.table or self.query) and not self.url:
+            raise ValueError("a table or query needs a database `url`")
+        if self.shape != Shape.SNAPSHOT and not self.timestamp:
+            raise ValueError(f"a {self.shape.value} source needs a `timestamp` column")
+        if self.shape == Shape.SNAPSHOT and not self.as_of:
+            raise ValueError("a snapshot source needs `as_of`: the date its attributes and label describe")
+        if self.shape == Shape.TRANSACTIONS and not self.amount:
+            raise ValueError("a transactions source needs an `amount` column")
+        return self
+
+    def required_columns(self) -> list[str]:
+        """Columns the source must have after `derive` (named in the config)."""
+        named = [self.customer_id, self.timestamp, self.amount, self.kind, self.label, self.signup, *self.values]
+        return [c for c in dict.fromkeys(named) if c]
+
+    def numeric_columns(self) -> list[str]:
+        return [c for c in (self.amount, *self.values) if c]
+
+
+class Churn(_Strict):
+    """How churn is defined and evaluated."""
+
+    definition: Literal["label", "cancellations", "inactivity"] = Field(description="Where the churn label comes from.")
+    horizon_days: int = Field(90, ge=1, description="cancellations/inactivity: churn within this many days after a cutoff.")
+    active_days: int = Field(365, ge=7, description="logs: a customer is in the population at a cutoff if active within this many days before it.")
+
+
+class Evaluation(_Strict):
+    """How `churn train` measures quality: stratified folds (snapshot) or rolling cutoffs (logs)."""
+
+    folds: int = Field(5, ge=2, description="snapshot: stratified folds.")
+    rolling_cutoffs: int = Field(3, ge=1, description="logs: evaluation cutoffs, the latest a horizon before the data ends.")
+    cutoff_spacing_days: int = Field(28, ge=7, description="logs: days between evaluation cutoffs (a multiple of 7).")
+    train_cutoffs: int = Field(8, ge=2, description="logs: training cutoffs per evaluation cutoff, every `train_spacing_days`.")
+    train_spacing_days: int = Field(14, ge=7, description="logs: days between training cutoffs (a multiple of 7).")
+    seed: int = Field(0, description="Seed of folds and models.")
+
+    @model_validator(mode="after")
+    def _weekly(self) -> Evaluation:
+        for name in ("cutoff_spacing_days", "train_spacing_days"):
+            if getattr(self, name) % 7:
+                raise ValueError(f"{name} must be a multiple of 7 (log features are weekly); got {getattr(self, name)}")
+        return self
+
+
+class Contract(_Strict):
+    """A whole config file."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Data set name (lower case), used in view names.")
+    data_root: str = Field(".", description="Folder that source paths are relative to (itself relative to the config file).")
+    sources: dict[str, Source] = Field(description="Sources by name (lower case: a name becomes a Feast view).")
+    churn: Churn
+    evaluation: Evaluation = Evaluation()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Contract:
+        shapes = [s.shape for s in self.sources.values()]
+        for name in self.sources:
+            if not name.isidentifier() or name != name.lower():
+                raise ValueError(f"source name {name!r} must be a lower-case identifier (it names a Feast view)")
+        if shapes.count(Shape.SNAPSHOT) > 1:
+            raise ValueError("at most one snapshot source")
+        if self.churn.definition == "label" and not any(s.label for s in self.sources.values()):
+            raise ValueError("churn.definition 'label' needs a snapshot source with a `label` column")
+        if self.churn.definition == "cancellations" and Shape.CANCELLATIONS not in shapes:
+            raise ValueError("churn.definition 'cancellations' needs a cancellations source")
+        if self.churn.definition in ("cancellations", "inactivity") and not any(s in LOG_SHAPES for s in shapes):
+            raise ValueError(f"churn.definition {self.churn.definition!r} needs an events or transactions source")
+        return self
+
+    def of_shape(self, *shapes: Shape) -> dict[str, Source]:
+        return {name: s for name, s in self.sources.items() if s.shape in shapes}
+
+    @property
+    def snapshot(self) -> tuple[str, Source] | None:
+        found = self.of_shape(Shape.SNAPSHOT)
+        return next(iter(found.items())) if found else None
+
+
+def load_contract(path: Path, data_root: Path | None = None) -> tuple[Contract, Path]:
+    """Read a YAML or TOML config; returns the contract and the folder its paths are relative to.
+
+    `data_root` overrides the config's own (e.g. where a machine keeps the public data sets).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text()
+    try:
+        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}") from exc
+    try:
+        contract = Contract.model_validate(raw)
+    except ValidationError as exc:
+        problems = "\n  ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: invalid config:\n  {problems}") from exc
+    root = Path(data_root) if data_root else (path.parent / contract.data_root)
+    return contract, root.resolve()

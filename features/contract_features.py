@@ -1,0 +1,244 @@
+"""Generic feature tables from ingested data, with no per-data-set code.
+
+- The snapshot source becomes one view: its attributes as of its `as_of` date (numbers stay
+  numbers, categories stay categories; a signup column becomes `tenure_days`).
+- Every events/transactions source becomes one view of weekly snapshots, stamped at UTC
+  midnight every 7 days back from the end of the data. A row stamped `s` summarizes only
+  log rows strictly before `s` and exists while the customer was active within
+  `churn.active_days` before `s`. Signals, prefixed with the source name:
+  counts, distinct active days and sums of the amount/value columns over 7/30/90/365 days;
+  trends (30 d vs 90 d, 90 d vs 365 d); recency, tenure (days since the first row), lifetime
+  frequency (active days) and, for transactions, monetary value per active day (RFM);
+  mean gap between active days; counts per value of the `kind` column (its 8 most frequent).
+
+`features/definitions.py` turns the schema written next to the tables (`views.json`)
+into Feast feature views.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from churn.errors import DataError
+from features.contract import LOG_SHAPES, ColumnType, Contract, Shape
+from features.ingest import read_manifest
+
+WINDOWS = (7, 30, 90, 365)
+SNAPSHOT_DAYS = 7
+TOP_KINDS = 8
+VIEWS_FILE = "views.json"
+
+_DESCRIPTIONS = {
+    "count": "Rows of {src} in the {w} days before the snapshot.",
+    "days": "Distinct days with a row of {src} in the {w} days before the snapshot.",
+    "sum": "Sum of {col} over rows of {src} in the {w} days before the snapshot.",
+}
+
+
+@dataclass(frozen=True)
+class ContractFeatures:
+    """What `build_contract_features` wrote: per view, its table and its (column, kind, description) list."""
+
+    tables: dict[str, Path]
+    schema: dict[str, list[tuple[str, str, str]]]
+    rows: dict[str, int]
+    data_end: datetime
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", str(text).lower()).strip("_") or "blank"
+
+
+def _kind_of(dtype) -> str:
+    if pd.api.types.is_integer_dtype(dtype):
+        return "int"
+    if pd.api.types.is_float_dtype(dtype):
+        return "float"
+    return "string"
+
+
+def _snapshot_table(path: Path, contract: Contract, types: dict[str, str]) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
+    name, source = contract.snapshot
+    frame = pd.read_parquet(path)
+    as_of = pd.Timestamp(source.as_of, tz="UTC")
+    out = pd.DataFrame({"customer_id": frame["customer_id"].astype(str), "event_timestamp": as_of})
+    schema = []
+    if "signup_at" in frame:
+        out["tenure_days"] = (as_of - pd.to_datetime(frame["signup_at"], utc=True)).dt.days.astype("Int64")
+        schema.append(("tenure_days", "int", f"Days from {source.signup} to the snapshot date."))
+    skip = {"customer_id", "churned", "signup_at"}
+    for column in frame.columns:
+        if column in skip:
+            continue
+        kind = types.get(column, "categorical")
+        feature = f"{_slug(column)}"
+        if kind == ColumnType.TIMESTAMP.value:
+            out[f"days_since_{feature}"] = (as_of - pd.to_datetime(frame[column], utc=True)).dt.days.astype("Int64")
+            schema.append((f"days_since_{feature}", "int", f"Days from {column} to the snapshot date."))
+        elif kind == ColumnType.CATEGORICAL.value:
+            out[feature] = frame[column].astype("string")
+            schema.append((feature, "string", f"{column} (categorical) from source {name}."))
+        else:
+            out[feature] = frame[column].astype("float64")
+            schema.append((feature, "float", f"{column} from source {name}."))
+    return out, schema
+
+
+def _log_table(con: duckdb.DuckDBPyConnection, path: Path, name: str, contract: Contract, end: datetime) -> str:
+    """SQL of the weekly snapshot table of one log source (run by the caller)."""
+    source = contract.sources[name]
+    sums = {(_slug(c)): c for c in source.numeric_columns()}
+    kinds = []
+    if source.kind:
+        kinds = [
+            row[0]
+            for row in con.execute(
+                f'SELECT "{source.kind}" FROM read_parquet(\'{path}\') WHERE "{source.kind}" IS NOT NULL '
+                f"GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT {TOP_KINDS}"
+            ).fetchall()
+        ]
+    lookback = max(max(WINDOWS), contract.churn.active_days)
+    first = con.execute(f"SELECT min(event_time) FROM read_parquet('{path}')").fetchone()[0]
+    n_stamps = max(1, (end - first).days // SNAPSHOT_DAYS)
+    daily_cols = ["count(*) AS n"] + [f'sum("{col}") AS "s_{slug}"' for slug, col in sums.items()]
+    daily_cols += [
+        f"count(*) FILTER (WHERE \"{source.kind}\" = '{str(k).replace(chr(39), chr(39) * 2)}') AS \"k_{_slug(k)}\""
+        for k in kinds
+    ]
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE daily AS
+        SELECT customer_id, CAST(timezone('UTC', event_time) AS DATE) AS d, {', '.join(daily_cols)}
+        FROM read_parquet('{path}') WHERE event_time < TIMESTAMPTZ '{end.isoformat()}' GROUP BY ALL"""
+    )
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE stamps AS
+        SELECT CAST(DATE '{end.date().isoformat()}' - INTERVAL (7 * k) DAY AS DATE) AS s
+        FROM range({n_stamps}) t(k)"""
+    )
+    window_cols = []
+    for w in WINDOWS:
+        recent = f"d.d >= st.s - INTERVAL {w} DAY"
+        window_cols += [
+            f"coalesce(sum(d.n) FILTER (WHERE {recent}), 0) AS {name}_count_{w}d",
+            f"count(*) FILTER (WHERE {recent}) AS {name}_days_{w}d",
+        ]
+        window_cols += [f'coalesce(sum(d."s_{slug}") FILTER (WHERE {recent}), 0) AS {name}_{slug}_{w}d' for slug in sums]
+        if w in (30, 90):
+            window_cols += [
+                f'coalesce(sum(d."k_{_slug(k)}") FILTER (WHERE {recent}), 0) AS {name}_{_slug(source.kind)}_{_slug(k)}_{w}d'
+                for k in kinds
+            ]
+    amount = _slug(source.amount) if source.amount else None
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE windowed AS
+        SELECT d.customer_id, st.s, {', '.join(window_cols)}
+        FROM stamps st JOIN daily d ON d.d < st.s AND d.d >= st.s - INTERVAL {lookback} DAY
+        GROUP BY ALL
+        HAVING count(*) FILTER (WHERE d.d >= st.s - INTERVAL {contract.churn.active_days} DAY) > 0"""
+    )
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE lifetime AS
+        SELECT customer_id, d,
+            min(d) OVER w AS first_d,
+            sum(n) OVER w AS n_all,
+            count(*) OVER w AS days_all
+            {f', sum("s_{amount}") OVER w AS amount_all' if amount else ''}
+        FROM daily WINDOW w AS (PARTITION BY customer_id ORDER BY d ROWS UNBOUNDED PRECEDING)"""
+    )
+    rfm = (
+        f", l.amount_all AS {name}_{amount}_all, l.amount_all / l.days_all AS {name}_monetary" if amount else ""
+    )
+    return f"""
+        SELECT w.customer_id, CAST(timezone('UTC', CAST(w.s AS TIMESTAMP)) AS TIMESTAMPTZ) AS event_timestamp,
+            w.* EXCLUDE (customer_id, s),
+            CAST(({name}_days_30d + 1.0) / ({name}_days_90d / 3.0 + 1.0) AS DOUBLE) AS {name}_trend_30d_90d,
+            CAST(({name}_days_90d + 1.0) / ({name}_days_365d * 90.0 / 365.0 + 1.0) AS DOUBLE) AS {name}_trend_90d_365d,
+            CAST(date_diff('day', l.d, w.s) AS BIGINT) AS {name}_recency_days,
+            CAST(date_diff('day', l.first_d, w.s) AS BIGINT) AS {name}_tenure_days,
+            CAST(l.days_all AS BIGINT) AS {name}_frequency,
+            CAST(l.n_all AS BIGINT) AS {name}_count_all,
+            CASE WHEN l.days_all > 1 THEN date_diff('day', l.first_d, l.d) / (l.days_all - 1.0) END
+                AS {name}_mean_gap_days
+            {rfm}
+        FROM windowed w ASOF JOIN lifetime l ON w.customer_id = l.customer_id AND w.s > l.d
+        ORDER BY event_timestamp, customer_id"""
+
+
+def _describe(column: str, name: str) -> str:
+    match = re.fullmatch(rf"{name}_(count|days)_(\d+)d", column)
+    if match:
+        return _DESCRIPTIONS[match[1]].format(src=name, w=match[2])
+    fixed = {
+        "trend_30d_90d": "(active days in 30 d + 1) / (active days in 90 d / 3 + 1): below 1 means activity is falling.",
+        "trend_90d_365d": "(active days in 90 d + 1) / (active days in 365 d * 90/365 + 1): below 1 means falling.",
+        "recency_days": "Days from the latest row to the snapshot (RFM recency).",
+        "tenure_days": "Days from the first row to the snapshot.",
+        "frequency": "Distinct days with a row before the snapshot (RFM frequency).",
+        "count_all": "Rows before the snapshot.",
+        "mean_gap_days": "Mean days between consecutive active days; null with fewer than two.",
+        "monetary": "Amount per active day before the snapshot (RFM monetary).",
+    }
+    suffix = column[len(name) + 1 :]
+    if suffix in fixed:
+        return fixed[suffix]
+    match = re.fullmatch(r"(.+)_(\d+)d", suffix)
+    if match:
+        return f"Sum of {match[1]} over rows of {name} in the {match[2]} days before the snapshot."
+    return f"{suffix} of {name} before the snapshot."
+
+
+def build_contract_features(ingested_dir: Path, out_dir: Path) -> ContractFeatures:
+    """Write one feature table per snapshot/log source of the last ingest into `out_dir`."""
+    manifest = read_manifest(ingested_dir)
+    contract = Contract.model_validate(manifest["contract"])
+    end = datetime.fromisoformat(manifest["data_end"])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables, schema, rows = {}, {}, {}
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    for name, source in contract.sources.items():
+        path = Path(ingested_dir) / f"{name}.parquet"
+        view = f"{contract.name}_{name}"
+        if source.shape == Shape.SNAPSHOT:
+            frame, fields = _snapshot_table(path, contract, manifest["types"][name])
+        elif source.shape in LOG_SHAPES:
+            frame = con.execute(_log_table(con, path, name, contract, end)).df()
+            frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+            fields = [(c, _kind_of(frame[c].dtype), _describe(c, name)) for c in frame.columns[2:]]
+        else:
+            continue
+        if frame.empty:
+            raise DataError(f"{path}: no customer is active at any weekly snapshot; nothing to build features from")
+        target = out_dir / f"{view}.parquet"
+        tmp = target.with_suffix(".parquet.tmp")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(target)
+        tables[view], schema[view], rows[view] = target, fields, len(frame)
+    con.close()
+    (out_dir / VIEWS_FILE).write_text(json.dumps(
+            {
+                "contract": contract.name,
+                "views": schema,
+                "snapshot_views": [f"{contract.name}_{n}" for n in contract.of_shape(Shape.SNAPSHOT)],
+                "log_views": [f"{contract.name}_{n}" for n in contract.of_shape(*LOG_SHAPES)],
+                "data_end": end.isoformat(),
+            },
+            indent=2,
+        ))
+    return ContractFeatures(tables, schema, rows, end)
+
+
+def read_views(tables_dir: Path) -> dict:
+    """The schema `build_contract_features` wrote (views, their fields, the end of the data)."""
+    path = Path(tables_dir) / VIEWS_FILE
+    if not path.exists():
+        raise DataError(f"{path} is missing; run `churn features build` after `churn ingest`")
+    return json.loads(path.read_text())

@@ -1,0 +1,241 @@
+"""The request path: online features for many customers in one read, scored by raw boosters.
+
+The service answers inside other systems' request paths, so everything that can be done once
+is done at start-up (feature-view lookup, category codes, the boosters from `Scorer.load`)
+and a request costs one online-store read for all its ids (one Redis pipeline; on SQLite
+one query per feature view), two
+`Booster.predict` calls on a NumPy array and the policy's NumPy rules. No pandas, no
+MLflow pyfunc, no `FeatureStore.get_online_features` (whose per-call planning costs more
+than the read itself).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+import numpy as np
+from feast import FeatureStore
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+from feast.infra.online_stores.redis import RedisOnlineStore, _versioned_fv_name
+from redis.backoff import ConstantBackoff
+from redis import Redis
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from churn.errors import DataError, StoreUnavailableError
+from features.definitions import CATEGORICAL_FEATURES
+from serving.policy import risk_band_of, segment_of
+from serving.scoring import Scorer
+from training.calibration import apply_map
+from training.dataset import NULLABLE_FEATURES
+from training.explain import Reason, reasons_from_records
+from training.registry import RegisteredModel
+
+# What a store outage looks like from the online stores the engine uses (Redis, SQLite).
+_STORE_ERRORS = (RedisError, sqlite3.OperationalError, ConnectionError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class OnlineRows:
+    """Features of the requested customers, one NumPy column per feature.
+
+    `known[i]` is False when the online store holds no row for `customer_ids[i]`;
+    `missing[i]` lists the required features that did not arrive for a known customer.
+    """
+
+    customer_ids: np.ndarray
+    columns: dict[str, np.ndarray]
+    known: np.ndarray
+    missing: list[list[str]]
+
+    @property
+    def complete(self) -> np.ndarray:
+        """Customers with every required feature."""
+        return self.known & np.array([not m for m in self.missing], dtype=bool)
+
+    def take(self, mask: np.ndarray) -> OnlineRows:
+        """The rows where `mask` holds."""
+        return OnlineRows(
+            customer_ids=self.customer_ids[mask],
+            columns={name: values[mask] for name, values in self.columns.items()},
+            known=self.known[mask],
+            missing=[m for m, keep in zip(self.missing, mask, strict=True) if keep],
+        )
+
+
+class OnlineReader:
+    """Reads the features of many customers from the online store in one go.
+
+    Redis: one pipelined HMGET per customer for all features (see `_redis_plan`). Other stores:
+    the provider's `online_read` per feature view (what `get_online_features` calls
+    underneath). Views, feature lists and hash fields are resolved once, here.
+    """
+
+    def __init__(self, store: FeatureStore, services: list[str]):
+        self.store = store
+        self._provider = store._get_provider()
+        views: dict[str, list[str]] = {}
+        for service in services:
+            for projection in store.get_feature_service(service).feature_view_projections:
+                names = views.setdefault(projection.name, [])
+                names.extend(f.name for f in projection.features if f.name not in names)
+        self._views = [(store.get_feature_view(name), names) for name, names in views.items()]
+        self.feature_names = [name for _, names in self._views for name in names]
+        self._required = [name for name in self.feature_names if name not in NULLABLE_FEATURES]
+        self._redis = self._redis_plan()
+
+    def _redis_plan(self) -> tuple[Redis, list[bytes | str]] | None:
+        """For Redis: the client and the hash fields of every feature, computed once.
+
+        Feast keeps all views of one entity in one Redis hash, so one HMGET per customer,
+        all of them in one pipeline, reads every feature in a single round trip (instead
+        of one per feature view). The client gets one quick retry instead of redis-py's
+        default three with back-off (about 5 s), so an outage is a 503 in milliseconds;
+        it reconnects by itself on the next request once Redis is back.
+        """
+        online = self._provider.online_store
+        if not isinstance(online, RedisOnlineStore):
+            return None
+        client = online._get_client(self.store.config.online_store)
+        client.set_retry(Retry(ConstantBackoff(0.01), retries=1))
+        fields: list[bytes | str] = []
+        for view, names in self._views:
+            requested, hset_keys = online._generate_hset_keys_for_features(
+                view, list(names), fv_name_override=_versioned_fv_name(view, self.store.config)
+            )
+            fields += [key for name, key in zip(requested, hset_keys, strict=True) if not name.startswith("_ts:")]
+        return client, fields
+
+    def read(self, customer_ids: list[int]) -> OnlineRows:
+        """The latest features of each id; a store that cannot be reached raises `StoreUnavailableError`."""
+        keys = [
+            EntityKey(join_keys=["customer_id"], entity_values=[Value(int64_val=int(c))]) for c in customer_ids
+        ]
+        n = len(customer_ids)
+        columns = {name: np.full(n, None, dtype=object) for name in self.feature_names}
+        try:
+            if self._redis is not None:
+                self._read_redis(keys, columns)
+            else:
+                self._read_views(keys, columns)
+        except _STORE_ERRORS as exc:
+            raise StoreUnavailableError(
+                f"online store ({self.store.config.online_store.type}) is unreachable: {type(exc).__name__}"
+            ) from exc
+        # a customer is known when the store holds any of its features
+        known = np.zeros(n, dtype=bool)
+        for values in columns.values():
+            known |= values != None  # noqa: E711 - elementwise on an object array
+        missing = [
+            [name for name in self._required if columns[name][i] is None] if known[i] else []
+            for i in range(n)
+        ]
+        return OnlineRows(np.asarray(customer_ids, dtype=np.int64), columns, known, missing)
+
+    def _read_redis(self, keys: list[EntityKey], columns: dict[str, np.ndarray]) -> None:
+        client, fields = self._redis
+        redis_keys = self._provider.online_store._generate_redis_keys_for_entities(self.store.config, keys)
+        with client.pipeline(transaction=False) as pipe:
+            for key in redis_keys:
+                pipe.hmget(key, fields)
+            rows = pipe.execute()
+        for i, row in enumerate(rows):
+            for name, raw in zip(self.feature_names, row, strict=True):
+                if raw:
+                    _put(columns[name], i, Value.FromString(raw))
+
+    def _read_views(self, keys: list[EntityKey], columns: dict[str, np.ndarray]) -> None:
+        for view, names in self._views:
+            rows = self._provider.online_read(
+                config=self.store.config, table=view, entity_keys=keys, requested_features=names
+            )
+            for i, (_, values) in enumerate(rows):
+                for name in names if values else ():
+                    if name in values:
+                        _put(columns[name], i, values[name])
+
+    def ping(self) -> None:
+        """Read one (possibly absent) customer: raises `StoreUnavailableError` when the store is down."""
+        self.read([0])
+
+
+def _put(column: np.ndarray, i: int, value: Value) -> None:
+    kind = value.WhichOneof("val")
+    if kind is not None and kind != "null_val":
+        column[i] = getattr(value, kind)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Scores of complete rows, as NumPy arrays in row order."""
+
+    customer_ids: np.ndarray
+    churn_probability: np.ndarray
+    clv: np.ndarray
+    segment: np.ndarray
+    risk_band: np.ndarray
+    model_version: str
+    reasons: list[list[Reason]] | None = None  # when asked for: why each churn risk is high
+
+
+class FastScorer:
+    """The champion boosters of a loaded `Scorer`, applied to `OnlineRows` with NumPy only."""
+
+    def __init__(self, scorer: Scorer):
+        self.scorer = scorer
+        self._codes = {
+            model.label: {name: {v: float(k) for k, v in enumerate(model.categories[name])} for name in model.categories}
+            for model in (scorer.churn, scorer.clv)
+        }
+
+    def _matrix(self, rows: OnlineRows, model: RegisteredModel) -> np.ndarray:
+        out = np.empty((len(rows.customer_ids), len(model.feature_names)), dtype=np.float64)
+        codes = self._codes[model.label]
+        for j, name in enumerate(model.feature_names):
+            values = rows.columns[name]
+            if name in CATEGORICAL_FEATURES:
+                known = codes[name]
+                for i, value in enumerate(values):
+                    if value is None:
+                        out[i, j] = np.nan
+                    elif value in known:
+                        out[i, j] = known[value]
+                    else:
+                        raise DataError(
+                            f"feature {name!r} of customer {int(rows.customer_ids[i])}: value {value!r} "
+                            f"was not seen in training; known {list(known)}"
+                        )
+            else:
+                out[:, j] = [np.nan if v is None else v for v in values]
+        return out
+
+    def score(self, rows: OnlineRows, explain: bool = False) -> Scores:
+        """Calibrated churn probability, CLV, segment and risk band of each row (all rows must be complete).
+
+        With `explain`, also the reason codes from the churn model's SHAP contributions.
+        """
+        churn, clv_model = self.scorer.churn, self.scorer.clv
+        X = self._matrix(rows, churn)
+        # one thread: a request is at most 1,000 rows, and waking OpenMP's pool costs more
+        # (tens of ms when the cores are busy) than the trees themselves
+        raw = churn.booster.predict(X, num_threads=1)
+        # calibrated on held-out data at training time, as in `Scorer.score`
+        probability = apply_map(churn.extra["calibration"], raw)
+        clv = np.maximum(clv_model.booster.predict(self._matrix(rows, clv_model), num_threads=1), 0.0)
+        reasons = None
+        if explain:
+            contrib = churn.booster.predict(X, pred_contrib=True, num_threads=1)[:, :-1]
+            names = churn.feature_names
+            records = [{name: rows.columns[name][i] for name in names} for i in range(len(rows.customer_ids))]
+            reasons = reasons_from_records(records, contrib, names)
+        return Scores(
+            customer_ids=rows.customer_ids,
+            churn_probability=probability,
+            clv=clv,
+            segment=segment_of(clv, clv_model.extra["segment_edges"]),
+            risk_band=risk_band_of(probability, self.scorer.catalog.risk_bands),
+            model_version=self.scorer.model_version,
+            reasons=reasons,
+        )

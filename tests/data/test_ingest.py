@@ -1,0 +1,254 @@
+"""`churn ingest`: one test per validation rule, all problems at once, and nothing lost on failure.
+
+Tables are small CSV/Parquet files written by hand into `tmp_path`; the PostgreSQL source
+reads a real table from the local server.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from churn.errors import ConfigError
+from features.contract import Contract, load_contract
+from features.ingest import MANIFEST, ingest, read_manifest
+from features.validate import ContractViolation
+
+CUSTOMERS = "customer_id,signup,plan,monthly_fee,churned\nA1,2024-01-05,basic,10.0,no\nB2,2024-02-10,pro,30.5,yes\nC3,2024-03-01,basic,10.0,no\n"
+EVENTS = "customer,time,type,minutes\nA1,2024-02-01 10:00,login,5\nB2,2024-03-01 11:00,login,7\nA1,2024-04-01 09:30,ticket,0\n"
+ORDERS = "cust,ordered_at,total\nA1,2024-02-03,19.99\nB2,2024-02-11,5.00\n"
+
+
+def _config(tmp_path: Path, **changes) -> dict:
+    """A valid config over the three files above; `changes` replace whole sources or sections."""
+    config = {
+        "name": "shop",
+        "data_root": str(tmp_path),
+        "sources": {
+            "customers": {
+                "shape": "snapshot",
+                "path": "customers.csv",
+                "customer_id": "customer_id",
+                "signup": "signup",
+                "as_of": "2024-06-01",
+                "label": "churned",
+                "positive": ["yes"],
+                "columns": {"monthly_fee": "float"},
+            },
+            "usage": {"shape": "events", "path": "events.csv", "customer_id": "customer", "timestamp": "time", "kind": "type", "values": ["minutes"]},
+            "orders": {"shape": "transactions", "path": "orders.csv", "customer_id": "cust", "timestamp": "ordered_at", "amount": "total"},
+        },
+        "churn": {"definition": "label"},
+    }
+    config.update(changes)
+    return config
+
+
+def _write(tmp_path: Path, customers: str = CUSTOMERS, events: str = EVENTS, orders: str = ORDERS) -> None:
+    (tmp_path / "customers.csv").write_text(customers)
+    (tmp_path / "events.csv").write_text(events)
+    (tmp_path / "orders.csv").write_text(orders)
+
+
+def _ingest(tmp_path: Path, config: dict | None = None):
+    contract = Contract.model_validate(config or _config(tmp_path))
+    return ingest(contract, tmp_path, tmp_path / "data" / "ingested")
+
+
+def _problems(tmp_path: Path, config: dict | None = None) -> list[str]:
+    with pytest.raises(ContractViolation) as caught:
+        _ingest(tmp_path, config)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_a_valid_ingest_writes_every_source_with_the_engine_column_names(tmp_path):
+    _write(tmp_path)
+    result = _ingest(tmp_path)
+    assert result.rows == {"customers": 3, "usage": 3, "orders": 2}
+    assert result.customers == 3
+    customers = pd.read_parquet(result.out_dir / "customers.parquet")
+    assert customers["churned"].tolist() == [0, 1, 0]
+    assert customers["plan"].tolist() == ["basic", "pro", "basic"]
+    usage = pd.read_parquet(result.out_dir / "usage.parquet")
+    assert {"customer_id", "event_time", "type", "minutes"} <= set(usage.columns)
+    assert str(usage["event_time"].dt.tz) == "UTC"
+    manifest = read_manifest(result.out_dir)
+    assert manifest["types"]["customers"]["plan"] == "categorical"
+    assert manifest["types"]["usage"]["minutes"] == "int"
+    assert manifest["data_end"].startswith("2024-04-02")
+
+
+def test_missing_required_column(tmp_path):
+    _write(tmp_path, orders=ORDERS.replace("total", "sum"))
+    [problem] = _problems(tmp_path)
+    assert "orders.csv: column 'total' is required by the config but missing" in problem
+    assert "'sum'" in problem
+
+
+def test_wrong_type(tmp_path):
+    _write(tmp_path, customers=CUSTOMERS.replace("30.5", "thirty"))
+    [problem] = _problems(tmp_path)
+    assert "customers.csv: column 'monthly_fee' must be of type float; e.g. row 2: 'thirty' (1 row)" in problem
+
+
+def test_unparseable_timestamp(tmp_path):
+    _write(tmp_path, events=EVENTS.replace("2024-03-01 11:00", "2024-13-45 99:00"))
+    [problem] = _problems(tmp_path)
+    assert "events.csv: column 'time' has unparseable timestamps; e.g. row 2: '2024-13-45 99:00'" in problem
+
+
+def test_duplicate_customer_ids_in_a_snapshot(tmp_path):
+    _write(tmp_path, customers=CUSTOMERS + "A1,2024-01-05,pro,30.0,no\n")
+    [problem] = _problems(tmp_path)
+    assert "customers.csv: column 'customer_id' must be unique in a snapshot (one row per customer); e.g. row 1: 'A1' (2 rows)" in problem
+
+
+def test_events_before_signup(tmp_path):
+    _write(tmp_path, events=EVENTS.replace("B2,2024-03-01 11:00", "B2,2024-01-01 11:00"))
+    [problem] = _problems(tmp_path)
+    assert "events.csv: column 'time' must not be before the customer's signup (signup in the snapshot)" in problem
+    assert "customer 'B2'" in problem
+
+
+def test_negative_amounts_where_not_allowed(tmp_path):
+    _write(tmp_path, orders=ORDERS.replace("5.00", "-5.00"))
+    [problem] = _problems(tmp_path)
+    assert "orders.csv: column 'total' must not be negative (list it in `allow_negative` if it may be); e.g. row 2: -5.0" in problem
+
+
+def test_negative_amounts_pass_when_allowed(tmp_path):
+    _write(tmp_path, orders=ORDERS.replace("5.00", "-5.00"))
+    config = _config(tmp_path)
+    config["sources"]["orders"]["allow_negative"] = ["total"]
+    assert _ingest(tmp_path, config).rows["orders"] == 2
+
+
+def test_empty_table(tmp_path):
+    _write(tmp_path, orders="cust,ordered_at,total\n")
+    [problem] = _problems(tmp_path)
+    assert "orders.csv: is empty" in problem
+
+
+def test_labels_that_are_not_binary(tmp_path):
+    _write(tmp_path, customers=CUSTOMERS.replace("C3,2024-03-01,basic,10.0,no", "C3,2024-03-01,basic,10.0,maybe"))
+    [problem] = _problems(tmp_path)
+    assert "customers.csv: column 'churned' must be binary: two distinct values, one of them in `positive` ['yes']" in problem
+    assert "['maybe', 'no', 'yes']" in problem
+
+
+def test_every_problem_is_listed_not_only_the_first(tmp_path):
+    _write(
+        tmp_path,
+        customers=CUSTOMERS.replace("30.5", "thirty"),
+        events=EVENTS.replace("2024-03-01 11:00", "yesterday"),
+        orders=ORDERS.replace("5.00", "-5.00"),
+    )
+    with pytest.raises(ContractViolation, match=r"3 problem\(s\)") as caught:
+        _ingest(tmp_path)
+    columns = sorted(p.column for p in caught.value.problems)
+    assert columns == ["monthly_fee", "time", "total"]
+
+
+def test_a_failed_ingest_leaves_the_earlier_data_intact(tmp_path):
+    _write(tmp_path)
+    first = _ingest(tmp_path)
+    before = {p.name: p.read_bytes() for p in first.out_dir.iterdir()}
+    _write(tmp_path, orders=ORDERS.replace("5.00", "-5.00") + "C3,2024-05-01,7.00\n")
+    with pytest.raises(ContractViolation):
+        _ingest(tmp_path)
+    after = {p.name: p.read_bytes() for p in first.out_dir.iterdir()}
+    assert after == before
+    assert sorted(p.name for p in first.out_dir.parent.iterdir()) == ["ingested"]  # no staging folder left behind
+
+
+def test_a_second_ingest_replaces_the_first(tmp_path):
+    _write(tmp_path)
+    _ingest(tmp_path)
+    _write(tmp_path, orders=ORDERS + "C3,2024-05-01,7.00\n")
+    assert _ingest(tmp_path).rows["orders"] == 3
+    assert pd.read_parquet(tmp_path / "data" / "ingested" / "orders.parquet").shape[0] == 3
+    assert (tmp_path / "data" / "ingested" / MANIFEST).exists()
+
+
+def test_where_and_derive_are_sql_over_the_typed_table(tmp_path):
+    _write(tmp_path, orders="cust,ordered_at,qty,price\nA1,2024-02-03,2,9.5\n,2024-02-04,1,3.0\nB2,2024-02-11,3,1.25\n")
+    config = _config(tmp_path)
+    config["sources"]["orders"].update(where="cust IS NOT NULL", derive={"total": "qty * price"})
+    result = _ingest(tmp_path, config)
+    orders = pd.read_parquet(result.out_dir / "orders.parquet")
+    assert orders["total"].tolist() == [19.0, 3.75]
+
+
+def test_a_missing_file_is_named(tmp_path):
+    _write(tmp_path)
+    (tmp_path / "orders.csv").unlink()
+    [problem] = _problems(tmp_path)
+    assert "orders.csv: source 'orders': file not found" in problem
+
+
+def test_parquet_sources_keep_their_types(tmp_path):
+    _write(tmp_path)
+    pd.read_csv(tmp_path / "orders.csv").assign(ordered_at=lambda d: pd.to_datetime(d["ordered_at"])).to_parquet(tmp_path / "orders.parquet")
+    config = _config(tmp_path)
+    config["sources"]["orders"]["path"] = "orders.parquet"
+    result = _ingest(tmp_path, config)
+    assert read_manifest(result.out_dir)["types"]["orders"]["total"] == "float"
+
+
+@pytest.fixture()
+def postgres_table():
+    """A throw-away table in this issue's own database on the local PostgreSQL server."""
+    admin = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if not conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = 'churn_issue3_test'")).scalar():
+                conn.execute(sa.text("CREATE DATABASE churn_issue3_test"))
+    except sa.exc.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}")
+    finally:
+        admin.dispose()
+    url = "postgresql+psycopg://postgres@127.0.0.1:5432/churn_issue3_test"
+    table = f"orders_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(url)
+    frame = pd.DataFrame({"cust": ["A1", "B2"], "ordered_at": pd.to_datetime(["2024-02-03", "2024-02-11"], utc=True), "total": [19.99, 5.0]})
+    frame.to_sql(table, engine, index=False)
+    yield url, table
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE {table}"))
+    engine.dispose()
+
+
+def test_postgresql_table_and_query_sources(tmp_path, postgres_table):
+    url, table = postgres_table
+    _write(tmp_path)
+    config = _config(tmp_path)
+    config["sources"]["orders"] = {"shape": "transactions", "url": url, "table": table, "customer_id": "cust", "timestamp": "ordered_at", "amount": "total"}
+    config["sources"]["refunds"] = {
+        "shape": "transactions", "url": url, "query": f"SELECT cust, ordered_at, -total AS total FROM {table}",
+        "customer_id": "cust", "timestamp": "ordered_at", "amount": "total",
+    }
+    with pytest.raises(ContractViolation, match=rf"churn_issue3_test \(query\): column 'total' must not be negative") as caught:
+        _ingest(tmp_path, config)
+    assert len(caught.value.problems) == 1  # the table source itself is valid
+    del config["sources"]["refunds"]
+    assert _ingest(tmp_path, config).rows["orders"] == 2
+
+
+def test_config_errors_name_the_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: shop\nsources:\n  usage: {shape: events, path: e.csv, customer_id: c}\nchurn: {definition: inactivity}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: invalid config:\n  sources.usage: Value error, a events source needs a `timestamp` column"):
+        load_contract(path)
+
+
+def test_toml_and_yaml_configs_read_the_same(tmp_path):
+    (tmp_path / "c.yaml").write_text("name: shop\nsources:\n  o: {shape: transactions, path: o.csv, customer_id: c, timestamp: t, amount: a}\nchurn: {definition: inactivity, horizon_days: 60}\n")
+    (tmp_path / "c.toml").write_text(
+        'name = "shop"\n[sources.o]\nshape = "transactions"\npath = "o.csv"\ncustomer_id = "c"\ntimestamp = "t"\namount = "a"\n'
+        '[churn]\ndefinition = "inactivity"\nhorizon_days = 60\n'
+    )
+    assert load_contract(tmp_path / "c.yaml")[0] == load_contract(tmp_path / "c.toml")[0]

@@ -1,0 +1,204 @@
+"""The service as its clients see it: keys, bad input, metrics, paging, logs; a real `bentoml serve`.
+
+One server on the engine's SQLite stores for the request tests; the outage tests live in
+`test_service_faults.py` with their own Redis and PostgreSQL link.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pandas as pd
+import pytest
+
+from serving.service import MAX_IDS
+
+from tests.e2e.servers import API_KEY, AUTH, bentoml_service, service_env
+
+
+@pytest.fixture(scope="module")
+def api(engine, tmp_path_factory):
+    """(base URL, server log path, known customer ids) of a service on the engine's stores."""
+    log = tmp_path_factory.mktemp("service") / "serve.log"
+    env = service_env(engine.settings, tmp_path_factory.mktemp("bentoml_home"), CHURN_SERVING__MAX_BODY_BYTES="20000")
+    known = pd.read_parquet(engine.interventions.scores_path)["customer_id"].head(20).tolist()
+    with bentoml_service(env, log) as base:
+        yield base, log, known
+
+
+def _post(base: str, path: str, body, headers=AUTH) -> httpx.Response:
+    if isinstance(body, (bytes, str)):
+        return httpx.post(f"{base}{path}", content=body, headers={**headers, "content-type": "application/json"}, timeout=30)
+    return httpx.post(f"{base}{path}", json=body, headers=headers, timeout=30)
+
+
+ENDPOINTS = [
+    ("POST", "/score"),
+    ("POST", "/interventions"),
+    ("POST", "/outcomes"),
+    ("GET", "/interventions?campaign=any"),
+    ("GET", "/ready"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/docs.json"),
+    ("GET", "/"),
+]
+
+
+@pytest.mark.parametrize("method,path", ENDPOINTS)
+@pytest.mark.parametrize("header", [None, "Bearer wrong-key-wrong-key-0000", f"Basic {API_KEY}", "Bearer"])
+def test_every_endpoint_but_health_needs_a_valid_key(api, method, path, header):
+    base, _, known = api
+    headers = {"Authorization": header} if header else {}
+    response = httpx.request(method, f"{base}{path}", json={"customer_ids": known[:1]}, headers=headers, timeout=30)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert "API key" in response.json()["error"]
+    assert API_KEY not in response.text
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/livez"])
+def test_health_needs_no_key(api, path):
+    assert httpx.get(f"{api[0]}{path}", timeout=10).status_code == 200
+
+
+def test_with_the_key_every_endpoint_answers(api):
+    base, _, known = api
+    assert _post(base, "/score", {"customer_ids": known[:2]}).status_code == 200
+    ready = httpx.get(f"{base}/ready", headers=AUTH, timeout=30)
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True, "models": ready.json()["models"], "online_store": "ok", "ledger": "ok"}
+    assert httpx.get(f"{base}/readyz", headers=AUTH, timeout=30).status_code == 200
+    spec = httpx.get(f"{base}/docs.json", headers=AUTH, timeout=30).json()
+    assert {"/score", "/interventions", "/outcomes", "/ready"} <= set(spec["paths"])
+    assert {"post", "get"} <= set(spec["paths"]["/interventions"])
+
+
+BAD_BODIES = {
+    "malformed JSON": ('{"customer_ids": [1, 2', 400, ""),
+    "wrong type of the list": ({"customer_ids": "17"}, 400, "customer_ids"),
+    "wrong type of an id": ({"customer_ids": ["abc"]}, 400, "customer_ids"),
+    "empty list": ({"customer_ids": []}, 400, "customer_ids"),
+    "oversized list": ({"customer_ids": list(range(1, MAX_IDS + 2))}, 400, "customer_ids"),
+    "duplicate ids": ({"customer_ids": [5, 6, 5]}, 400, "repeated: [5]"),
+    "negative id": ({"customer_ids": [-3]}, 400, "customer_ids"),
+    "id beyond int64": ({"customer_ids": [2**64]}, 400, "customer_ids"),
+    "missing field": ({"ids": [1]}, 400, "customer_ids"),
+    "body over the size limit": ({"customer_ids": list(range(10**9, 10**9 + 3_000))}, 413, "larger than the limit"),
+}
+
+
+@pytest.mark.parametrize("path", ["/score", "/interventions"])
+@pytest.mark.parametrize("case", list(BAD_BODIES))
+def test_bad_input_gets_4xx_naming_the_field(api, path, case):
+    body, status, needle = BAD_BODIES[case]
+    response = _post(api[0], path, body)
+    assert response.status_code == status, response.text
+    assert needle in response.text
+
+
+@pytest.mark.parametrize("content_type", ["multipart/form-data", "text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_that_is_not_json_gets_415(api, content_type):
+    response = httpx.post(
+        f"{api[0]}/score", content=b'{"customer_ids": [1]}', headers={**AUTH, "content-type": content_type}, timeout=30
+    )
+    assert response.status_code == 415
+    assert "must be JSON" in response.json()["error"]
+
+
+def test_unknown_ids(api):
+    base, _, known = api
+    only_unknown = _post(base, "/score", {"customer_ids": [10_000_000, 10_000_001]})
+    assert only_unknown.status_code == 404
+    assert "customer_ids" in only_unknown.json()["error"] and "10000001" in only_unknown.json()["error"]
+    # with known ids beside it, an unknown id is reported per id and the others are scored
+    mixed = _post(base, "/score", {"customer_ids": [known[0], 10_000_000]}).json()
+    assert [s["customer_id"] for s in mixed["scores"]] == [known[0]]
+    assert [e["customer_id"] for e in mixed["errors"]] == [10_000_000]
+    # nothing is recorded for an unknown customer
+    decided = _post(base, "/interventions", {"customer_ids": [10_000_002], "campaign": "unknown-only"})
+    assert decided.status_code == 404
+    listing = httpx.get(f"{base}/interventions", params={"campaign": "unknown-only"}, headers=AUTH, timeout=30)
+    assert listing.json()["decisions"] == []
+
+
+@pytest.mark.parametrize(
+    "params,needle",
+    [({}, "campaign"), ({"campaign": "x", "limit": 0}, "limit"), ({"campaign": "bad campaign!"}, "campaign"),
+     ({"campaign": "x", "after": "abc"}, "after")],
+)
+def test_bad_list_queries_get_4xx_naming_the_field(api, params, needle):
+    response = httpx.get(f"{api[0]}/interventions", params=params, headers=AUTH, timeout=30)
+    assert 400 <= response.status_code < 500
+    assert needle in response.text
+
+
+def test_campaign_list_pages_through_every_decision(api):
+    base, _, known = api
+    ids = sorted(known[:7])
+    assert _post(base, "/interventions", {"customer_ids": ids, "campaign": "paging"}).status_code == 200
+    seen, after, pages = [], None, 0
+    while True:
+        params = {"campaign": "paging", "limit": 3, **({"after": after} if after is not None else {})}
+        page = httpx.get(f"{base}/interventions", params=params, headers=AUTH, timeout=30).json()
+        seen += [d["customer_id"] for d in page["decisions"]]
+        pages += 1
+        after = page["next_after"]
+        if after is None:
+            break
+    assert seen == ids
+    assert pages == 3
+
+
+def test_metrics_count_requests_and_scores_per_model_version(api):
+    base, _, known = api
+    before = _scores_served(base)
+    response = _post(base, "/score", {"customer_ids": known[:4]})
+    version = response.json()["scores"][0]["model_version"]
+    text = httpx.get(f"{base}/metrics", headers=AUTH, timeout=30).text
+    assert _scores_served(base).get(version, 0) - before.get(version, 0) == 4
+    assert 'endpoint="/score"' in text and "bentoml_service_request_duration_seconds_bucket" in text
+
+
+def _scores_served(base: str) -> dict[str, float]:
+    text = httpx.get(f"{base}/metrics", headers=AUTH, timeout=30).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("churn_scores_served_total{"):
+            labels, value = line.rsplit(" ", 1)
+            out[labels.split('model_version="')[1].split('"')[0]] = float(value)
+    return out
+
+
+def test_no_key_or_traceback_in_the_log(api):
+    base, log, _ = api
+    # a request with the key, a failing one with a key-like wrong token: neither may reach the log
+    _post(base, "/score", '{"customer_ids": [1,', headers={"Authorization": f"Bearer {API_KEY}"})
+    _post(base, "/score", {"customer_ids": [1]}, headers={"Authorization": f"Bearer {API_KEY[::-1]}"})
+    text = log.read_text()
+    assert "Exception on /score" in text  # the failures were logged, in one line each
+    assert API_KEY not in text and API_KEY[::-1] not in text
+    assert "Traceback" not in text
+
+
+def test_outcomes_are_recorded_once_and_must_name_a_decision(api):
+    base, _, known = api
+    ids = sorted(known[:3])
+    assert _post(base, "/interventions", {"customer_ids": ids, "campaign": "outcomes"}).status_code == 200
+    body = {
+        "outcomes": [
+            {"campaign": "outcomes", "customer_id": c, "churned": c == ids[0], "revenue": 12.5, "horizon_end": "2026-12-01T00:00:00Z"}
+            for c in ids
+        ]
+    }
+    first = _post(base, "/outcomes", body)
+    assert first.status_code == 200, first.text
+    assert first.json() == {"received": 3, "recorded": 3}
+    assert _post(base, "/outcomes", body).json() == {"received": 3, "recorded": 0}
+
+    stranger = {**body["outcomes"][0], "campaign": "never-run"}
+    refused = _post(base, "/outcomes", {"outcomes": [body["outcomes"][1], stranger]})
+    assert refused.status_code == 400
+    assert "never-run" in refused.json()["error"] and "nothing was recorded" in refused.json()["error"]
+
+    negative = _post(base, "/outcomes", {"outcomes": [{**body["outcomes"][0], "revenue": -1}]})
+    assert negative.status_code == 400 and "revenue" in negative.text

@@ -1,0 +1,42 @@
+"""The acceptance bar on public data (slow): the engine at least as good as the usual baselines.
+
+Runs `benchmarks/real_data.py`'s path (config -> ingest -> features -> Feast -> evaluation)
+on the data sets in ../shared/datasets; skips when they are absent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from training.contract_eval import summarize
+
+ROOT = Path(__file__).resolve().parents[2]
+DATASETS = ROOT.parent / "shared" / "datasets"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not DATASETS.exists(), reason=f"public data sets not found at {DATASETS} (see its README)"),
+]
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("real_data", ROOT / "benchmarks" / "real_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["telco", "online_retail", "cdnow"])
+def test_engine_is_not_below_any_baseline(name, tmp_path):
+    bench = _benchmark()
+    results, _ = bench.run(ROOT / "examples" / bench.CONFIGS[name], DATASETS, tmp_path)
+    auc = {model: summarize(per_split)["roc_auc"][0] for model, per_split in results.items()}
+    engine, *baselines = auc
+    if name == "telco":
+        assert auc[engine] >= 0.850, auc
+        assert all(auc[engine] >= auc[b] for b in baselines), auc
+    else:
+        assert all(auc[engine] > auc[b] for b in baselines), auc

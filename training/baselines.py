@@ -1,0 +1,100 @@
+"""The usual tools, as a benchmark measures them beside the engine on the same split.
+
+- `OneHotLogistic`: logistic regression on one-hot categoricals and standardized numbers
+  (median-imputed), the standard snapshot baseline.
+- `RFMLogistic`: logistic regression on recency, frequency and monetary value (log1p, then
+  standardized), the standard baseline for non-contractual logs.
+- `DefaultLightGBM`: `lightgbm.LGBMClassifier()` with default parameters on the given
+  columns, categoricals as pandas categories.
+All have `fit(X, y)` / `predict(X)` (a churn probability per row), like `AutoTunedModel`.
+"""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+
+class OneHotLogistic:
+    """Logistic regression on one-hot `categorical` and standardized other `feature_names`."""
+
+    def __init__(self, feature_names: list[str], categorical: list[str] = ()):
+        self.feature_names = feature_names
+        self.categorical = categorical
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> OneHotLogistic:
+        categorical = [c for c in self.feature_names if c in self.categorical]
+        numeric = [c for c in self.feature_names if c not in self.categorical]
+        columns = ColumnTransformer(
+            [
+                ("categorical", OneHotEncoder(handle_unknown="ignore"), categorical),
+                ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+            ]
+        )
+        self.pipeline_ = Pipeline([("columns", columns), ("model", LogisticRegression(max_iter=5000))])
+        self.pipeline_.fit(_frame(X, self.feature_names, categorical), y)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        categorical = [c for c in self.feature_names if c in self.categorical]
+        return self.pipeline_.predict_proba(_frame(X, self.feature_names, categorical))[:, 1]
+
+
+class RFMLogistic:
+    """Logistic regression on the three RFM columns (named in `feature_names`)."""
+
+    def __init__(self, feature_names: list[str]):
+        self.feature_names = feature_names
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> RFMLogistic:
+        self.pipeline_ = make_pipeline(
+            SimpleImputer(strategy="median"),
+            FunctionTransformer(np.log1p),
+            StandardScaler(),
+            LogisticRegression(max_iter=5000),
+        )
+        self.pipeline_.fit(X[self.feature_names].astype(float), y)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.pipeline_.predict_proba(X[self.feature_names].astype(float))[:, 1]
+
+
+class DefaultLightGBM:
+    """`LGBMClassifier()` with default parameters; categoricals as pandas categories."""
+
+    def __init__(self, feature_names: list[str], categorical: list[str] = (), seed: int = 0):
+        self.feature_names = feature_names
+        self.categorical = categorical
+        self.seed = seed
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> DefaultLightGBM:
+        self.categories_ = {c: sorted(X[c].dropna().astype(str).unique()) for c in self.categorical}
+        self.model_ = lgb.LGBMClassifier(random_state=self.seed, verbosity=-1, n_jobs=2)
+        self.model_.fit(self._frame(X), y)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.model_.predict_proba(self._frame(X))[:, 1]
+
+    def _frame(self, X: pd.DataFrame) -> pd.DataFrame:
+        out = X[self.feature_names].copy()
+        for c in self.feature_names:
+            if c in self.categories_:
+                out[c] = pd.Categorical(out[c].astype("string"), categories=self.categories_[c])
+            else:
+                out[c] = pd.to_numeric(out[c]).astype(float)
+        return out
+
+
+def _frame(X: pd.DataFrame, names: list[str], categorical: list[str]) -> pd.DataFrame:
+    out = X[names].copy()
+    for c in names:
+        out[c] = out[c].astype(object).where(out[c].notna(), "missing") if c in categorical else pd.to_numeric(out[c]).astype(float)
+    return out
