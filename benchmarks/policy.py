@@ -19,10 +19,17 @@ the churn model's probability; hidden traits and noise in the truth keep it out 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, Python puts benchmarks/ first on sys.path, where serving.py would shadow
+# the `serving` package: put the project root in its place.
+if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import argparse
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
