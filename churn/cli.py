@@ -272,13 +272,13 @@ def _train(settings: Settings, shuffle_labels: bool = False) -> None:
     console.print(f"  MLflow run {result.run_id} in {settings.resolved_tracking_uri}; {result.promotion}")
 
 
-def _train_contract(settings: Settings) -> None:
+def _train_contract(settings: Settings, shuffle_labels: bool = False) -> None:
     from training.contract_train import train_contract
 
     start = time.perf_counter()
     with Progress(SpinnerColumn(), TextColumn("train: {task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("starting", total=None)
-        result = train_contract(settings, step=lambda what: bar.update(task, description=what))
+        result = train_contract(settings, step=lambda what: bar.update(task, description=what), shuffle_labels=shuffle_labels)
     console.print(f"[green]✓[/] evaluated, trained and registered [dim]({time.perf_counter() - start:.1f}s)[/]")
     table = Table("split", "ROC AUC", "PR AUC", "top-decile lift", "churn rate")
     for split, m in zip(result.split_names, result.per_split):
@@ -287,8 +287,8 @@ def _train_contract(settings: Settings) -> None:
     table.add_row("mean ± sd", *(f"{s[k][0]:.3f} ± {s[k][1]:.3f}" for k in ("roc_auc", "pr_auc", "top_decile_lift")), "")
     console.print(table)
     console.print(
-        f"  model {result.model_name} version {result.version} (champion), trained on {result.n_train_rows:,} rows; "
-        f"MLflow run {result.run_id}"
+        f"  model {result.model_name} version {result.version}, trained on {result.n_train_rows:,} rows; "
+        f"MLflow run {result.run_id}; {result.promotion}"
     )
 
 
@@ -305,7 +305,7 @@ def train(
     """
     settings = _settings()
     if settings.uses_ingested_data:
-        _train_contract(settings)
+        _train_contract(settings, shuffle_labels)
     else:
         _train(settings, shuffle_labels)
 
@@ -319,8 +319,10 @@ def _promote(settings: Settings) -> None:
     console.print(f"  [{colour}]{decision.reason}[/]")
     if decision.champion_metrics:
         table = Table("metric", f"challenger {decision.challenger}", f"champion {decision.champion}",
-                      title=f"on the customers of cutoff {decision.evaluated_on}")
+                      title=f"held out: {decision.evaluated_on}")
         for key in ("roc_auc", "pr_auc", "brier", "ece", "top_decile_lift", "empc"):
+            if key not in decision.challenger_metrics:  # ingested data: no calibration, CLV or profit
+                continue
             table.add_row(key, f"{decision.challenger_metrics[key]:.4f}", f"{decision.champion_metrics[key]:.4f}")
         console.print(table)
 
@@ -351,6 +353,14 @@ def models_history() -> None:
 
 
 # ---------------------------------------------------------------- score / interventions
+def _score_contract(settings: Settings, as_of: datetime | None) -> None:
+    from serving.contract_scoring import score_contract
+
+    with _step("score the ingested data set's customers (churn probability)"):
+        result = score_contract(settings, as_of)
+    console.print(f"  {result.rows:,} customers scored as of {result.as_of:%Y-%m-%d} with {result.model} -> {result.path}")
+
+
 @app.command()
 @_fails_cleanly
 def score(as_of: AsOf = None) -> None:
@@ -360,6 +370,9 @@ def score(as_of: AsOf = None) -> None:
     from serving.scoring import Scorer
 
     settings = _settings()
+    if settings.uses_ingested_data:
+        _score_contract(settings, _utc(as_of))
+        return
     when = _utc(as_of) or raw_as_of(settings.raw_dir)
     with _dask_or_none(settings) as client, _step("score active customers (in chunks)"):
         scorer = Scorer.load(settings)
@@ -468,6 +481,10 @@ def serve(
 ) -> None:
     """Start the BentoML scoring service on the champion models (needs an API key in the settings)."""
     settings = _settings()
+    if settings.uses_ingested_data:  # say what is missing now, not in a worker's log after start-up
+        from serving.contract_scoring import missing_for_decisions
+
+        raise ConfigError(missing_for_decisions(settings))
     if not settings.serving.api_keys:
         raise ConfigError(
             "serving.api_keys is empty: set CHURN_SERVING__API_KEYS='[\"<a key of 16+ characters>\"]'; "

@@ -31,7 +31,15 @@ class Scorer:
 
     @classmethod
     def load(cls, settings: Settings) -> Scorer:
-        """Load both champions and the catalog; refuse models whose features the store does not serve."""
+        """Load both champions and the catalog; refuse models whose features the store does not serve.
+
+        After `churn ingest`, refuses with what the ingested data set lacks for decisions
+        (`serving/contract_scoring.py`) rather than with a missing simulator model.
+        """
+        if settings.uses_ingested_data:
+            from serving.contract_scoring import missing_for_decisions
+
+            raise ConfigError(missing_for_decisions(settings))
         churn = load_champion(settings, settings.training.churn_model_name)
         clv = load_champion(settings, settings.training.clv_model_name)
         served = {s.name for s in feature_store(settings).list_feature_services()}

@@ -133,7 +133,13 @@ def promote(settings: Settings, who: str | None = None) -> PromotionDecision:
     """Compare the challenger with the champion and move `champion` if the challenger is not worse.
 
     With no champion yet, the challenger becomes champion without comparison (recorded as such).
+    After `churn ingest`, the ingested data set's model goes through the same gate
+    (`training/contract_promote.py`).
     """
+    if settings.uses_ingested_data:
+        from training.contract_promote import promote_contract
+
+        return promote_contract(settings, who)
     cfg = settings.training
     client = connect(settings)
     challenger = load_alias(settings, cfg.churn_model_name, CHALLENGER)

@@ -1,0 +1,152 @@
+"""After `churn ingest`: train -> promote -> score -> interventions / serve, through the real CLI.
+
+A small snapshot table (1,200 customers, churn driven by plan, tenure and fee) keeps each
+`churn train` to seconds: real Feast, MLflow (SQLite) and LightGBM, no mocks.
+"""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from churn.cli import app
+
+N = 1_200
+
+
+def _customers(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    plan = rng.choice(["basic", "plus", "pro"], n)
+    tenure = rng.integers(1, 72, n)
+    fee = rng.normal(50, 15, n).round(2)
+    logit = -1.0 + 1.2 * (plan == "basic") - 0.05 * tenure + 0.03 * (fee - 50)
+    churned = rng.random(n) < 1 / (1 + np.exp(-logit))
+    return pd.DataFrame(
+        {
+            "id": [f"C{i:05d}" for i in range(n)],
+            "plan": plan,
+            "tenure": tenure,
+            "fee": fee,
+            "Churn": np.where(churned, "Yes", "No"),
+        }
+    )
+
+
+def _write_config(root, name: str = "accounts.csv") -> None:
+    config = {
+        "name": "accounts",
+        "data_root": str(root),
+        "sources": {
+            "customers": {
+                "shape": "snapshot",
+                "path": name,
+                "customer_id": "id",
+                "as_of": "2024-06-01",
+                "label": "Churn",
+                "positive": ["Yes"],
+                "columns": {"tenure": "int", "fee": "float"},
+            }
+        },
+        "churn": {"definition": "label"},
+        "evaluation": {"folds": 2},
+    }
+    (root / "accounts.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lifecycle")
+    _customers(N, seed=1).to_csv(root / "accounts.csv", index=False)
+    _write_config(root)
+    env = {"CHURN_DATA_DIR": str(root / "data"), "CHURN_MLRUNS_DIR": str(root / "mlruns")}
+    return root, env
+
+
+def _cli(args: list[str], env: dict, ok: bool = True) -> str:
+    result = CliRunner().invoke(app, args, env=env, terminal_width=400)
+    assert (result.exit_code == 0) is ok, result.output
+    return " ".join(result.output.split())
+
+
+def _client(root) -> MlflowClient:
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _alias_version(root, alias: str) -> str | None:
+    try:
+        return str(_client(root).get_model_version_by_alias("accounts-churn", alias).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def test_first_model_becomes_champion_then_retrains_wait_for_the_gate(project):
+    root, env = project
+    _cli(["ingest", "--config", str(root / "accounts.yaml")], env)
+    _cli(["features", "build"], env)
+    _cli(["features", "apply"], env)
+
+    out = _cli(["train"], env)
+    assert "no champion yet, so the first model becomes champion" in out
+    assert _alias_version(root, "champion") == "1" and _alias_version(root, "challenger") is None
+
+    out = _cli(["train"], env)
+    assert "challenger: run `churn promote`" in out
+    assert _alias_version(root, "champion") == "1" and _alias_version(root, "challenger") == "2"
+
+    # the same data, the same deterministic search: equal held-out figures, within tolerance
+    out = _cli(["promote"], env)
+    assert "promoted: challenger roc_auc" in out
+    assert _alias_version(root, "champion") == "2" and _alias_version(root, "challenger") is None
+
+
+def test_a_model_fitted_on_shuffled_labels_is_refused(project):
+    root, env = project
+    _cli(["train", "--shuffle-labels"], env)
+    version = _client(root).get_model_version("accounts-churn", "3")
+    assert float(version.tags["held_out_roc_auc"]) < 0.6  # scored on the true labels
+    out = _cli(["promote"], env)
+    assert "refused: challenger roc_auc" in out
+    assert _alias_version(root, "champion") == "2" and _alias_version(root, "challenger") == "3"
+    history = _cli(["models", "history"], env)
+    assert history.count("promoted") >= 2 and "refused" in history
+
+
+def test_score_writes_a_churn_probability_per_customer(project):
+    root, env = project
+    out = _cli(["score"], env)
+    assert f"{N:,} customers scored" in out and "accounts-churn/2" in out
+    scores = pd.read_parquet(next((root / "data").rglob("scores_accounts_20240601.parquet")))
+    assert len(scores) == N and scores["customer_id"].is_unique
+    assert scores["churn_probability"].between(0, 1).all()
+    truth = pd.read_csv(root / "accounts.csv").set_index("id")["Churn"].eq("Yes")
+    churned = truth.loc[scores["customer_id"].astype(str)].to_numpy()
+    assert scores["churn_probability"][churned].mean() > scores["churn_probability"][~churned].mean() + 0.1
+
+
+def test_interventions_and_serve_name_what_the_ingested_data_lacks(project):
+    root, env = project
+    for args in (["interventions"], ["serve", "--port", "3301"]):
+        out = _cli(args, env, ok=False)
+        assert "the ingested data set 'accounts' lacks" in out, out
+        assert "a CLV model" in out and "no transactions to train one on" in out
+        assert "tenure_days" in out  # the catalog's lifecycle stages read it; this data set has no such feature
+        assert "`churn score` works on it" in out
+
+
+def test_a_model_evaluated_on_other_data_cannot_be_compared(project):
+    root, env = project
+    _customers(N, seed=2).to_csv(root / "accounts_new.csv", index=False)
+    _write_config(root, "accounts_new.csv")
+    _cli(["ingest", "--config", str(root / "accounts.yaml")], env)
+    _cli(["features", "build"], env)
+    _cli(["train"], env)
+    out = _cli(["promote"], env, ok=False)
+    assert "was evaluated on other data" in out and "not comparable" in out
+    assert _alias_version(root, "champion") == "2"
