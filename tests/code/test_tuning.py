@@ -1,0 +1,57 @@
+"""The self-tuning LightGBM of ingested data sets: which split it searches on, what it keeps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from churn.errors import DataError
+from training.tuning import CANDIDATES, AutoTunedModel
+
+
+def _frame(n: int, stamps: list[str], seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    plan = rng.choice(["a", "b", "c"], n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(2 * x + (plan == "a"))))).astype(int)
+    frame = pd.DataFrame({"x": x, "noise": rng.normal(size=n), "plan": plan})
+    frame["event_timestamp"] = pd.to_datetime(rng.choice(stamps, n), utc=True)
+    return frame, y
+
+
+def test_a_snapshot_is_searched_by_inner_folds_and_keeps_their_models():
+    X, y = _frame(800, ["2024-06-01"])
+    model = AutoTunedModel(["x", "noise", "plan"], ["plan"], ensemble=2, inner_folds=4).fit(X, y)
+    assert len(model.search_) == len(CANDIDATES)
+    aucs = [c["validation_auc"] for c in model.search_]
+    assert aucs == sorted(aucs, reverse=True) and 0.7 < aucs[0] < 1
+    assert all(c["params"]["learning_rate"] == model.snapshot_learning_rate for c in model.search_)
+    # CV bagging: the 2 best settings x 4 fold models, each cut at its setting's early-stopped round
+    assert len(model.boosters_) == 8
+    rounds = [b.current_iteration() for b in model.boosters_]
+    assert rounds == [model.search_[0]["rounds"]] * 4 + [model.search_[1]["rounds"]] * 4
+    test, y_test = _frame(2_000, ["2024-06-01"], seed=1)
+    assert roc_auc_score(y_test, model.predict(test)) > 0.75
+
+
+def test_a_snapshot_with_too_few_churners_for_the_inner_folds_is_refused():
+    X, _ = _frame(100, ["2024-06-01"])
+    y = np.zeros(100, dtype=int)
+    y[:3] = 1
+    with pytest.raises(DataError, match="3 churned and 97 retained customers; the search needs at least 5 of each"):
+        AutoTunedModel(["x", "noise", "plan"], ["plan"]).fit(X, y)
+
+
+def test_logs_are_searched_on_the_latest_cutoff_and_refitted():
+    X, y = _frame(1_500, ["2024-01-07", "2024-02-04", "2024-03-03"])
+    model = AutoTunedModel(["x", "noise", "plan"], ["plan"], gap_days=28).fit(X, y)
+    assert len(model.boosters_) == model.ensemble
+    assert all(c["params"]["learning_rate"] == 0.05 for c in model.search_)
+
+
+def test_logs_without_a_cutoff_a_horizon_older_than_the_latest_are_refused():
+    X, y = _frame(600, ["2024-02-25", "2024-03-03"])
+    with pytest.raises(DataError, match="no training cutoff is 28 days older than the latest"):
+        AutoTunedModel(["x", "noise", "plan"], ["plan"], gap_days=28).fit(X, y)
