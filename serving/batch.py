@@ -123,9 +123,9 @@ def run_interventions(settings: Settings, as_of: datetime | None = None, campaig
 
     The list holds the customers to contact; held-out customers are only in the ledger.
     """
+    scorer = Scorer.load(settings)  # first: on ingested data it says what is missing before anything else fails
     as_of = as_of or raw_as_of(settings.raw_dir)
     campaign = campaign or settings.campaign or f"run-{as_of:%Y%m%d}"
-    scorer = Scorer.load(settings)
     scores = score_active(settings, scorer, as_of)
     scores_path = write_scores(settings, scores, as_of)
     ledger = Ledger(settings.resolved_ledger_url)

@@ -81,16 +81,18 @@ def score_contract(settings: Settings, as_of: datetime | None = None) -> Contrac
     views = read_views(settings.feature_tables_dir)
     as_of = as_of or datetime.fromisoformat(views["data_end"])
     name = contract_model_name(contract.name)
-    if not has_alias(connect(settings), name, CHAMPION):
+    client = connect(settings)
+    if not has_alias(client, name, CHAMPION):
         raise DataError(f"no '{CHAMPION}' version of {name!r} in {settings.resolved_tracking_uri}; run `churn train` first")
-    model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+    version = client.get_model_version_by_alias(name, CHAMPION).version
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     entities = population(settings, contract, views, as_of)
     if entities.empty:
         raise DataError(f"{contract.name}: no customer to score at {as_of:%Y-%m-%d} (no feature rows at or before it)")
     features = historical_features(settings, entities, contract_service_name(contract.name))
     out = features[["customer_id", "event_timestamp"]].copy()
     out["churn_probability"] = model.predict(features)
-    out["model_version"] = f"{name}/{model.metadata.get_model_info().registered_model_version}"
+    out["model_version"] = f"{name}/{version}"
     path = settings.outputs_dir / f"scores_{contract.name}_{as_of:%Y%m%d}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
