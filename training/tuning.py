@@ -67,14 +67,15 @@ class AutoTunedModel:
     ----------
     feature_names : model input columns, in order.
     categorical : which of them are categorical (kept categorical for LightGBM).
-    max_rounds : upper bound on boosting rounds per candidate.
+    max_rounds : upper bound on boosting rounds per candidate at learning rate 0.05 (scaled for
+        the snapshot's lower rate: the same distance travelled).
     early_stopping_rounds : rounds without improvement before a candidate stops.
     ensemble : how many of the best candidates are averaged.
     inner_folds : cross-validation folds of the search when the frame has one date only.
     snapshot_learning_rate : learning rate of every candidate when the frame has one date only.
     time_column : column holding the cutoff of each row.
     gap_days : days between the newest search-training cutoff and the validation cutoff (the label horizon).
-    seed : seed of the holdout and of LightGBM.
+    seed : seed of the inner folds and of LightGBM.
     """
 
     def __init__(
