@@ -6,9 +6,7 @@ Heavy modules (Feast, MLflow, LightGBM, BentoML) are imported inside the command
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -473,12 +471,9 @@ def serve(
             "serving.api_keys is empty: set CHURN_SERVING__API_KEYS='[\"<a key of 16+ characters>\"]'; "
             "clients then send 'Authorization: Bearer <key>'"
         )
-    env = {
-        **os.environ,
-        "CHURN_DATA_DIR": str(settings.data_dir.resolve()),
-        "CHURN_MLRUNS_DIR": str(settings.mlruns_dir.resolve()),
-    }
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:ChurnService", "--host", host, "--port", str(port)]
+    from serving.launch import serve_command, serve_env
+
+    command, env = serve_command(host, port), serve_env(settings)
     console.print(f"serving on http://{host}:{port} (OpenAPI docs at /docs); Ctrl-C stops")
     raise typer.Exit(subprocess.call(command, env=env))
 

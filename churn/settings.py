@@ -117,6 +117,11 @@ class ServingSettings(BaseModel):
         "the service refuses to start without one.",
     )
     max_body_bytes: int = Field(64_000, ge=1_024, description="Largest request body accepted (413 above it).")
+    tracing: bool = Field(
+        False,
+        description="Keep OpenTelemetry spans on (for BentoML's tracing exporters); off, the service sets "
+        "OTEL_SDK_DISABLED, because BentoML records spans for every request even when none is exported.",
+    )
 
     @model_validator(mode="after")
     def _keys_are_long(self) -> ServingSettings:

@@ -17,7 +17,8 @@ from features.store import feature_store
 from serving.policy import ActionCatalog, load_catalog, risk_band_of, segment_of
 from training.calibration import apply_map
 from training.dataset import check_features, to_matrix
-from training.explain import Reason, contributions, reason_codes
+from training.explain import contributions, reason_codes
+from training.reason import Reason
 from training.registry import RegisteredModel, load_champion
 
 
