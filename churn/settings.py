@@ -53,6 +53,11 @@ class TrainingSettings(BaseModel):
     )
     calibration_bins: int = Field(10, ge=2, description="Equal-count probability bins of the reliability table and ECE.")
 
+    @property
+    def scoring_models(self) -> list[str]:
+        """The registered models a scorer loads: churn, then CLV."""
+        return [self.churn_model_name, self.clv_model_name]
+
     @model_validator(mode="after")
     def _spacing_is_weekly(self) -> TrainingSettings:
         if self.cutoff_spacing_days % 7:

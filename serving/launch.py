@@ -11,6 +11,12 @@ own code never relies on `assert`. Optimized bytecode is cached in `.opt-1.pyc` 
 `make install` compiles them once (`python -O -m compileall`), because a machine with
 `PYTHONDONTWRITEBYTECODE` set would otherwise compile every module from source at every start.
 
+Why the champions are fetched in a helper process (`champions_fetched_aside`): MLflow's import
+and the set-up of its SQL store are about a third of a worker's start-up, and a worker's
+start-up is all imports and loading, one core busy. A spawned helper fetches the models from
+the registry while the worker imports Feast, LightGBM and pandas, so a 2-core machine does
+both at once. The helper imports only this module and `training/registry.py`.
+
 Why `OTEL_SDK_DISABLED=true` (unless `serving.tracing` is on): BentoML samples traces at rate 0
 by default but still *records* a server span and a span per ASGI send for every request, and
 that bookkeeping cost more than scoring the customer (a profile of a loaded worker: about a
@@ -21,11 +27,18 @@ configure BentoML's `tracing` exporter, to export traces.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from churn.settings import Settings
+
+if TYPE_CHECKING:
+    from training.registered import FetchedModel
 
 SERVICE = "serving.service:ChurnService"
 
@@ -55,3 +68,21 @@ def serve_env(settings: Settings, base: Mapping[str, str] | None = None, **extra
         env.setdefault("OTEL_SDK_DISABLED", "true")
     env.update(extra)
     return env
+
+
+def fetch_scoring_models(settings: Settings) -> list[FetchedModel]:
+    """The champions a scorer needs, from the registry (run in the helper process)."""
+    from training.registry import fetch_champions
+
+    return fetch_champions(settings, settings.training.scoring_models)
+
+
+@contextmanager
+def champions_fetched_aside(settings: Settings) -> Iterator[Callable[[], list[FetchedModel]]]:
+    """Fetch the champions in a helper process while the body runs; yields a call that waits for them.
+
+    An error of the fetch (no champion, registry unreachable) is raised by that call.
+    """
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as helper:
+        fetching = helper.submit(fetch_scoring_models, settings)
+        yield fetching.result

@@ -33,6 +33,7 @@ from starlette.responses import Response
 from churn.errors import ChurnError, ConfigError, DataError, StoreUnavailableError, UnknownCustomerError
 from churn.settings import load_settings
 from serving.guard import ApiKeyMiddleware, BodyLimitMiddleware, JsonOnlyMiddleware, quiet_tracebacks
+from serving.launch import champions_fetched_aside
 from training.reason import Reason
 
 if TYPE_CHECKING:
@@ -196,20 +197,23 @@ class ChurnService:
 
     def __init__(self) -> None:
         quiet_tracebacks(["bentoml", "uvicorn", "uvicorn.error", "_bentoml_impl", "bentoml._internal.server.http_app"])
-        # the request path's modules, imported here (once per worker) rather than with this module
-        from features.store import feature_store
-        from serving.batch import decide_campaign
-        from serving.online import FastScorer, OnlineReader
-        from serving.scoring import Scorer
-
-        self._decide_campaign = decide_campaign
         self.settings = load_settings()
         if not self.settings.serving.api_keys:
             raise ConfigError(
                 "serving.api_keys is empty: set CHURN_SERVING__API_KEYS='[\"<key>\"]' (or [serving] api_keys in "
                 "churn.toml); the service lets only its clients in"
             )
-        self.scorer = Scorer.load(self.settings)
+        # a helper process fetches the champions from the MLflow registry meanwhile (serving/launch.py);
+        # the request path's modules are imported here, once per worker, rather than with this module
+        with champions_fetched_aside(self.settings) as fetched_champions:
+            from features.store import feature_store
+            from serving.batch import decide_campaign
+            from serving.online import FastScorer, OnlineReader
+            from serving.scoring import Scorer
+
+            self._decide_campaign = decide_campaign
+            fetched = fetched_champions()
+        self.scorer = Scorer.load(self.settings, fetched)
         self.reader = OnlineReader(feature_store(self.settings), self.scorer.feature_services)
         self.fast = FastScorer(self.scorer)
         self._ledger: Ledger | None = None
