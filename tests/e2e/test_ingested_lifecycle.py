@@ -141,6 +141,18 @@ def test_interventions_and_serve_name_what_the_ingested_data_lacks(project):
         assert "`churn score` works on it" in out
 
 
+def test_the_service_start_up_refuses_with_the_same_list(project):
+    """`bentoml serve` without `churn serve`: the worker's champion fetch says what is missing."""
+    from churn.errors import ConfigError
+    from churn.settings import load_settings
+    from serving.launch import fetch_scoring_models
+
+    root, _ = project
+    settings = load_settings(data_dir=root / "data", mlruns_dir=root / "mlruns")
+    with pytest.raises(ConfigError, match="the ingested data set 'accounts' lacks: .*a CLV model"):
+        fetch_scoring_models(settings)
+
+
 def test_a_model_evaluated_on_other_data_cannot_be_compared(project):
     root, env = project
     _customers(N, seed=2).to_csv(root / "accounts_new.csv", index=False)
