@@ -99,6 +99,9 @@ def stage(name: str):
     print(f"{name:<34} {record.seconds:9.1f} s  peak {record.peak_rss_gb:6.2f} GB  {facts}", flush=True)
 
 
+TRAIN_THREADS = 2
+
+
 def _settings(workdir: Path, **overrides):
     from churn.settings import load_settings
 
@@ -106,7 +109,7 @@ def _settings(workdir: Path, **overrides):
         data_dir=workdir / "data",
         mlruns_dir=workdir / "mlruns",
         # a year of daily activity: the CLV target must fit inside it (see docs/benchmarks.md)
-        training={"clv_horizon_days": 91, "n_cutoffs": 6},
+        training={"clv_horizon_days": 91, "n_cutoffs": 6, "num_threads": TRAIN_THREADS},
         **overrides,
     )
     settings.ensure_dirs()
@@ -140,6 +143,8 @@ def run(args: argparse.Namespace) -> None:
     from training.dataset import cutoff_dates, label_frame, to_matrix, training_set
     from training.train import train
 
+    global TRAIN_THREADS
+    TRAIN_THREADS = args.train_threads
     workdir = Path(args.workdir)
     settings = _settings(workdir)
     manifest = settings.raw_dir / "manifest.json"
@@ -153,7 +158,7 @@ def run(args: argparse.Namespace) -> None:
 
     with stage("feature build (DuckDB)") as s:
         built = build_feature_tables(settings.raw_dir, settings.feature_tables_dir, memory_limit=args.duckdb_memory)
-        s.facts.update(rows=f"{built.rows:,}", snapshots=built.snapshots)
+        s.facts.update(rows=f"{built.rows:,}", snapshots=built.snapshots, partitions=built.partitions)
 
     with stage("feast apply") as s:
         apply_definitions(settings)
@@ -248,6 +253,7 @@ def main() -> None:
     parser.add_argument("--dask-rows", type=int, default=100_000, help="entity rows for the Feast DuckDB vs Dask comparison")
     parser.add_argument("--chunk-rows", type=int, default=200_000, help="customers per scoring chunk")
     parser.add_argument("--duckdb-memory", default="6GB", help="DuckDB memory limit of the feature build")
+    parser.add_argument("--train-threads", type=int, default=2, help="LightGBM threads per fit (training.num_threads)")
     parser.add_argument("--redis-url", default="127.0.0.1:6379,db=7")
     parser.add_argument("--skip-sqlite", action="store_true", help="skip the SQLite materialization")
     parser.add_argument("--json", help="also write the stage figures to this file")

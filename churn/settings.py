@@ -52,6 +52,11 @@ class TrainingSettings(BaseModel):
         3, ge=1, description="Rolling backtest folds: each of the latest cutoffs is tested by a model fit on earlier ones."
     )
     calibration_bins: int = Field(10, ge=2, description="Equal-count probability bins of the reliability table and ECE.")
+    num_threads: int = Field(
+        1, ge=1,
+        description="LightGBM threads per fit. 1 suits a machine shared with other work; at millions of rows "
+        "give it the cores (with OMP_WAIT_POLICY=PASSIVE so idle OpenMP threads do not spin).",
+    )
 
     @model_validator(mode="after")
     def _spacing_is_weekly(self) -> TrainingSettings:

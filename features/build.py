@@ -39,6 +39,7 @@ class FeatureBuildResult:
     snapshots: int
     first_snapshot: datetime
     as_of: datetime
+    partitions: int = 1
 
 
 def raw_as_of(raw_dir: Path) -> datetime:
@@ -240,7 +241,7 @@ def _build(
     parts.mkdir()
     for k in range(partitions):
         _window_step(con, sums, origin, parts / f"part-{k:04d}.parquet", k, partitions)
-    return _write_tables(con, raw_dir, out_dir, parts, as_of, partition)
+    return _write_tables(con, raw_dir, out_dir, parts, as_of, partition, partitions)
 
 
 def _window_step(con, sums: list[str], origin: datetime, part: Path, k: int, n: int) -> None:
@@ -315,7 +316,7 @@ def _window_step(con, sums: list[str], origin: datetime, part: Path, k: int, n: 
 
 
 def _write_tables(
-    con, raw_dir: Path, out_dir: Path, parts: Path, as_of: datetime, partition: tuple[int, int] | None
+    con, raw_dir: Path, out_dir: Path, parts: Path, as_of: datetime, partition: tuple[int, int] | None, partitions: int
 ) -> FeatureBuildResult:
     """Concatenate the parts into one table per view, in (event_timestamp, customer_id) order."""
     features = f"read_parquet('{parts}/part-*.parquet')"
@@ -334,4 +335,4 @@ def _write_tables(
         tables[view] = path
     snapshots = con.execute(f"SELECT count(DISTINCT event_timestamp), min(event_timestamp) FROM {features}").fetchone()
     con.close()
-    return FeatureBuildResult(tables, rows, snapshots[0], snapshots[1], as_of)
+    return FeatureBuildResult(tables, rows, snapshots[0], snapshots[1], as_of, partitions)

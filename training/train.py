@@ -38,6 +38,11 @@ from training.report import TrainingReport, segment_metrics, write_report
 CLV_SERVICE = "clv_model_v1"
 # CLV segments: value quantiles of the recent population (below the median, median to 80th, top 20%).
 SEGMENT_QUANTILES = (0.5, 0.8)
+# Rows whose SHAP contributions make the report's global importance. TreeSHAP costs about
+# 3 ms a row for these models (136 s for 40,000 rows at 20,000 customers): over a million
+# customers' test cutoff it would take longer than everything else; the mean absolute
+# contribution of a random sample of this size is stable to well under a percent of its share.
+IMPORTANCE_SAMPLE_ROWS = 5_000
 
 
 @dataclass(frozen=True)
@@ -67,9 +72,14 @@ def _split(frame: pd.DataFrame, cutoffs: list) -> tuple[pd.DataFrame, pd.DataFra
     return train, stop, test
 
 
-def _fit(task: str, frame: pd.DataFrame, target: str, cutoffs: list, features: list[str], rounds: int):
+def _sample(frame: pd.DataFrame, rows: int = IMPORTANCE_SAMPLE_ROWS, seed: int = 0) -> pd.DataFrame:
+    """At most `rows` rows of `frame`, drawn at random (reproducibly)."""
+    return frame if len(frame) <= rows else frame.sample(rows, random_state=seed)
+
+
+def _fit(task: str, frame: pd.DataFrame, target: str, cutoffs: list, features: list[str], rounds: int, threads: int = 1):
     train, stop, test = _split(frame, cutoffs)
-    model = GradientBoostedModel(task=task, num_boost_round=rounds).fit(
+    model = GradientBoostedModel(task=task, num_boost_round=rounds, num_threads=threads).fit(
         train, train[target].to_numpy(), stop, stop[target].to_numpy(), features
     )
     return model, train, test
@@ -113,7 +123,7 @@ def train(settings: Settings, step: Callable[[str], None] = lambda _: None, shuf
 
     step("fit CLV model")
     clv_model, clv_train, clv_test = _fit(
-        "clv", clv_frame, "future_revenue", clv_cutoffs, clv_features, cfg.num_boost_round
+        "clv", clv_frame, "future_revenue", clv_cutoffs, clv_features, cfg.num_boost_round, cfg.num_threads
     )
     v_metrics = clv_metrics(clv_test["future_revenue"].to_numpy(), clv_model.predict(clv_test))
 
@@ -123,7 +133,7 @@ def train(settings: Settings, step: Callable[[str], None] = lambda _: None, shuf
     step(f"backtest churn model over {cfg.backtest_folds} rolling cutoffs")
     backtest = run_backtest(
         churn_frame, churn_cutoffs, churn_features, cfg.backtest_folds, cfg.num_boost_round, clv_of,
-        settings.profit, cfg.calibration_bins,
+        settings.profit, cfg.calibration_bins, threads=cfg.num_threads,
     )
     latest = backtest.latest
     churn_model, churn_test = latest.model, latest.test
@@ -134,11 +144,11 @@ def train(settings: Settings, step: Callable[[str], None] = lambda _: None, shuf
 
     step("explanations and report")
     contrib = contributions(
-        churn_model.booster_, to_matrix(churn_test, churn_model.feature_names_, churn_model.categories_),
+        churn_model.booster_, to_matrix(_sample(churn_test), churn_model.feature_names_, churn_model.categories_),
         churn_model.feature_names_, churn_model.best_iteration_,
     )
     clv_contrib = contributions(
-        clv_model.booster_, to_matrix(clv_test, clv_model.feature_names_, clv_model.categories_),
+        clv_model.booster_, to_matrix(_sample(clv_test), clv_model.feature_names_, clv_model.categories_),
         clv_model.feature_names_, clv_model.best_iteration_,
     )
     y_latest = churn_test["churned"].to_numpy()
