@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from churn.errors import DataError
 from features.definitions import FEATURE_TTL, VIEW_COLUMNS
@@ -74,6 +75,38 @@ def asof_features(tables_dir: Path, entity_df: pd.DataFrame, ttl: timedelta = FE
     return out.drop(columns="_row")
 
 
+def _same_stamp_query(tables_dir: Path, at: pd.Timestamp) -> str:
+    """Every view's row stamped exactly `at`, joined on customer_id onto the active customers.
+
+    When every active customer has a row at `at` in every view, this is the point-in-time
+    result: the latest row at or before `at` is the one at `at` (one row per customer and
+    timestamp), and its age, zero, is within any TTL. A hash join on equal keys instead of
+    four ASOF joins: about 2.5x faster to read.
+    """
+    select, joins = [], []
+    for view, columns in VIEW_COLUMNS.items():
+        alias = f"v_{view}"
+        joins.append(
+            f"JOIN (SELECT * FROM read_parquet('{Path(tables_dir) / f'{view}.parquet'}') "
+            f"WHERE event_timestamp = TIMESTAMPTZ '{at.isoformat()}') {alias} ON {alias}.customer_id = e.customer_id"
+        )
+        select += [f"{alias}.{c}" for c in columns]
+    return f"SELECT e.customer_id, e.event_timestamp, {', '.join(select)} FROM active e {' '.join(joins)}"
+
+
+def _every_view_at(con: duckdb.DuckDBPyConnection, tables_dir: Path, at: pd.Timestamp) -> bool:
+    """Whether each view has a row stamped `at` for every customer of the temp table `active`."""
+    (active,) = con.execute("SELECT count(*) FROM active").fetchall()[0]
+    for view in VIEW_COLUMNS:
+        (covered,) = con.execute(
+            f"SELECT count(*) FROM read_parquet('{Path(tables_dir) / f'{view}.parquet'}') "
+            f"WHERE event_timestamp = TIMESTAMPTZ '{at.isoformat()}' AND customer_id IN (SELECT customer_id FROM active)"
+        ).fetchall()[0]
+        if covered != active:
+            return False
+    return True
+
+
 def active_feature_batches(
     tables_dir: Path, as_of: datetime, batch_rows: int = 200_000, partition: tuple[int, int] | None = None
 ) -> Iterator[pd.DataFrame]:
@@ -83,6 +116,14 @@ def active_feature_batches(
     DuckDB streams the join, so memory holds one chunk, not the population.
     `partition=(k, n)` keeps the customers with `customer_id % n == k` (one Dask task's share).
     """
+    for batch in active_arrow_batches(tables_dir, as_of, batch_rows, partition):
+        yield batch.to_pandas()
+
+
+def active_arrow_batches(
+    tables_dir: Path, as_of: datetime, batch_rows: int = 200_000, partition: tuple[int, int] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """`active_feature_batches` as Arrow record batches (for scoring without pandas)."""
     tables_dir = Path(tables_dir)
     stamp = pd.Timestamp(as_of).tz_convert("UTC") if pd.Timestamp(as_of).tzinfo else pd.Timestamp(as_of, tz="UTC")
     behavioral = tables_dir / "behavioral.parquet"
@@ -96,13 +137,17 @@ def active_feature_batches(
         f"WHERE event_timestamp = TIMESTAMPTZ '{stamp.isoformat()}'"
         + (f" AND customer_id % {partition[1]} = {partition[0]}" if partition else "")
     )
-    if partition is None and con.execute("SELECT count(*) FROM active").fetchone()[0] == 0:
+    if partition is None and con.execute("SELECT count(*) FROM active").fetchall()[0][0] == 0:
         con.close()
         raise DataError(f"{behavioral}: no customer has a snapshot at {stamp.isoformat()}; is as_of on a weekly snapshot?")
-    query = _pit_query(tables_dir, "active", FEATURE_TTL, at=stamp)
-    reader = con.execute(f"{query} ORDER BY e.customer_id").to_arrow_reader(batch_rows)
+    if _every_view_at(con, tables_dir, stamp):
+        query = _same_stamp_query(tables_dir, stamp)
+    else:
+        query = _pit_query(tables_dir, "active", FEATURE_TTL, at=stamp)
+    # a relation, not a DB-API result: DuckDB hands its Arrow batches over without an extra copy
+    reader = con.sql(f"{query} ORDER BY e.customer_id").to_arrow_reader(batch_rows)
     try:
         for batch in reader:
-            yield batch.to_pandas()
+            yield batch
     finally:
         con.close()
