@@ -245,9 +245,13 @@ def _train(settings: Settings, shuffle_labels: bool = False) -> None:
     from training.train import train
 
     start = time.perf_counter()
-    with Progress(SpinnerColumn(), TextColumn("train: {task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
+    with _dask_or_none(settings) as client, Progress(
+        SpinnerColumn(), TextColumn("train: {task.description}"), TimeElapsedColumn(), console=console, transient=True
+    ) as bar:
         task = bar.add_task("starting", total=None)
-        result = train(settings, step=lambda what: bar.update(task, description=what), shuffle_labels=shuffle_labels)
+        result = train(
+            settings, step=lambda what: bar.update(task, description=what), shuffle_labels=shuffle_labels, client=client
+        )
     console.print(f"[green]✓[/] trained and registered [dim]({time.perf_counter() - start:.1f}s)[/]")
     table = Table("test cutoff", "ROC AUC", "PR AUC", "Brier", "ECE raw -> cal.", "top-10% lift", "EMPC", "contact", "churn rate",
                   title="churn model backtest (each row: fit on earlier cutoffs, tested on this one)")

@@ -77,9 +77,26 @@ def _sample(frame: pd.DataFrame, rows: int = IMPORTANCE_SAMPLE_ROWS, seed: int =
     return frame if len(frame) <= rows else frame.sample(rows, random_state=seed)
 
 
-def _fit(task: str, frame: pd.DataFrame, target: str, cutoffs: list, features: list[str], rounds: int, threads: int = 1):
+def model_factory(settings: Settings, client=None) -> Callable[[str], GradientBoostedModel]:
+    """The estimator of every fit of a training run: one machine, or `lightgbm.dask` on `client`.
+
+    Both have the same contract (`training/model_dask.py`), so the backtest, calibration,
+    reports and registry do not change; on Dask, the training matrix is split into
+    `dask.partitions` row blocks across the workers.
+    """
+    cfg = settings.training
+    if client is None:
+        return lambda task: GradientBoostedModel(task=task, num_boost_round=cfg.num_boost_round, num_threads=cfg.num_threads)
+    from training.model_dask import DaskGradientBoostedModel
+
+    return lambda task: DaskGradientBoostedModel(
+        client=client, task=task, num_boost_round=cfg.num_boost_round, partitions=settings.dask.partitions
+    )
+
+
+def _fit(make_model: Callable[[str], GradientBoostedModel], task: str, frame: pd.DataFrame, target: str, cutoffs: list, features: list[str]):
     train, stop, test = _split(frame, cutoffs)
-    model = GradientBoostedModel(task=task, num_boost_round=rounds, num_threads=threads).fit(
+    model = make_model(task).fit(
         train, train[target].to_numpy(), stop, stop[target].to_numpy(), features
     )
     return model, train, test
@@ -94,13 +111,19 @@ def _shuffled(labels: pd.DataFrame, seed: int) -> pd.DataFrame:
     return out
 
 
-def train(settings: Settings, step: Callable[[str], None] = lambda _: None, shuffle_labels: bool = False) -> TrainResult:
+def train(
+    settings: Settings, step: Callable[[str], None] = lambda _: None, shuffle_labels: bool = False, client=None
+) -> TrainResult:
     """Build both training sets from Feast, backtest, fit, calibrate, evaluate, report, log and register.
 
     `step` is called with a short description before each stage (for progress output).
     `shuffle_labels` permutes the churn labels within each cutoff: a model that cannot be
     better than chance, to show (and test) that `churn promote` refuses it.
+    `client`: a `distributed.Client` (Dask mode, `churn.cluster.dask_client`): every fit (the CLV
+    model and each backtest fold, the latest of which is registered) runs on the cluster with
+    `lightgbm.dask`; labels, training sets, calibration and reports stay here.
     """
+    make_model = model_factory(settings, client)
     cfg = settings.training
     as_of = raw_as_of(settings.raw_dir)
     churn_cutoffs = cutoff_dates(as_of, cfg.horizon_days, cfg.n_cutoffs, cfg.cutoff_spacing_days)
@@ -122,9 +145,7 @@ def train(settings: Settings, step: Callable[[str], None] = lambda _: None, shuf
     check_features(clv_frame, clv_features, f"CLV training set ({CLV_SERVICE})")
 
     step("fit CLV model")
-    clv_model, clv_train, clv_test = _fit(
-        "clv", clv_frame, "future_revenue", clv_cutoffs, clv_features, cfg.num_boost_round, cfg.num_threads
-    )
+    clv_model, clv_train, clv_test = _fit(make_model, "clv", clv_frame, "future_revenue", clv_cutoffs, clv_features)
     v_metrics = clv_metrics(clv_test["future_revenue"].to_numpy(), clv_model.predict(clv_test))
 
     def clv_of(frame: pd.DataFrame) -> np.ndarray:
@@ -133,7 +154,7 @@ def train(settings: Settings, step: Callable[[str], None] = lambda _: None, shuf
     step(f"backtest churn model over {cfg.backtest_folds} rolling cutoffs")
     backtest = run_backtest(
         churn_frame, churn_cutoffs, churn_features, cfg.backtest_folds, cfg.num_boost_round, clv_of,
-        settings.profit, cfg.calibration_bins, threads=cfg.num_threads,
+        settings.profit, cfg.calibration_bins, make_model=make_model,
     )
     latest = backtest.latest
     churn_model, churn_test = latest.model, latest.test
@@ -181,6 +202,7 @@ def train(settings: Settings, step: Callable[[str], None] = lambda _: None, shuf
                 "backtest_folds": cfg.backtest_folds,
                 "calibration_method": latest.calibrator.method_,
                 "shuffled_labels": shuffle_labels,
+                "trained_on": "dask" if client is not None else "one machine",
                 "churn_best_iteration": churn_model.best_iteration_,
                 "clv_best_iteration": clv_model.best_iteration_,
                 "churn_train_rows": latest.n_fit_rows,
