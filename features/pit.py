@@ -22,12 +22,16 @@ from features.definitions import FEATURE_TTL, VIEW_COLUMNS
 
 
 def _pit_query(
-    tables_dir: Path, entity: str, ttl: timedelta, extra_columns: str = "", at: pd.Timestamp | None = None
+    tables_dir: Path, entity: str, ttl: timedelta, extra_columns: str = "", at: pd.Timestamp | None = None,
+    stamps: str | None = None,
 ) -> str:
     """SELECT of `entity` (customer_id, event_timestamp, ...) with every view's features as of each row.
 
     `at`: every entity row is stamped `at`, so only feature rows in [at - ttl, at] can match
     and the others are not even read (same result, a fraction of the work).
+    `stamps`: a table of the entity rows' distinct timestamps (column `ts`); feature rows in no
+    [ts - ttl, ts] window are dropped before the join. Same result: such a row is either not
+    the latest at or before any entity row, or too old for it, and then any older row is too.
     """
     select, joins = [], []
     seconds = int(ttl.total_seconds())
@@ -39,6 +43,11 @@ def _pit_query(
             source = (
                 f"(SELECT * FROM {source} WHERE event_timestamp BETWEEN "
                 f"TIMESTAMPTZ '{(at - ttl).isoformat()}' AND TIMESTAMPTZ '{at.isoformat()}')"
+            )
+        elif stamps is not None:
+            source = (
+                f"(SELECT * FROM {source} v WHERE EXISTS (SELECT 1 FROM {stamps} s "
+                f"WHERE v.event_timestamp BETWEEN s.ts - to_seconds({seconds}) AND s.ts))"
             )
         joins.append(
             f"ASOF LEFT JOIN {source} {alias} "
@@ -57,16 +66,27 @@ def _connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def asof_features(tables_dir: Path, entity_df: pd.DataFrame, ttl: timedelta = FEATURE_TTL) -> pd.DataFrame:
+# Up to this many distinct entity timestamps, feature rows are filtered to their TTL windows first.
+_FEW_STAMPS = 100
+
+
+def asof_features(
+    tables_dir: Path, entity_df: pd.DataFrame, ttl: timedelta = FEATURE_TTL, memory_limit: str = "6GB"
+) -> pd.DataFrame:
     """Every view's features joined onto `entity_df`, one row per entity row, in its order.
 
     `entity_df` columns: customer_id, event_timestamp (tz-aware); other columns are kept.
     """
     con = _connect()
+    # bounded memory: DuckDB spills its joins to disk past this (its default is 80 % of the machine)
+    con.execute(f"SET memory_limit='{memory_limit}'")
     frame = entity_df.reset_index(drop=True).assign(_row=lambda d: range(len(d)))
     con.register("entity_rows", frame)
     extra = [c for c in frame.columns if c not in ("customer_id", "event_timestamp")]
-    query = _pit_query(tables_dir, "entity_rows", ttl, "".join(f", e.{c}" for c in extra))
+    # training sets have a few cutoffs: read only the feature rows within the TTL of one of them
+    con.execute("CREATE TEMP TABLE stamps AS SELECT DISTINCT event_timestamp AS ts FROM entity_rows")
+    few = con.execute("SELECT count(*) FROM stamps").fetchall()[0][0] <= _FEW_STAMPS
+    query = _pit_query(tables_dir, "entity_rows", ttl, "".join(f", e.{c}" for c in extra), stamps="stamps" if few else None)
     out = con.execute(f"{query} ORDER BY e._row").df()
     con.close()
     if len(out) != len(frame):
