@@ -177,12 +177,18 @@ def _build(settings: Settings) -> None:
 
     with _dask_or_none(settings) as client, _step("build feature tables (DuckDB)"):
         if client is None:
-            result = build_feature_tables(settings.raw_dir, settings.feature_tables_dir)
+            result = build_feature_tables(
+                settings.raw_dir, settings.feature_tables_dir, memory_limit=settings.build.memory_limit,
+                partition_customers=settings.build.partition_customers,
+            )
         else:
             result = build_feature_tables_dask(
                 client, settings.raw_dir, settings.feature_tables_dir, partitions=settings.dask.partitions
             )
-    console.print(f"  {result.rows:,} rows over {result.snapshots} weekly snapshots -> {settings.feature_tables_dir}")
+    console.print(
+        f"  {result.rows:,} rows over {result.snapshots} weekly snapshots ({result.partitions} customer partitions)"
+        f" -> {settings.feature_tables_dir}"
+    )
 
 
 def _apply(settings: Settings) -> None:

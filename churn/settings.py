@@ -99,6 +99,17 @@ class PromotionSettings(BaseModel):
     )
 
 
+class BuildSettings(BaseModel):
+    """The one-machine feature build (`features/build.py`): memory it may use and how it splits the work."""
+
+    memory_limit: str = Field("4GB", description="DuckDB memory limit of the build; past it DuckDB spills to disk.")
+    partition_customers: int = Field(
+        125_000, ge=1,
+        description="Customers per partition of the window step, run one after another: the partition count is "
+        "ceil(customers / this). 125,000 keeps each step under about 2 GB (1,000,000 customers: 8 partitions).",
+    )
+
+
 class DaskSettings(BaseModel):
     """Dask mode: where the offline stages run when one machine is not enough (`churn/cluster.py`)."""
 
@@ -152,6 +163,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     profit: ProfitSettings = ProfitSettings()
     promotion: PromotionSettings = PromotionSettings()
+    build: BuildSettings = BuildSettings()
     dask: DaskSettings = DaskSettings()
 
     @classmethod
