@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	# optimized bytecode for the service, which runs with PYTHONOPTIMIZE=1 (serving/launch.py says why)
+	$(BIN)/python -O -m compileall -q -j 0 $(VENV)/lib > /dev/null
 	touch $(STAMP)
 
 demo: install

@@ -15,7 +15,6 @@ builds a small engine (simulate, features, train) in `--workdir`; later runs reu
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shutil
 import subprocess
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from benchmarks.load import LoadResult, run_load  # noqa: E402
 from churn.settings import Settings, load_settings  # noqa: E402
+from serving.launch import serve_command, serve_env  # noqa: E402
 from serving.service import ChurnService, CustomerIds, ScoreResponse  # noqa: E402
 
 API_KEY = "benchmark-key-5e1f0c9d8b7a6f5e"
@@ -85,16 +85,13 @@ def prepare(workdir: Path, customers: int, redis_url: str) -> Engines:
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "CHURN_DATA_DIR": str(settings.data_dir.resolve()),
-        "CHURN_MLRUNS_DIR": str(settings.mlruns_dir.resolve()),
-        "CHURN_ONLINE_STORE": settings.online_store,
-        "CHURN_REDIS_URL": settings.redis_url,
-        "CHURN_SERVING__API_KEYS": f'["{API_KEY}"]',
-        "BENTOML_HOME": str((settings.data_dir / "bentoml_home").resolve()),
-    }
+    """What `churn serve` runs the service with (both servers get it), with this checkout and the benchmark key."""
+    return serve_env(
+        settings,
+        PYTHONPATH=str(ROOT),
+        CHURN_SERVING__API_KEYS=f'["{API_KEY}"]',
+        BENTOML_HOME=str((settings.data_dir / "bentoml_home").resolve()),
+    )
 
 
 @contextmanager
@@ -223,15 +220,14 @@ def main() -> None:
             engines.redis, engines.customer_ids, size, concurrency, args.seconds
         )
     py = sys.executable
-    bento = [py, "-m", "bentoml", "serve", "serving.service:ChurnService", "--host", "127.0.0.1", "--port"]
     servers = {
         "fastapi": (
             [py, "-m", "uvicorn", "benchmarks.serving:baseline_app", "--factory", "--host", "127.0.0.1",
              "--port", str(PORTS["fastapi"]), "--log-level", "warning", "--no-access-log"],
             engines.redis, "/ready",
         ),
-        "bentoml-sqlite": ([*bento, str(PORTS["bentoml-sqlite"])], engines.sqlite, "/readyz"),
-        "bentoml-redis": ([*bento, str(PORTS["bentoml-redis"])], engines.redis, "/readyz"),
+        "bentoml-sqlite": (serve_command("127.0.0.1", PORTS["bentoml-sqlite"]), engines.sqlite, "/readyz"),
+        "bentoml-redis": (serve_command("127.0.0.1", PORTS["bentoml-redis"]), engines.redis, "/readyz"),
     }
     for name, (command, settings, ready_path) in servers.items():
         base = f"http://127.0.0.1:{PORTS[name]}"

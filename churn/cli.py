@@ -6,9 +6,7 @@ Heavy modules (Feast, MLflow, LightGBM, BentoML) are imported inside the command
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -259,12 +257,14 @@ def _train(settings: Settings, shuffle_labels: bool = False) -> None:
             settings, step=lambda what: bar.update(task, description=what), shuffle_labels=shuffle_labels, client=client
         )
     console.print(f"[green]✓[/] trained and registered [dim]({time.perf_counter() - start:.1f}s)[/]")
-    table = Table("test cutoff", "ROC AUC", "PR AUC", "Brier", "ECE raw -> cal.", "top-10% lift", "EMPC", "contact", "churn rate",
-                  title="churn model backtest (each row: fit on earlier cutoffs, tested on this one)")
+    # fits an 80-column terminal: no rules, one space between columns, short headers
+    table = Table("test cutoff", "ROC AUC", "PR AUC", "Brier", "ECE raw>cal", "lift@10%", "EMPC", "contact", "churn",
+                  title="churn model backtest (each row: fit on earlier cutoffs, tested on this one)",
+                  box=None, padding=(0, 1, 0, 0))
     for row in result.backtest.to_dict("records"):
         table.add_row(
             row["test_cutoff"], f"{row['roc_auc']:.3f}", f"{row['pr_auc']:.3f}", f"{row['brier']:.4f}",
-            f"{row['ece_raw']:.4f} -> {row['ece']:.4f}", f"{row['top_decile_lift']:.2f}", f"{row['empc']:.3f}",
+            f"{row['ece_raw']:.4f}>{row['ece']:.4f}", f"{row['top_decile_lift']:.2f}", f"{row['empc']:.3f}",
             f"{row['empc_contact_share']:.1%}", f"{row['churn_rate']:.1%}",
         )
     console.print(table)
@@ -483,12 +483,9 @@ def serve(
             "serving.api_keys is empty: set CHURN_SERVING__API_KEYS='[\"<a key of 16+ characters>\"]'; "
             "clients then send 'Authorization: Bearer <key>'"
         )
-    env = {
-        **os.environ,
-        "CHURN_DATA_DIR": str(settings.data_dir.resolve()),
-        "CHURN_MLRUNS_DIR": str(settings.mlruns_dir.resolve()),
-    }
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:ChurnService", "--host", host, "--port", str(port)]
+    from serving.launch import serve_command, serve_env
+
+    command, env = serve_command(host, port), serve_env(settings)
     console.print(f"serving on http://{host}:{port} (OpenAPI docs at /docs); Ctrl-C stops")
     raise typer.Exit(subprocess.call(command, env=env))
 

@@ -58,6 +58,11 @@ class TrainingSettings(BaseModel):
         "give it the cores (with OMP_WAIT_POLICY=PASSIVE so idle OpenMP threads do not spin).",
     )
 
+    @property
+    def scoring_models(self) -> list[str]:
+        """The registered models a scorer loads: churn, then CLV."""
+        return [self.churn_model_name, self.clv_model_name]
+
     @model_validator(mode="after")
     def _spacing_is_weekly(self) -> TrainingSettings:
         if self.cutoff_spacing_days % 7:
@@ -133,6 +138,11 @@ class ServingSettings(BaseModel):
         "the service refuses to start without one.",
     )
     max_body_bytes: int = Field(64_000, ge=1_024, description="Largest request body accepted (413 above it).")
+    tracing: bool = Field(
+        False,
+        description="Keep OpenTelemetry spans on (for BentoML's tracing exporters); off, the service sets "
+        "OTEL_SDK_DISABLED, because BentoML records spans for every request even when none is exported.",
+    )
 
     @model_validator(mode="after")
     def _keys_are_long(self) -> ServingSettings:

@@ -15,8 +15,6 @@ Both end in `_enforce_limits`, which checks the limits in exact arithmetic.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import csr_array, vstack
 
 NONE = -1
 # Seconds HiGHS may search before it returns its best solution so far.
@@ -200,6 +198,10 @@ def _solve(
     candidates: np.ndarray,
 ) -> np.ndarray:
     """The integer program over the positive (customer, action) pairs."""
+    # imported here: the service imports this module and never solves the exact program
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import csr_array, vstack
+
     n, m = values.shape
     k = len(candidates)
     rows, cols = candidates[:, 0], candidates[:, 1]

@@ -30,8 +30,9 @@ from serving.policy import risk_band_of, segment_of
 from serving.scoring import Scorer
 from training.calibration import apply_map
 from training.dataset import NULLABLE_FEATURES
-from training.explain import Reason, reasons_from_records
-from training.registry import RegisteredModel
+from training.explain import reasons_from_records
+from training.reason import Reason
+from training.registered import RegisteredModel
 
 # What a store outage looks like from the online stores the engine uses (Redis, SQLite).
 _STORE_ERRORS = (RedisError, sqlite3.OperationalError, ConnectionError, TimeoutError)

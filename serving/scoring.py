@@ -17,8 +17,9 @@ from features.store import feature_store
 from serving.policy import ActionCatalog, load_catalog, risk_band_of, segment_of
 from training.calibration import apply_map
 from training.dataset import check_features, to_matrix
-from training.explain import Reason, contributions, reason_codes
-from training.registry import RegisteredModel, load_champion
+from training.explain import contributions, reason_codes
+from training.reason import Reason
+from training.registered import FetchedModel, RegisteredModel, load_fetched
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,21 @@ class Scorer:
     catalog: ActionCatalog
 
     @classmethod
-    def load(cls, settings: Settings) -> Scorer:
-        """Load both champions and the catalog; refuse models whose features the store does not serve."""
-        churn = load_champion(settings, settings.training.churn_model_name)
-        clv = load_champion(settings, settings.training.clv_model_name)
+    def load(cls, settings: Settings, fetched: list[FetchedModel] | None = None) -> Scorer:
+        """Load both champions and the catalog; refuse models whose features the store does not serve.
+
+        `fetched`: the champions of `settings.training.scoring_models`, already fetched from the
+        registry (`training.registry.fetch_champions`) by a caller that fetched them elsewhere;
+        fetched here otherwise.
+        """
+        names = settings.training.scoring_models
+        if fetched is None:
+            from training.registry import fetch_champions  # MLflow, imported only by who fetches
+
+            fetched = fetch_champions(settings, names)
+        if [f.name for f in fetched] != names:
+            raise ConfigError(f"expected the champions of {names}, got {[f.name for f in fetched]}")
+        churn, clv = (load_fetched(f) for f in fetched)
         served = {s.name for s in feature_store(settings).list_feature_services()}
         for model in (churn, clv):
             if model.feature_service not in served:

@@ -6,6 +6,11 @@ without an API key (`serving.api_keys`). Models, the feature store reader and th
 are set up once, in `__init__`; a request does one online read for all its ids and calls
 the raw boosters with NumPy (`serving/online.py`).
 
+This module imports only what the API's schema needs (pydantic, FastAPI, BentoML): `bentoml
+serve` imports it once in its own process before it starts the workers, and each worker
+imports it again. Feast, LightGBM, MLflow and pandas are imported by `ChurnService.__init__`,
+once per worker, at start-up.
+
 Errors become statuses here and only here: bad input 400 (the message names the field),
 no known customer 404, a store down 503 (readiness goes red too, and the next request
 after the store is back succeeds: nothing is cached in a broken state).
@@ -17,10 +22,9 @@ import functools
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import bentoml
-import pandas as pd
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
@@ -28,13 +32,13 @@ from starlette.responses import Response
 
 from churn.errors import ChurnError, ConfigError, DataError, StoreUnavailableError, UnknownCustomerError
 from churn.settings import load_settings
-from features.store import feature_store
 from serving.guard import ApiKeyMiddleware, BodyLimitMiddleware, JsonOnlyMiddleware, quiet_tracebacks
-from serving.ledger import Ledger
-from serving.online import FastScorer, OnlineReader, OnlineRows, Scores
-from serving.batch import decide_campaign
-from serving.scoring import Scorer
-from training.explain import Reason
+from serving.launch import champions_fetched_aside
+from training.reason import Reason
+
+if TYPE_CHECKING:
+    from serving.ledger import Ledger
+    from serving.online import OnlineRows, Scores
 
 MAX_IDS = 1_000
 MAX_PAGE = 1_000
@@ -199,7 +203,17 @@ class ChurnService:
                 "serving.api_keys is empty: set CHURN_SERVING__API_KEYS='[\"<key>\"]' (or [serving] api_keys in "
                 "churn.toml); the service lets only its clients in"
             )
-        self.scorer = Scorer.load(self.settings)
+        # a helper process fetches the champions from the MLflow registry meanwhile (serving/launch.py);
+        # the request path's modules are imported here, once per worker, rather than with this module
+        with champions_fetched_aside(self.settings) as fetched_champions:
+            from features.store import feature_store
+            from serving.batch import decide_campaign
+            from serving.online import FastScorer, OnlineReader
+            from serving.scoring import Scorer
+
+            self._decide_campaign = decide_campaign
+            fetched = fetched_champions()
+        self.scorer = Scorer.load(self.settings, fetched)
         self.reader = OnlineReader(feature_store(self.settings), self.scorer.feature_services)
         self.fast = FastScorer(self.scorer)
         self._ledger: Ledger | None = None
@@ -213,6 +227,8 @@ class ChurnService:
         """The ledger, connected on first use so that the service starts (not ready) while it is down."""
         with self._ledger_lock:
             if self._ledger is None:
+                from serving.ledger import Ledger
+
                 self._ledger = Ledger(self.settings.resolved_ledger_url)
             return self._ledger
 
@@ -267,6 +283,8 @@ class ChurnService:
         """
         scores, errors, rows = self._score(customer_ids)
         campaign = campaign or self.settings.campaign or f"online-{datetime.now(timezone.utc):%Y%m%d}"
+        import pandas as pd  # imported at start-up (by serving.batch): a dictionary lookup here
+
         scored = pd.DataFrame(
             {
                 "customer_id": scores.customer_ids,
@@ -280,7 +298,7 @@ class ChurnService:
         )
         try:
             # the batch run's own rules: cooldowns from the ledger, budget, holdouts, idempotent record
-            recorded = decide_campaign(
+            recorded = self._decide_campaign(
                 scored, self.scorer.catalog, self.ledger(), campaign, as_of=datetime.now(timezone.utc)
             )
         except StoreUnavailableError as exc:
@@ -305,6 +323,8 @@ class ChurnService:
 
         Every outcome must name a recorded decision, or nothing is recorded (400 naming it).
         """
+        import pandas as pd
+
         rows = pd.DataFrame([o.model_dump() for o in outcomes])
         recorded = self.ledger().record_outcomes(rows, source="api")
         return OutcomeReceipt(received=len(rows), recorded=recorded)

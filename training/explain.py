@@ -18,16 +18,8 @@ from collections.abc import Callable
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
 
-
-class Reason(BaseModel):
-    """One reason why a customer's churn risk is high."""
-
-    code: str = Field(description="Reason group: activity, complaints, support, payments, downgrade, tenure, ...")
-    feature: str = Field(description="The model feature whose contribution this reason reports.")
-    text: str = Field(description="The reason in words, from the customer's own values.")
-    contribution: float = Field(description="SHAP contribution to the churn log-odds (positive raises risk).")
+from training.reason import Reason
 
 
 def contributions(booster: lgb.Booster, X: np.ndarray, feature_names: list[str], num_iteration: int | None = None) -> pd.DataFrame:

@@ -9,39 +9,22 @@ and whatever else training stored), never a pyfunc wrapper.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import tempfile
+from pathlib import Path
 
-import lightgbm as lgb
 import mlflow
-import mlflow.lightgbm
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
-from churn.errors import ModelNotFoundError
+from churn.errors import ConfigError, ModelNotFoundError
 from churn.settings import Settings
+from training.registered import FetchedModel, RegisteredModel, load_fetched
 
 EXPERIMENT = "churn-engine"
 CHAMPION = "champion"
 # A newly trained version waits under this alias until `churn promote` lets it replace the champion.
 CHALLENGER = "challenger"
-
-
-@dataclass(frozen=True)
-class RegisteredModel:
-    """A model version loaded for prediction."""
-
-    name: str
-    version: str
-    run_id: str
-    booster: lgb.Booster
-    feature_service: str
-    feature_names: list[str]
-    categories: dict[str, list[str]]
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}/{self.version}"
 
 
 def connect(settings: Settings) -> MlflowClient:
@@ -81,8 +64,8 @@ def load_champion(settings: Settings, name: str) -> RegisteredModel:
     return load_alias(settings, name, CHAMPION)
 
 
-def load_alias(settings: Settings, name: str, alias: str) -> RegisteredModel:
-    """Load the version of `name` under `alias`, as a raw booster with its spec."""
+def fetch_alias(settings: Settings, name: str, alias: str) -> FetchedModel:
+    """Resolve `alias` of model `name` in the registry and fetch its booster and spec."""
     client = connect(settings)
     try:
         version = client.get_model_version_by_alias(name, alias)
@@ -90,15 +73,23 @@ def load_alias(settings: Settings, name: str, alias: str) -> RegisteredModel:
         raise ModelNotFoundError(
             f"no '{alias}' version of model {name!r} in {settings.resolved_tracking_uri}; run `churn train` first"
         ) from exc
-    booster = mlflow.lightgbm.load_model(f"models:/{name}/{version.version}")
+    label = f"{name}/{version.version}"
+    with tempfile.TemporaryDirectory(prefix="churn-model-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{label}", dst_path=tmp))
+        # what mlflow.lightgbm.load_model reads, without importing LightGBM here
+        flavor = Model.load(local).flavors.get("lightgbm")
+        if flavor is None or flavor.get("model_class", "lightgbm.basic.Booster") != "lightgbm.basic.Booster":
+            raise ConfigError(f"model {label} is not a logged LightGBM Booster (MLmodel flavors: {flavor})")
+        model_text = (local / flavor["data"]).read_text()
     spec = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{spec_path(name)}")
-    return RegisteredModel(
-        name=name,
-        version=str(version.version),
-        run_id=version.run_id,
-        booster=booster,
-        feature_service=spec["feature_service"],
-        feature_names=spec["feature_names"],
-        categories=spec["categories"],
-        extra=spec.get("extra", {}),
-    )
+    return FetchedModel(name=name, version=str(version.version), run_id=version.run_id, model_text=model_text, spec=spec)
+
+
+def fetch_champions(settings: Settings, names: list[str]) -> list[FetchedModel]:
+    """The `champion` versions of `names`, fetched (what a scorer needs from the registry)."""
+    return [fetch_alias(settings, name, CHAMPION) for name in names]
+
+
+def load_alias(settings: Settings, name: str, alias: str) -> RegisteredModel:
+    """Load the version of `name` under `alias`, as a raw booster with its spec."""
+    return load_fetched(fetch_alias(settings, name, alias))

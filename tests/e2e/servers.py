@@ -7,10 +7,8 @@ servers are not disturbed.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -20,6 +18,7 @@ import httpx
 import redis
 
 from churn.settings import Settings
+from serving.launch import serve_command, serve_env
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "e2e-test-key-0f1e2d3c4b5a6978"
@@ -33,21 +32,14 @@ def free_port() -> int:
 
 
 def service_env(settings: Settings, bentoml_home: Path, **extra: str) -> dict[str, str]:
-    """The environment a `bentoml serve` needs to run on `settings` with the test key."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "CHURN_DATA_DIR": str(settings.data_dir.resolve()),
-        "CHURN_MLRUNS_DIR": str(settings.mlruns_dir.resolve()),
-        "CHURN_ONLINE_STORE": settings.online_store,
-        "CHURN_REDIS_URL": settings.redis_url,
-        "CHURN_SERVING__API_KEYS": f'["{API_KEY}"]',
-        "BENTOML_HOME": str(bentoml_home),
+    """The environment `churn serve` gives the service on `settings`, with the test key and this checkout first."""
+    return serve_env(
+        settings,
+        PYTHONPATH=str(ROOT),
+        CHURN_SERVING__API_KEYS=f'["{API_KEY}"]',
+        BENTOML_HOME=str(bentoml_home),
         **extra,
-    }
-    if settings.ledger_url:
-        env["CHURN_LEDGER_URL"] = settings.ledger_url
-    return env
+    )
 
 
 @contextmanager
@@ -56,8 +48,7 @@ def bentoml_service(env: dict[str, str], log: Path, port: int | None = None, rea
     port = port or free_port()
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "serving.service:ChurnService", "--host", "127.0.0.1",
-             "--port", str(port)],
+            serve_command("127.0.0.1", port),
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"

@@ -1,0 +1,88 @@
+"""How the service process is started: its command line and environment, in one place.
+
+`churn serve`, the serving benchmark and the service tests all start the service this way,
+so that what is measured and tested is what users run.
+
+Why `PYTHONOPTIMIZE=1`: Feast decorates its classes with typeguard's `@typechecked`, which
+rewrites and recompiles their source at import time; that is most of the service's start-up
+(about 12 of 15 s to import Feast on a busy 2-core machine, 4 s with it off). Typeguard turns
+itself off when Python runs optimized (its documented production switch), and the engine's
+own code never relies on `assert`. Optimized bytecode is cached in `.opt-1.pyc` files:
+`make install` compiles them once (`python -O -m compileall`), because a machine with
+`PYTHONDONTWRITEBYTECODE` set would otherwise compile every module from source at every start.
+
+Why the champions are fetched in a helper process (`champions_fetched_aside`): MLflow's import
+and the set-up of its SQL store are about a third of a worker's start-up, and a worker's
+start-up is all imports and loading, one core busy. A spawned helper fetches the models from
+the registry while the worker imports Feast, LightGBM and pandas, so a 2-core machine does
+both at once. The helper imports only this module and `training/registry.py`.
+
+Why `OTEL_SDK_DISABLED=true` (unless `serving.tracing` is on): BentoML samples traces at rate 0
+by default but still *records* a server span and a span per ASGI send for every request, and
+that bookkeeping cost more than scoring the customer (a profile of a loaded worker: about a
+quarter of its busy time in OpenTelemetry, under a tenth in `ChurnService.score`). With the
+SDK disabled OpenTelemetry hands out non-recording spans. Turn `serving.tracing` on, and
+configure BentoML's `tracing` exporter, to export traces.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from churn.settings import Settings
+
+if TYPE_CHECKING:
+    from training.registered import FetchedModel
+
+SERVICE = "serving.service:ChurnService"
+
+
+def serve_command(host: str, port: int) -> list[str]:
+    """`bentoml serve` of the service, with this interpreter."""
+    return [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", host, "--port", str(port)]
+
+
+def serve_env(settings: Settings, base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """The environment the service needs to run on `settings`: its stores, models and optimized Python.
+
+    `base` defaults to this process's environment; `extra` adds or overrides variables
+    (for instance `CHURN_SERVING__API_KEYS`).
+    """
+    env = {
+        **(os.environ if base is None else base),
+        "PYTHONOPTIMIZE": "1",
+        "CHURN_DATA_DIR": str(settings.data_dir.resolve()),
+        "CHURN_MLRUNS_DIR": str(settings.mlruns_dir.resolve()),
+        "CHURN_ONLINE_STORE": settings.online_store,
+        "CHURN_REDIS_URL": settings.redis_url,
+    }
+    if settings.ledger_url:
+        env["CHURN_LEDGER_URL"] = settings.ledger_url
+    if not settings.serving.tracing:
+        env.setdefault("OTEL_SDK_DISABLED", "true")
+    env.update(extra)
+    return env
+
+
+def fetch_scoring_models(settings: Settings) -> list[FetchedModel]:
+    """The champions a scorer needs, from the registry (run in the helper process)."""
+    from training.registry import fetch_champions
+
+    return fetch_champions(settings, settings.training.scoring_models)
+
+
+@contextmanager
+def champions_fetched_aside(settings: Settings) -> Iterator[Callable[[], list[FetchedModel]]]:
+    """Fetch the champions in a helper process while the body runs; yields a call that waits for them.
+
+    An error of the fetch (no champion, registry unreachable) is raised by that call.
+    """
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as helper:
+        fetching = helper.submit(fetch_scoring_models, settings)
+        yield fetching.result
