@@ -106,11 +106,13 @@ def _settings(workdir: Path, **overrides):
     from churn.settings import load_settings
 
     settings = load_settings(
-        data_dir=workdir / "data",
-        mlruns_dir=workdir / "mlruns",
-        # a year of daily activity: the CLV target must fit inside it (see docs/benchmarks.md)
-        training={"clv_horizon_days": 91, "n_cutoffs": 6, "num_threads": TRAIN_THREADS},
-        **overrides,
+        **{
+            "data_dir": workdir / "data",
+            "mlruns_dir": workdir / "mlruns",
+            # a year of daily activity: the CLV target must fit inside it (see docs/benchmarks.md)
+            "training": {"clv_horizon_days": 91, "n_cutoffs": 6, "num_threads": TRAIN_THREADS},
+            **overrides,
+        }
     )
     settings.ensure_dirs()
     return settings
@@ -157,6 +159,8 @@ def run(args: argparse.Namespace) -> None:
             s.facts.update(customers=f"{sim.n_customers:,}", events=f"{sim.n_events:,}", transactions=f"{sim.n_transactions:,}")
 
     if args.scoring_only:
+        if args.models_from:  # champions of another run's registry (same features), e.g. while this one trains
+            settings = _settings(workdir, mlruns_dir=Path(args.models_from))
         _scoring_and_materialize(args, workdir, settings)
         return
     with stage("feature build (DuckDB)") as s:
@@ -294,6 +298,7 @@ def main() -> None:
         "--scoring-only", action="store_true",
         help="reuse the feature tables and registered models of an earlier run in workdir: only score, baseline, materialize",
     )
+    parser.add_argument("--models-from", help="with --scoring-only: the mlruns folder to load the champion models from")
     parser.add_argument("--json", help="also write the stage figures to this file")
     args = parser.parse_args()
 
