@@ -28,9 +28,9 @@ def test_partitioned_build_equals_unpartitioned(engine, tmp_path):
     for view, path in whole.tables.items():
         expected = pd.read_parquet(path)
         assert len(expected) == whole.rows
-        # same rows, same order, same types: the tables are interchangeable
-        pd.testing.assert_frame_equal(pd.read_parquet(parts.tables[view]), expected)
-        pd.testing.assert_frame_equal(pd.read_parquet(auto.tables[view]), expected)
+        # same rows, same order, same types, same bits: the tables are interchangeable
+        pd.testing.assert_frame_equal(pd.read_parquet(parts.tables[view]), expected, check_exact=True)
+        pd.testing.assert_frame_equal(pd.read_parquet(auto.tables[view]), expected, check_exact=True)
         # and equal to the engine's own build (default settings)
         pd.testing.assert_frame_equal(pd.read_parquet(engine.features.tables[view]), expected)
     assert not (tmp_path / "parts" / "_build").exists(), "the scratch database is removed"
