@@ -99,15 +99,20 @@ def stage(name: str):
     print(f"{name:<34} {record.seconds:9.1f} s  peak {record.peak_rss_gb:6.2f} GB  {facts}", flush=True)
 
 
+TRAIN_THREADS = 2
+
+
 def _settings(workdir: Path, **overrides):
     from churn.settings import load_settings
 
     settings = load_settings(
-        data_dir=workdir / "data",
-        mlruns_dir=workdir / "mlruns",
-        # a year of daily activity: the CLV target must fit inside it (see docs/benchmarks.md)
-        training={"clv_horizon_days": 91, "n_cutoffs": 6},
-        **overrides,
+        **{
+            "data_dir": workdir / "data",
+            "mlruns_dir": workdir / "mlruns",
+            # a year of daily activity: the CLV target must fit inside it (see docs/benchmarks.md)
+            "training": {"clv_horizon_days": 91, "n_cutoffs": 6, "num_threads": TRAIN_THREADS},
+            **overrides,
+        }
     )
     settings.ensure_dirs()
     return settings
@@ -140,6 +145,8 @@ def run(args: argparse.Namespace) -> None:
     from training.dataset import cutoff_dates, label_frame, to_matrix, training_set
     from training.train import train
 
+    global TRAIN_THREADS
+    TRAIN_THREADS = args.train_threads
     workdir = Path(args.workdir)
     settings = _settings(workdir)
     manifest = settings.raw_dir / "manifest.json"
@@ -151,9 +158,18 @@ def run(args: argparse.Namespace) -> None:
             sim = simulate(settings.raw_dir, settings.truth_dir, n_customers=args.customers, days=400, seed=42)
             s.facts.update(customers=f"{sim.n_customers:,}", events=f"{sim.n_events:,}", transactions=f"{sim.n_transactions:,}")
 
+    if args.scoring_only:
+        if args.models_from:  # champions of another run's registry (same features), e.g. while this one trains
+            settings = _settings(workdir, mlruns_dir=Path(args.models_from))
+        _scoring_and_materialize(args, workdir, settings)
+        return
     with stage("feature build (DuckDB)") as s:
-        built = build_feature_tables(settings.raw_dir, settings.feature_tables_dir, memory_limit=args.duckdb_memory)
-        s.facts.update(rows=f"{built.rows:,}", snapshots=built.snapshots)
+        tables = [settings.feature_tables_dir / f"{view}.parquet" for view in VIEW_COLUMNS]
+        if reuse and args.reuse_features and all(t.exists() for t in tables):
+            s.facts["reused"] = str(settings.feature_tables_dir)
+        else:
+            built = build_feature_tables(settings.raw_dir, settings.feature_tables_dir, memory_limit=args.duckdb_memory)
+            s.facts.update(rows=f"{built.rows:,}", snapshots=built.snapshots, partitions=built.partitions)
 
     with stage("feast apply") as s:
         apply_definitions(settings)
@@ -181,8 +197,26 @@ def run(args: argparse.Namespace) -> None:
         identical = "equal (dtypes differ)"
     STAGES[-2].facts.update(ratio_to_asof=f"{pit_ours / pit_ref:.2f}x", values_identical=identical)
     print(f"  our PIT / ASOF JOIN time: {pit_ours / pit_ref:.2f}x; values identical: {identical}", flush=True)
-    del reference
+    del reference, ours
 
+    with stage("train (labels+PIT+2 fits+MLflow)") as s:
+        trained = train(settings)
+        s.facts.update(
+            train_rows=f"{trained.n_train_rows:,}",
+            churn_auc=f"{trained.churn_metrics['roc_auc']:.3f}",
+            clv_spearman=f"{trained.clv_metrics['spearman']:.3f}",
+        )
+
+    _scoring_and_materialize(args, workdir, settings)
+    if args.dask_rows:  # last: Feast's Dask store reads whole tables into pandas (memory grows with them)
+        _feast_stores(args, settings, entity)
+
+
+def _feast_stores(args: argparse.Namespace, settings, entity: pd.DataFrame) -> None:
+    """Feast's DuckDB offline store vs its Dask (file) store on the same sample of entity rows."""
+    from features.store import feature_refs, feature_store
+
+    cfg = settings.training
     sample = entity.sample(min(args.dask_rows, len(entity)), random_state=0)[["customer_id", "event_timestamp"]]
     with stage(f"Feast DuckDB store, {len(sample):,} rows") as s:
         duck = feature_store(settings).get_historical_features(
@@ -198,16 +232,22 @@ def run(args: argparse.Namespace) -> None:
         s.facts["rows_returned"] = f"{len(dask_rows):,}"
     print(f"  Feast Dask store / Feast DuckDB store time: {STAGES[-1].seconds / duck_seconds:.2f}x", flush=True)
     STAGES[-1].facts["ratio_to_duckdb"] = f"{STAGES[-1].seconds / duck_seconds:.2f}x"
-    del duck, dask_rows, ours
+    del duck, dask_rows
 
-    with stage("train (labels+PIT+2 fits+MLflow)") as s:
-        trained = train(settings)
-        s.facts.update(
-            train_rows=f"{trained.n_train_rows:,}",
-            churn_auc=f"{trained.churn_metrics['roc_auc']:.3f}",
-            clv_spearman=f"{trained.clv_metrics['spearman']:.3f}",
-        )
 
+def _scoring_and_materialize(args: argparse.Namespace, workdir: Path, settings) -> None:
+    """Score every active customer, the raw-booster baseline, and bulk materialize (the stages after training)."""
+    from features.build import raw_as_of
+    from features.definitions import FEATURE_TTL, feature_names
+    from features.online_bulk import materialize_bulk
+    from features.pit import active_feature_batches
+    from features.store import feature_refs, feature_store
+    from serving.bulk_scoring import score_all
+    from serving.scoring import Scorer
+    from training.dataset import to_matrix
+
+    cfg = settings.training
+    as_of = raw_as_of(settings.raw_dir)
     scorer = Scorer.load(settings)
     with stage("score all active (chunked)") as s:
         scored = score_all(settings, scorer, as_of, chunk_rows=args.chunk_rows)
@@ -245,11 +285,20 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--workdir", default="/tmp/churn-scale")
     parser.add_argument("--reuse", action="store_true", help="reuse raw tables of the same size in workdir")
-    parser.add_argument("--dask-rows", type=int, default=100_000, help="entity rows for the Feast DuckDB vs Dask comparison")
+    parser.add_argument(
+        "--dask-rows", type=int, default=100_000, help="entity rows for the Feast DuckDB vs Dask comparison (0: skip it)"
+    )
+    parser.add_argument("--reuse-features", action="store_true", help="with --reuse, also reuse the feature tables in workdir")
     parser.add_argument("--chunk-rows", type=int, default=200_000, help="customers per scoring chunk")
     parser.add_argument("--duckdb-memory", default="6GB", help="DuckDB memory limit of the feature build")
+    parser.add_argument("--train-threads", type=int, default=2, help="LightGBM threads per fit (training.num_threads)")
     parser.add_argument("--redis-url", default="127.0.0.1:6379,db=7")
     parser.add_argument("--skip-sqlite", action="store_true", help="skip the SQLite materialization")
+    parser.add_argument(
+        "--scoring-only", action="store_true",
+        help="reuse the feature tables and registered models of an earlier run in workdir: only score, baseline, materialize",
+    )
+    parser.add_argument("--models-from", help="with --scoring-only: the mlruns folder to load the champion models from")
     parser.add_argument("--json", help="also write the stage figures to this file")
     args = parser.parse_args()
 

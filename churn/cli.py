@@ -175,12 +175,18 @@ def _build(settings: Settings) -> None:
 
     with _dask_or_none(settings) as client, _step("build feature tables (DuckDB)"):
         if client is None:
-            result = build_feature_tables(settings.raw_dir, settings.feature_tables_dir)
+            result = build_feature_tables(
+                settings.raw_dir, settings.feature_tables_dir, memory_limit=settings.build.memory_limit,
+                partition_customers=settings.build.partition_customers,
+            )
         else:
             result = build_feature_tables_dask(
                 client, settings.raw_dir, settings.feature_tables_dir, partitions=settings.dask.partitions
             )
-    console.print(f"  {result.rows:,} rows over {result.snapshots} weekly snapshots -> {settings.feature_tables_dir}")
+    console.print(
+        f"  {result.rows:,} rows over {result.snapshots} weekly snapshots ({result.partitions} customer partitions)"
+        f" -> {settings.feature_tables_dir}"
+    )
 
 
 def _apply(settings: Settings) -> None:
@@ -243,9 +249,13 @@ def _train(settings: Settings, shuffle_labels: bool = False) -> None:
     from training.train import train
 
     start = time.perf_counter()
-    with Progress(SpinnerColumn(), TextColumn("train: {task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
+    with _dask_or_none(settings) as client, Progress(
+        SpinnerColumn(), TextColumn("train: {task.description}"), TimeElapsedColumn(), console=console, transient=True
+    ) as bar:
         task = bar.add_task("starting", total=None)
-        result = train(settings, step=lambda what: bar.update(task, description=what), shuffle_labels=shuffle_labels)
+        result = train(
+            settings, step=lambda what: bar.update(task, description=what), shuffle_labels=shuffle_labels, client=client
+        )
     console.print(f"[green]✓[/] trained and registered [dim]({time.perf_counter() - start:.1f}s)[/]")
     # fits an 80-column terminal: no rules, one space between columns, short headers
     table = Table("test cutoff", "ROC AUC", "PR AUC", "Brier", "ECE raw>cal", "lift@10%", "EMPC", "contact", "churn",

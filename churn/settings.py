@@ -52,6 +52,11 @@ class TrainingSettings(BaseModel):
         3, ge=1, description="Rolling backtest folds: each of the latest cutoffs is tested by a model fit on earlier ones."
     )
     calibration_bins: int = Field(10, ge=2, description="Equal-count probability bins of the reliability table and ECE.")
+    num_threads: int = Field(
+        1, ge=1,
+        description="LightGBM threads per fit. 1 suits a machine shared with other work; at millions of rows "
+        "give it the cores (with OMP_WAIT_POLICY=PASSIVE so idle OpenMP threads do not spin).",
+    )
 
     @property
     def scoring_models(self) -> list[str]:
@@ -96,6 +101,17 @@ class PromotionSettings(BaseModel):
     )
     tolerance: float = Field(
         0.005, ge=0, description="The challenger may be worse than the champion by at most this much on the metric."
+    )
+
+
+class BuildSettings(BaseModel):
+    """The one-machine feature build (`features/build.py`): memory it may use and how it splits the work."""
+
+    memory_limit: str = Field("4GB", description="DuckDB memory limit of the build; past it DuckDB spills to disk.")
+    partition_customers: int = Field(
+        125_000, ge=1,
+        description="Customers per partition of the window step, run one after another: the partition count is "
+        "ceil(customers / this). 125,000 keeps each step under about 2 GB (1,000,000 customers: 8 partitions).",
     )
 
 
@@ -157,6 +173,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     profit: ProfitSettings = ProfitSettings()
     promotion: PromotionSettings = PromotionSettings()
+    build: BuildSettings = BuildSettings()
     dask: DaskSettings = DaskSettings()
 
     @classmethod

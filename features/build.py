@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -21,6 +22,8 @@ from churn.errors import DataError
 from features.definitions import VIEW_COLUMNS
 from features.raw import RAW_TABLES, validate_raw_dir
 
+# Customers per partition of the window step (see `build_partitions`).
+PARTITION_CUSTOMERS = 125_000
 # Weeks in each window; names say days so that a reader need not convert.
 _WINDOWS = {"7d": 1, "28d": 4, "91d": 13, "364d": 52}
 _DAY_US = 86_400 * 1_000_000
@@ -36,6 +39,7 @@ class FeatureBuildResult:
     snapshots: int
     first_snapshot: datetime
     as_of: datetime
+    partitions: int = 1
 
 
 def raw_as_of(raw_dir: Path) -> datetime:
@@ -49,8 +53,25 @@ def raw_as_of(raw_dir: Path) -> datetime:
     return datetime(latest.year, latest.month, latest.day, tzinfo=timezone.utc) + timedelta(days=1)
 
 
+def build_partitions(customers: int, partition_customers: int = PARTITION_CUSTOMERS) -> int:
+    """How many customer partitions the window step runs in, one after another.
+
+    The window step (about 58 weekly rows per customer x 25 windowed sums) is what outgrows
+    memory: at 1,000,000 customers it did not fit in 11 GB as one query. Each partition holds
+    at most `partition_customers` customers, which keeps the step well under 2 GB.
+    """
+    if partition_customers < 1:
+        raise ValueError(f"partition_customers must be at least 1; got {partition_customers}")
+    return max(1, -(-customers // partition_customers))
+
+
 def build_feature_tables(
-    raw_dir: Path, out_dir: Path, memory_limit: str = "4GB", partition: tuple[int, int] | None = None
+    raw_dir: Path,
+    out_dir: Path,
+    memory_limit: str = "4GB",
+    partition: tuple[int, int] | None = None,
+    partitions: int | None = None,
+    partition_customers: int = PARTITION_CUSTOMERS,
 ) -> FeatureBuildResult:
     """Compute the four feature tables (behavioral, lifecycle, experience, value).
 
@@ -64,6 +85,13 @@ def build_feature_tables(
     `partition=(k, n)` builds only the customers with `customer_id % n == k` (features are
     per customer, so partitions are independent: `features/build_dask.py` runs them as tasks);
     the weekly grid stays that of the whole data, so partitions concatenate into the full tables.
+
+    Memory stays bounded on one machine: the weekly aggregation of the raw rows runs once into
+    a scratch DuckDB database on disk (DuckDB spills under `memory_limit`), then the window step
+    runs over `partitions` customer partitions one after another (default: `build_partitions`
+    of the customer count, i.e. at most `partition_customers` each), each written to a Parquet
+    part; the tables are the parts sorted by (event_timestamp, customer_id), identical whatever
+    the number of partitions.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     validate_raw_dir(raw_dir)
@@ -71,8 +99,30 @@ def build_feature_tables(
         raise ValueError(f"partition must be (k, n) with 0 <= k < n; got {partition}")
     out_dir.mkdir(parents=True, exist_ok=True)
     as_of = raw_as_of(raw_dir)
-    con = duckdb.connect()
+    scratch = out_dir / "_build"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    try:
+        return _build(raw_dir, out_dir, scratch, as_of, memory_limit, partition, partitions, partition_customers)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _build(
+    raw_dir: Path,
+    out_dir: Path,
+    scratch: Path,
+    as_of: datetime,
+    memory_limit: str,
+    partition: tuple[int, int] | None,
+    partitions: int | None,
+    partition_customers: int,
+) -> FeatureBuildResult:
+    # a database file, not memory: the weekly tables of a million customers stay on disk
+    con = duckdb.connect(str(scratch / "build.duckdb"))
     con.execute(f"SET memory_limit='{memory_limit}'")
+    con.execute(f"SET temp_directory='{scratch / 'spill'}'")
+    con.execute("SET preserve_insertion_order=false")
     con.execute("SET TimeZone='UTC'")
     events_file = raw_dir / RAW_TABLES["events"].file
     first_event = con.execute(f"SELECT CAST(min(event_time) AS TIMESTAMPTZ) FROM read_parquet('{events_file}')").fetchone()[0]
@@ -101,7 +151,7 @@ def build_feature_tables(
 
     con.execute(
         f"""
-        CREATE TEMP TABLE weekly_events AS
+        CREATE TABLE weekly_events AS
         WITH days AS (
             -- active days counted once however many activity rows a day has
             SELECT customer_id, CAST((day - {origin_us // _DAY_US}) // 7 AS INTEGER) AS b, count(*) AS active_days
@@ -130,7 +180,7 @@ def build_feature_tables(
     )
     con.execute(
         f"""
-        CREATE TEMP TABLE weekly_tx AS
+        CREATE TABLE weekly_tx AS
         SELECT customer_id, {tx_b} AS b,
             sum(amount) AS revenue,
             sum(amount) FILTER (WHERE kind = 'addon') AS addon_revenue,
@@ -143,7 +193,7 @@ def build_feature_tables(
     # customers and the weeks in which they exist (from their first bucket, or the data start)
     con.execute(
         f"""
-        CREATE TEMP TABLE lives AS
+        CREATE TABLE lives AS
         SELECT c.customer_id, c.signup_at, c.plan, c.price_tier, c.monthly_price, c.channel,
             x.cancelled_at,
             greatest({su_b}, 0) AS b_first,
@@ -158,7 +208,10 @@ def build_feature_tables(
     )
 
     def window(expr: str, weeks: int) -> str:
-        return f"sum({expr}) OVER (w ROWS BETWEEN {weeks - 1} PRECEDING AND CURRENT ROW)"
+        total = f"sum({expr}) OVER (w ROWS BETWEEN {weeks - 1} PRECEDING AND CURRENT ROW)"
+        # money sums to a micro-unit: the last bits of a float sum depend on the order DuckDB adds
+        # in, which depends on how the customers are partitioned; rounded, any order gives the same value
+        return f"round({total}, 6)" if "revenue" in expr else total
 
     sums = []
     for suffix, weeks in _WINDOWS.items():
@@ -183,11 +236,25 @@ def build_feature_tables(
         if weeks == 52:
             sums.append(f"{window('coalesce(t.revenue, 0)', weeks)} AS revenue_{suffix}")
 
+    if partitions is None:
+        partitions = build_partitions(con.execute("SELECT count(*) FROM lives").fetchone()[0], partition_customers)
+    if partitions < 1:
+        raise ValueError(f"partitions must be at least 1; got {partitions}")
+    parts = scratch / "parts"
+    parts.mkdir()
+    for k in range(partitions):
+        _window_step(con, sums, origin, parts / f"part-{k:04d}.parquet", k, partitions)
+    return _write_tables(con, raw_dir, out_dir, parts, as_of, partition, partitions)
+
+
+def _window_step(con, sums: list[str], origin: datetime, part: Path, k: int, n: int) -> None:
+    """The snapshots of customer partition k of n (`customer_id % n = k`), written to `part`."""
+    mine = f"customer_id % {n} = {k}"
     con.execute(
         f"""
-        CREATE TEMP TABLE snapshots AS
+        CREATE OR REPLACE TEMP VIEW snapshots AS
         WITH grid AS (
-            SELECT l.*, unnest(range(l.b_first, l.b_last + 1)) AS b FROM lives l
+            SELECT l.*, unnest(range(l.b_first, l.b_last + 1)) AS b FROM lives l WHERE {mine}
         ),
         rolled AS (
             SELECT g.customer_id, g.b, g.signup_at, g.cancelled_at, g.plan, g.price_tier, g.channel,
@@ -197,8 +264,8 @@ def build_feature_tables(
                 last_value(e.nps IGNORE NULLS) OVER (w ROWS UNBOUNDED PRECEDING) AS last_nps,
                 last_value(e.downgrade_price IGNORE NULLS) OVER (w ROWS UNBOUNDED PRECEDING) AS downgraded_price
             FROM grid g
-            LEFT JOIN weekly_events e USING (customer_id, b)
-            LEFT JOIN weekly_tx t USING (customer_id, b)
+            LEFT JOIN (SELECT * FROM weekly_events WHERE {mine}) e USING (customer_id, b)
+            LEFT JOIN (SELECT * FROM weekly_tx WHERE {mine}) t USING (customer_id, b)
             WINDOW w AS (PARTITION BY g.customer_id ORDER BY g.b)
         )
         SELECT *, TIMESTAMPTZ '{origin.isoformat()}' + to_days(CAST(7 * (b + 1) AS INTEGER)) AS event_timestamp
@@ -207,8 +274,8 @@ def build_feature_tables(
     )
     # keep the snapshots at which the customer is active: signed up before, not yet cancelled
     con.execute(
-        """
-        CREATE TEMP TABLE features AS
+        f"""
+        COPY (
         SELECT customer_id, event_timestamp,
             -- behavioral
             CAST(active_days_7d AS BIGINT) AS active_days_7d,
@@ -245,9 +312,18 @@ def build_feature_tables(
             CAST(addon_purchases_91d AS BIGINT) AS addon_purchases_91d
         FROM snapshots
         WHERE signup_at < event_timestamp AND (cancelled_at IS NULL OR cancelled_at >= event_timestamp)
+        ) TO '{part}' (FORMAT parquet)
         """
     )
-    rows = con.execute("SELECT count(*) FROM features").fetchone()[0]
+    con.execute("DROP VIEW snapshots")
+
+
+def _write_tables(
+    con, raw_dir: Path, out_dir: Path, parts: Path, as_of: datetime, partition: tuple[int, int] | None, partitions: int
+) -> FeatureBuildResult:
+    """Concatenate the parts into one table per view, in (event_timestamp, customer_id) order."""
+    features = f"read_parquet('{parts}/part-*.parquet')"
+    rows = con.execute(f"SELECT count(*) FROM {features}").fetchone()[0]
     if rows == 0 and partition is None:  # one partition of many may well be empty
         raise DataError(f"{raw_dir}: no customer is active at any weekly snapshot; nothing to build features from")
     tables = {}
@@ -255,11 +331,11 @@ def build_feature_tables(
         path = out_dir / f"{view}.parquet"
         tmp = path.with_suffix(".parquet.tmp")
         con.execute(
-            f"COPY (SELECT customer_id, event_timestamp, {', '.join(columns)} FROM features "
+            f"COPY (SELECT customer_id, event_timestamp, {', '.join(columns)} FROM {features} "
             f"ORDER BY event_timestamp, customer_id) TO '{tmp}' (FORMAT parquet)"
         )
         tmp.replace(path)  # a failed build leaves the previous table in place
         tables[view] = path
-    snapshots = con.execute("SELECT count(DISTINCT event_timestamp), min(event_timestamp) FROM features").fetchone()
+    snapshots = con.execute(f"SELECT count(DISTINCT event_timestamp), min(event_timestamp) FROM {features}").fetchone()
     con.close()
-    return FeatureBuildResult(tables, rows, snapshots[0], snapshots[1], as_of)
+    return FeatureBuildResult(tables, rows, snapshots[0], snapshots[1], as_of, partitions)

@@ -58,4 +58,4 @@ def build_feature_tables_dask(
     ).fetchone()
     con.close()
     shutil.rmtree(parts_dir)
-    return FeatureBuildResult(tables, rows, snapshots[0], snapshots[1], raw_as_of(raw_dir))
+    return FeatureBuildResult(tables, rows, snapshots[0], snapshots[1], raw_as_of(raw_dir), partitions)

@@ -38,6 +38,7 @@ from feast.infra.online_stores.helpers import _mmh3, compute_table_id, compute_v
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import python_values_to_proto_values
+from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from churn.errors import ConfigError, DataError, StoreUnavailableError
@@ -46,6 +47,9 @@ from features.definitions import SCHEMAS
 from features.store import PROJECT, feature_store
 
 JOIN_KEY = "customer_id"
+# a double Value is the tag of field 5 (`double_val`, 64-bit) and 8 little-endian bytes: 9 bytes
+_DOUBLE_RESP_HEAD = b"$9\r\n\x29"
+_EMPTY_RESP = b"$0\r\n\r\n"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -117,7 +121,7 @@ def latest_rows(views: list[FeatureView], start: datetime, end: datetime, batch_
         selects.append(f"latest_{view.name}.* EXCLUDE ({JOIN_KEY})")
         joins.append(f"LEFT JOIN latest_{view.name} USING ({JOIN_KEY})")
     ids = " UNION ".join(f"SELECT {JOIN_KEY} FROM latest_{v.name}" for v in views)
-    reader = con.execute(
+    reader = con.sql(
         f"SELECT k.{JOIN_KEY}, {', '.join(selects)} FROM ({ids}) k {' '.join(joins)} ORDER BY {_KEY_BYTE_ORDER}"
     ).to_arrow_reader(batch_rows)
     try:
@@ -148,6 +152,7 @@ class _Encoder:
         # A single int64 join key serializes as a constant prefix + the value's 8 little-endian bytes.
         self._prefix = self._feast_key(0)[:-8]
         self._cache: dict[str, dict] = {}
+        self._checked: set[str] = set()
 
     def _feast_key(self, customer_id: int) -> bytes:
         key = EntityKey(join_keys=[JOIN_KEY], entity_values=[Value(int64_val=int(customer_id))])
@@ -161,11 +166,13 @@ class _Encoder:
                 raise DataError(f"entity key of customer_id {ids[i]} differs from Feast's serialization")
         return keys
 
-    def values(self, name: str, column: pa.Array, value_type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def values(
+        self, name: str, column: pa.Array, value_type, text: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(serialized Value bytes, value_text, the bytes as a Redis bulk string) per row of one feature.
 
         Feast converts `column.to_numpy(zero_copy_only=False)` (nulls become NaN or None);
-        so do we, on the distinct values only.
+        so do we, on the distinct values only. `text=False` skips value_text (only SQLite has it).
         """
         array = column.to_numpy(zero_copy_only=False)
         cache = self._cache.setdefault(name, {})
@@ -182,13 +189,41 @@ class _Encoder:
             protos = python_values_to_proto_values(np.asarray(uniques[missing], dtype=array.dtype), value_type)
             for i, proto in zip(missing, protos):
                 blob = proto.SerializeToString()
-                cache[keys[i]] = (blob, extract_text_and_num(proto, False)[0], resp_bulk(blob))
+                cache[keys[i]] = (blob, extract_text_and_num(proto, False)[0] if text else None, resp_bulk(blob))
         found = [cache[k] for k in keys] or [(b"", None, b"")]
         return tuple(np.array([entry[j] for entry in found], dtype=object)[codes] for j in range(3))
 
+    def resp_values(self, name: str, column: pa.Array, value_type) -> np.ndarray:
+        """Per row of one feature, its serialized Value as a Redis bulk string (what `values` returns third).
+
+        A double column is encoded with NumPy: Feast's bytes for a double are the tag of
+        `double_val` and its 8 little-endian bytes (an empty Value for NaN), checked against
+        Feast's converter on the column's first rows, so a change of format fails loudly.
+        Nearly every double (revenues, sessions, trends) is distinct at scale, where the
+        per-distinct-value path would convert each one in Python.
+        """
+        array = column.to_numpy(zero_copy_only=False)
+        if value_type != ValueType.DOUBLE or array.dtype != np.float64 or not len(array):
+            return self.values(name, column, value_type, text=False)[2]
+        n = len(array)
+        packed = np.empty((n, len(_DOUBLE_RESP_HEAD) + 10), dtype=np.uint8)
+        packed[:, : len(_DOUBLE_RESP_HEAD)] = np.frombuffer(_DOUBLE_RESP_HEAD, dtype=np.uint8)
+        packed[:, len(_DOUBLE_RESP_HEAD) : -2] = array.astype("<f8").view(np.uint8).reshape(n, 8)
+        packed[:, -2:] = np.frombuffer(b"\r\n", dtype=np.uint8)
+        out = packed.view(f"S{packed.shape[1]}").ravel().astype(object)  # ends in \n: nothing stripped
+        nan = np.isnan(array)
+        out[nan] = _EMPTY_RESP
+        if name not in self._checked:
+            head = np.flatnonzero(~nan)[:3].tolist() + np.flatnonzero(nan)[:1].tolist()
+            feast = python_values_to_proto_values(array[head], value_type)
+            if [resp_bulk(p.SerializeToString()) for p in feast] != out[head].tolist():
+                raise DataError(f"feature {name!r}: encoded doubles differ from Feast's serialization")
+            self._checked.add(name)
+        return out
+
     @staticmethod
-    def timestamps(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-        """(serialized protobuf Timestamp, naive UTC datetime) per row; None where null."""
+    def timestamps(column: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(serialized protobuf Timestamp, naive UTC datetime, the bytes as a Redis bulk string) per row; None where null."""
         micros = column.cast(pa.int64()).to_numpy(zero_copy_only=False)
         codes, uniques = pd.factorize(micros, use_na_sentinel=True)
         blobs, naive = [], []
@@ -198,17 +233,30 @@ class _Encoder:
             stamp.FromDatetime(moment)
             blobs.append(stamp.SerializeToString())
             naive.append(moment.replace(tzinfo=None))
+        resp = np.array([resp_bulk(b) for b in blobs] + [None], dtype=object)
         blobs, naive = np.array(blobs + [None], dtype=object), np.array(naive + [None], dtype=object)
-        return blobs[codes], naive[codes]
+        return blobs[codes], naive[codes], resp[codes]
+
+    def resp_keys(self, ids: np.ndarray, suffix: bytes) -> np.ndarray:
+        """Per customer, its Redis key (Feast's entity key + `suffix`) as a bulk string, built with NumPy."""
+        keys = self.entity_keys(ids)  # checks the format against Feast's
+        width = len(self._prefix) + 8 + len(suffix)
+        head = b"$%d\r\n%b" % (width, self._prefix)
+        n = len(ids)
+        packed = np.empty((n, len(head) + 8 + len(suffix) + 2), dtype=np.uint8)
+        packed[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
+        packed[:, len(head) : len(head) + 8] = ids.astype("<i8").view(np.uint8).reshape(n, 8)
+        packed[:, len(head) + 8 :] = np.frombuffer(suffix + b"\r\n", dtype=np.uint8)
+        out = packed.view(f"S{packed.shape[1]}").ravel().astype(object)  # ends in \n: nothing stripped
+        for i in {0, n - 1} if n else ():
+            if out[i] != resp_bulk(keys[i] + suffix):
+                raise DataError(f"Redis key of customer_id {ids[i]} differs from Feast's")
+        return out
 
 
 def resp_bulk(value: bytes) -> bytes:
     """`value` as a bulk string of the Redis protocol (RESP): `$<length>CRLF<bytes>CRLF`."""
     return b"$%d\r\n%b\r\n" % (len(value), value)
-
-
-def _resp_or_none(values: np.ndarray) -> np.ndarray:
-    return np.array([None if v is None else resp_bulk(v) for v in values], dtype=object)
 
 
 class _RedisWriter:
@@ -237,24 +285,25 @@ class _RedisWriter:
         self._fields = {v.name: [_mmh3(f"{names[v.name]}:{f.name}") for f in v.features] for v in views}
 
     def write(self, batch: pa.RecordBatch) -> None:
-        keys = self._encoder.entity_keys(batch.column(JOIN_KEY).to_numpy())
+        ids = batch.column(JOIN_KEY).to_numpy()
+        keys = self._encoder.resp_keys(ids, self._project)
         n = len(keys)
         # One HSET per customer, as RESP pieces (every value is encoded once per distinct value,
         # so a whole batch is packed by one bytes join). A view without a row is left out.
         pieces: list[list[np.ndarray]] = []  # per view: [ts field, ts, field, value, ...]
         present = []
         for view in self._views:
-            stamps, _ = self._encoder.timestamps(batch.column(f"_ts_{view.name}"))
+            stamps, _, resp_stamps = self._encoder.timestamps(batch.column(f"_ts_{view.name}"))
             present.append(stamps != None)  # noqa: E711  (elementwise test on an object array)
-            columns = [np.full(n, resp_bulk(self._ts_fields[view.name]), dtype=object), _resp_or_none(stamps)]
+            columns = [np.full(n, resp_bulk(self._ts_fields[view.name]), dtype=object), resp_stamps]
             for field, feature in zip(self._fields[view.name], view.features):
-                _, _, encoded = self._encoder.values(feature.name, batch.column(feature.name), feature.dtype.to_value_type())
+                encoded = self._encoder.resp_values(feature.name, batch.column(feature.name), feature.dtype.to_value_type())
                 columns += [np.full(n, resp_bulk(field), dtype=object), encoded]
             pieces.append(columns)
         present = np.column_stack(present)
         complete = present.all(axis=1)
         width = 2 + sum(len(columns) for columns in pieces)
-        head = [np.full(n, b"*%d\r\n%b" % (width, resp_bulk(b"HSET")), dtype=object), _resp_or_none(keys + self._project)]
+        head = [np.full(n, b"*%d\r\n%b" % (width, resp_bulk(b"HSET")), dtype=object), keys]
         matrix = np.column_stack(head + [c for columns in pieces for c in columns])
         chunks = [b"".join(matrix[complete].ravel().tolist())]
         for i in np.flatnonzero(~complete & present.any(axis=1)):  # rare: some views have no row
@@ -309,7 +358,7 @@ class _SqliteWriter:
         keys = self._encoder.entity_keys(batch.column(JOIN_KEY).to_numpy())
         with self._conn:
             for view in self._views:
-                _, naive = self._encoder.timestamps(batch.column(f"_ts_{view.name}"))
+                _, naive, _ = self._encoder.timestamps(batch.column(f"_ts_{view.name}"))
                 present = np.flatnonzero(naive != None)  # noqa: E711
                 features = sorted(view.features, key=lambda f: f.name)
                 encoded = [

@@ -96,16 +96,20 @@ def run_backtest(
     clv_of: Callable[[pd.DataFrame], np.ndarray],
     profit: ProfitSettings,
     n_bins: int,
+    make_model: Callable[[str], GradientBoostedModel] | None = None,
 ) -> Backtest:
     """Fit, calibrate and test one model per fold on the `folds` latest cutoffs.
 
     - frame: customer_id, event_timestamp (a cutoff), churned, and every feature in `features`
     - clv_of: predicted CLV of a frame's rows (for the CLV-weighted EMPC)
+    - make_model: the estimator of each fold, given the task (default: `GradientBoostedModel`
+      with `rounds`; `training.train.model_factory` gives the Dask one in Dask mode)
     """
+    make_model = make_model or (lambda task: GradientBoostedModel(task=task, num_boost_round=rounds))
     results, rows = [], []
     for k in range(len(cutoffs) - folds, len(cutoffs)):
         fit, calibration, test = split_at(frame, cutoffs, k)
-        model = GradientBoostedModel(task="churn", num_boost_round=rounds).fit(
+        model = make_model("churn").fit(
             fit, fit["churned"].to_numpy(), calibration, calibration["churned"].to_numpy(), features
         )
         calibrator = ProbabilityCalibrator().fit(model.predict(calibration), calibration["churned"].to_numpy())

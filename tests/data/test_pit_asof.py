@@ -51,3 +51,42 @@ def test_active_batches_are_the_point_in_time_rows_at_as_of(engine):
     pd.testing.assert_frame_equal(streamed[columns], feast_rows[columns], check_dtype=False)
     scored = pd.read_parquet(engine.interventions.scores_path, columns=["customer_id"])
     assert set(streamed["customer_id"]) == set(scored["customer_id"])  # the same population batch runs score
+
+
+def test_active_batches_fall_back_to_asof_when_a_view_lacks_the_latest_row(engine, tmp_path):
+    """With every view stamped at as_of the read is an equality join; without, the ASOF rule still holds."""
+    import shutil
+
+    import duckdb
+
+    settings, as_of = engine.settings, engine.features.as_of
+    columns = [c for cols in VIEW_COLUMNS.values() for c in cols]
+    fast = pd.concat(active_feature_batches(settings.feature_tables_dir, as_of), ignore_index=True)
+    entity = pd.DataFrame({"customer_id": fast["customer_id"], "event_timestamp": fast["event_timestamp"]})
+    reference = asof_features(settings.feature_tables_dir, entity)
+    pd.testing.assert_frame_equal(fast[columns], reference[columns], check_dtype=False)
+
+    # drop the as_of row of 20 active customers from one view: their previous weekly row (7 days
+    # old, within the TTL) must be read instead, which only the ASOF path can do
+    tables = tmp_path / "tables"
+    shutil.copytree(settings.feature_tables_dir, tables)
+    dropped = fast["customer_id"].head(20).tolist()
+    path = tables / "experience.parquet"
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    kept = con.execute(
+        f"SELECT * FROM read_parquet('{path}') WHERE NOT (event_timestamp = TIMESTAMPTZ '{as_of.isoformat()}' "
+        f"AND customer_id IN ({', '.join(map(str, dropped))}))"
+    ).to_arrow_table()
+    con.close()
+    import pyarrow.parquet as pq
+
+    pq.write_table(kept, path)
+    slow = pd.concat(active_feature_batches(tables, as_of), ignore_index=True)
+    expected = asof_features(tables, entity)
+    pd.testing.assert_frame_equal(slow[columns], expected[columns], check_dtype=False)
+    # those customers got their previous weekly row, not holes
+    week_before = pd.DataFrame({"customer_id": dropped, "event_timestamp": pd.Timestamp(as_of) - pd.Timedelta(days=7)})
+    previous = asof_features(settings.feature_tables_dir, week_before)
+    got = slow.set_index("customer_id").loc[dropped, VIEW_COLUMNS["experience"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, previous[VIEW_COLUMNS["experience"]], check_dtype=False)

@@ -19,3 +19,31 @@ def test_chunked_scores_equal_batch_scores(engine, tmp_path):
     pd.testing.assert_series_equal(chunked["churn_probability"], batch["churn_probability"], check_exact=False, rtol=1e-12)
     pd.testing.assert_series_equal(chunked["clv"], batch["clv"], check_exact=False, rtol=1e-12)
     assert (chunked["segment"] == batch["segment"]).all() and (chunked["risk_band"] == batch["risk_band"]).all()
+
+
+def test_arrow_scoring_equals_scorer_and_keeps_its_errors(engine):
+    """`score_arrow` (no pandas) gives `Scorer.score`'s frame; data it would refuse still raises the same error."""
+    import pyarrow as pa
+    import pytest
+
+    from churn.errors import DataError
+    from features.pit import active_arrow_batches
+    from serving.bulk_scoring import score_arrow
+
+    settings = engine.settings
+    scorer = Scorer.load(settings)
+    batch = next(active_arrow_batches(settings.feature_tables_dir, engine.features.as_of, 300))
+    fast = score_arrow(scorer, batch).to_pandas()
+    slow = scorer.score(batch.to_pandas())
+    pd.testing.assert_frame_equal(fast, slow)
+
+    def with_column(name, values):
+        i = batch.schema.get_field_index(name)
+        return batch.set_column(i, name, pa.array(values, batch.schema.field(name).type))
+
+    plans = batch.column("plan").to_pylist()
+    with pytest.raises(DataError, match="'plan'.*'platinum'"):
+        score_arrow(scorer, with_column("plan", ["platinum"] + plans[1:]))
+    tenure = batch.column("tenure_days").to_pylist()
+    with pytest.raises(DataError, match="tenure_days"):
+        score_arrow(scorer, with_column("tenure_days", [None] + tenure[1:]))

@@ -10,6 +10,7 @@ from churn.errors import ConfigError
 from churn.settings import DaskSettings
 from features.build_dask import build_feature_tables_dask
 from features.definitions import VIEW_COLUMNS, feature_names
+from features.pit import active_feature_batches
 from serving.bulk_scoring import score_all_dask
 from serving.scoring import Scorer
 from training.dataset import cutoff_dates, label_frame, training_set
@@ -80,3 +81,38 @@ def test_dask_mode_off_is_a_config_error(engine):
     with pytest.raises(ConfigError, match="Dask mode is off: set dask.scheduler"):
         with dask_client(engine.settings):
             pass
+
+
+def test_churn_train_in_dask_mode_matches_one_machine(engine, client, tmp_path):
+    """`churn train` with dask.scheduler set fits every model on the cluster; quality as on one machine."""
+    import mlflow
+    from typer.testing import CliRunner
+
+    from churn.cli import app
+    from training.registry import connect
+
+    settings = engine.settings
+    env = {
+        "CHURN_DATA_DIR": str(settings.data_dir),
+        "CHURN_MLRUNS_DIR": str(tmp_path / "mlruns"),  # a registry of its own: the engine's stays as it is
+        "CHURN_DASK__SCHEDULER": client.scheduler.address,  # the 2-worker LocalCluster of this module
+        "CHURN_DASK__PARTITIONS": "2",
+    }
+    result = CliRunner().invoke(app, ["train"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "Dask mode: 2 workers" in result.output
+
+    dask_settings = settings.model_copy(update={"mlruns_dir": tmp_path / "mlruns", "tracking_uri": None})
+    registry = connect(dask_settings)
+    version = registry.get_model_version_by_alias(settings.training.churn_model_name, "champion")
+    run = mlflow.get_run(version.run_id)
+    assert run.data.params["trained_on"] == "dask"
+    auc_dask = run.data.metrics["churn_val_roc_auc"]
+    auc_single = engine.training.churn_metrics["roc_auc"]
+    assert abs(auc_dask - auc_single) < 0.03, f"Dask {auc_dask:.3f} vs one machine {auc_single:.3f}"
+    clv_dask = run.data.metrics["clv_val_spearman"]
+    assert abs(clv_dask - engine.training.clv_metrics["spearman"]) < 0.05
+    # the registered Dask model scores like any other: the batch scorer loads and uses it
+    features = next(active_feature_batches(settings.feature_tables_dir, engine.features.as_of, 500))
+    scores = Scorer.load(dask_settings).score(features)
+    assert scores["churn_probability"].between(0, 1).all() and len(scores) == len(features)
