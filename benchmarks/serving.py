@@ -257,6 +257,7 @@ def main() -> None:
          ours.percentile_ms(50) <= 1.5 * base.percentile_ms(50)),
         ("req/s at c=8 / FastAPI's >= 0.5", ours8.throughput / base8.throughput, ours8.throughput >= 0.5 * base8.throughput),
         ("errors in all cells == 0", errors, errors == 0),
+        ("seconds from launch to ready, Redis <= 10", startup["bentoml-redis"], startup["bentoml-redis"] <= 10),
     ]
     print("\nacceptance (BentoML on Redis, one customer per request):")
     for label, value, ok in checks:
