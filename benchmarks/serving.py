@@ -17,15 +17,12 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
-import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import redis
 from fastapi import FastAPI
 from pydantic import BaseModel
@@ -35,7 +32,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from benchmarks.load import LoadResult, run_load  # noqa: E402
 from churn.settings import Settings, load_settings  # noqa: E402
-from serving.launch import serve_command, serve_env  # noqa: E402
+from serving.launch import running, serve_command, serve_env  # noqa: E402
 from serving.service import ChurnService, CustomerIds, ScoreResponse  # noqa: E402
 
 API_KEY = "benchmark-key-5e1f0c9d8b7a6f5e"
@@ -92,33 +89,6 @@ def _env(settings: Settings) -> dict[str, str]:
         CHURN_SERVING__API_KEYS=f'["{API_KEY}"]',
         BENTOML_HOME=str((settings.data_dir / "bentoml_home").resolve()),
     )
-
-
-@contextmanager
-def server(command: list[str], env: dict[str, str], ready_url: str, log: Path):
-    """A server process; yields the seconds it took from launch to answering `ready_url` with 200."""
-    began = time.perf_counter()
-    with log.open("w") as out:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"{command[:4]} exited with {proc.returncode}; see {log}")
-            try:
-                if httpx.get(ready_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.perf_counter() - began > 120:
-                raise SystemExit(f"{command[:4]} not ready after 120 s; see {log}")
-            time.sleep(0.1)
-        yield time.perf_counter() - began
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 class ScoreRequest(BaseModel):
@@ -231,7 +201,10 @@ def main() -> None:
     }
     for name, (command, settings, ready_path) in servers.items():
         base = f"http://127.0.0.1:{PORTS[name]}"
-        with server(command, _env(settings), base + ready_path, logs / f"{name}.log") as seconds_to_ready:
+        with running(
+            command, _env(settings), base + ready_path, logs / f"{name}.log",
+            headers={"Authorization": f"Bearer {API_KEY}"}, cwd=ROOT,
+        ) as seconds_to_ready:
             startup[name] = seconds_to_ready
             for size, concurrency in WORKLOADS:
                 results[(name, size, concurrency)] = run_load(

@@ -29,10 +29,15 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from churn.settings import Settings
@@ -68,6 +73,47 @@ def serve_env(settings: Settings, base: Mapping[str, str] | None = None, **extra
         env.setdefault("OTEL_SDK_DISABLED", "true")
     env.update(extra)
     return env
+
+
+@contextmanager
+def running(
+    command: list[str],
+    env: Mapping[str, str],
+    probe_url: str,
+    log: Path,
+    headers: Mapping[str, str] | None = None,
+    within: float = 120,
+    cwd: Path | None = None,
+) -> Iterator[float]:
+    """A server process, output to `log`; yields the seconds from launch until `probe_url` answered 200.
+
+    Raises `RuntimeError` with the end of the log if the process exits or does not answer
+    within `within` seconds; the process is stopped when the block ends.
+    """
+    began = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, cwd=cwd, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+    probe = urllib.request.Request(probe_url, headers=dict(headers or {}))
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{command[:4]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(probe, timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass  # not listening yet, or not ready (a 503 is an HTTPError, a URLError)
+            if time.perf_counter() - began > within:
+                raise RuntimeError(f"{command[:4]} not ready after {within:g} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield time.perf_counter() - began
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def fetch_scoring_models(settings: Settings) -> list[FetchedModel]:

@@ -14,11 +14,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import redis
 
 from churn.settings import Settings
-from serving.launch import serve_command, serve_env
+from serving.launch import running, serve_command, serve_env
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "e2e-test-key-0f1e2d3c4b5a6978"
@@ -46,32 +45,9 @@ def service_env(settings: Settings, bentoml_home: Path, **extra: str) -> dict[st
 def bentoml_service(env: dict[str, str], log: Path, port: int | None = None, ready_within: float = 90):
     """A `bentoml serve serving.service:ChurnService` process; yields its base URL once it answers /healthz."""
     port = port or free_port()
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            serve_command("127.0.0.1", port),
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + ready_within
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"bentoml serve not up after {ready_within} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
+    with running(serve_command("127.0.0.1", port), env, f"{base}/healthz", log, within=ready_within, cwd=ROOT):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 class RedisServer:
