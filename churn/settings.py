@@ -115,6 +115,16 @@ class BuildSettings(BaseModel):
     )
 
 
+class OfflineSettings(BaseModel):
+    """Reads from Feast's offline store (`features/store.historical_features`)."""
+
+    pit_chunk_rows: int = Field(
+        500_000, ge=1,
+        description="Entity rows per point-in-time join call to Feast's offline store; the parts are joined in "
+        "Arrow. Bounds the join's memory: one call over 4.2 M entity rows peaked at 8.2 GB.",
+    )
+
+
 class DaskSettings(BaseModel):
     """Dask mode: where the offline stages run when one machine is not enough (`churn/cluster.py`)."""
 
@@ -174,6 +184,7 @@ class Settings(BaseSettings):
     profit: ProfitSettings = ProfitSettings()
     promotion: PromotionSettings = PromotionSettings()
     build: BuildSettings = BuildSettings()
+    offline: OfflineSettings = OfflineSettings()
     dask: DaskSettings = DaskSettings()
 
     @classmethod

@@ -94,12 +94,15 @@ def model_factory(settings: Settings, client=None) -> Callable[[str], GradientBo
     )
 
 
-def _fit(make_model: Callable[[str], GradientBoostedModel], task: str, frame: pd.DataFrame, target: str, cutoffs: list, features: list[str]):
+def _fit(
+    make_model: Callable[[str], GradientBoostedModel], task: str, frame: pd.DataFrame, target: str, cutoffs: list, features: list[str]
+) -> tuple[GradientBoostedModel, int, pd.DataFrame]:
+    """Fit on the early cutoffs, stop early on the second-to-last; return the model, its row count and the latest cutoff's rows."""
     train, stop, test = _split(frame, cutoffs)
     model = make_model(task).fit(
         train, train[target].to_numpy(), stop, stop[target].to_numpy(), features
     )
-    return model, train, test
+    return model, len(train), test
 
 
 def _shuffled(labels: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -136,17 +139,25 @@ def train(
     if shuffle_labels:
         churn_labels = _shuffled(churn_labels, settings.simulation.seed)
 
-    step("point-in-time training sets (Feast)")
+    # One training set at a time, each freed once its model is fitted: the CLV fit needs only
+    # its own set, and the churn backtest needs the CLV model (its CLV-weighted profit metric).
+    step("point-in-time training set for the CLV model (Feast)")
     churn_features = feature_names(cfg.feature_service)
     clv_features = feature_names(CLV_SERVICE)
-    churn_frame = training_set(settings, churn_labels[["customer_id", "event_timestamp", "churned"]], cfg.feature_service)
     clv_frame = training_set(settings, clv_labels[["customer_id", "event_timestamp", "future_revenue"]], CLV_SERVICE)
-    check_features(churn_frame, churn_features, f"churn training set ({cfg.feature_service})")
     check_features(clv_frame, clv_features, f"CLV training set ({CLV_SERVICE})")
+    clv_fingerprint = fingerprint(clv_frame)
 
     step("fit CLV model")
-    clv_model, clv_train, clv_test = _fit(make_model, "clv", clv_frame, "future_revenue", clv_cutoffs, clv_features)
+    clv_model, n_clv_train, clv_test = _fit(make_model, "clv", clv_frame, "future_revenue", clv_cutoffs, clv_features)
+    del clv_frame
     v_metrics = clv_metrics(clv_test["future_revenue"].to_numpy(), clv_model.predict(clv_test))
+
+    step("point-in-time training set for the churn model (Feast)")
+    churn_frame = training_set(settings, churn_labels[["customer_id", "event_timestamp", "churned"]], cfg.feature_service)
+    del labels, churn_labels, clv_labels
+    check_features(churn_frame, churn_features, f"churn training set ({cfg.feature_service})")
+    churn_fingerprint = fingerprint(churn_frame)
 
     def clv_of(frame: pd.DataFrame) -> np.ndarray:
         return np.maximum(clv_model.predict(frame), 0.0)
@@ -156,6 +167,7 @@ def train(
         churn_frame, churn_cutoffs, churn_features, cfg.backtest_folds, cfg.num_boost_round, clv_of,
         settings.profit, cfg.calibration_bins, make_model=make_model,
     )
+    del churn_frame
     latest = backtest.latest
     churn_model, churn_test = latest.model, latest.test
     c_metrics = {k: float(v) for k, v in backtest.table.iloc[-2].items() if k not in ("test_cutoff", "calibration")}
@@ -206,7 +218,7 @@ def train(
                 "churn_best_iteration": churn_model.best_iteration_,
                 "clv_best_iteration": clv_model.best_iteration_,
                 "churn_train_rows": latest.n_fit_rows,
-                "clv_train_rows": len(clv_train),
+                "clv_train_rows": n_clv_train,
                 **{f"profit_{k}": v for k, v in settings.profit.model_dump().items()},
                 **{f"lgb_{k}": v for k, v in churn_model.lgb_params().items() if k not in ("objective", "metric")},
             }
@@ -228,8 +240,8 @@ def train(
             {
                 "feature_service.churn": cfg.feature_service,
                 "feature_service.clv": CLV_SERVICE,
-                "data_fingerprint.churn": fingerprint(churn_frame),
-                "data_fingerprint.clv": fingerprint(clv_frame),
+                "data_fingerprint.churn": churn_fingerprint,
+                "data_fingerprint.clv": clv_fingerprint,
                 "lightgbm_version": lgb.__version__,
                 "python_version": platform.python_version(),
             }
