@@ -119,9 +119,15 @@ class OfflineSettings(BaseModel):
     """Reads from Feast's offline store (`features/store.historical_features`)."""
 
     pit_chunk_rows: int = Field(
-        500_000, ge=1,
+        250_000, ge=1,
         description="Entity rows per point-in-time join call to Feast's offline store; the parts are joined in "
-        "Arrow. Bounds the join's memory: one call over 4.2 M entity rows peaked at 8.2 GB.",
+        "Arrow. A call's memory grows with its rows, its time hardly depends on the split: at 1,000,000 customers "
+        "500,000 rows held 2.9 GB, 250,000 rows 0.6 GB, at the same rows per second.",
+    )
+    memory_limit: str = Field(
+        "2GB",
+        description="DuckDB memory limit of Feast's offline store in the process that runs a join of more than one "
+        "part (past it DuckDB spills to disk; its default is 80 % of the machine).",
     )
 
 

@@ -87,7 +87,8 @@ def asof_features(
     con.execute("CREATE TEMP TABLE stamps AS SELECT DISTINCT event_timestamp AS ts FROM entity_rows")
     few = con.execute("SELECT count(*) FROM stamps").fetchall()[0][0] <= _FEW_STAMPS
     query = _pit_query(tables_dir, "entity_rows", ttl, "".join(f", e.{c}" for c in extra), stamps="stamps" if few else None)
-    out = con.execute(f"{query} ORDER BY e._row").df()
+    # through Arrow, as `historical_features` does: equal strings shared, not a Python object per value
+    out = con.sql(f"{query} ORDER BY e._row").to_arrow_table().to_pandas(self_destruct=True)
     con.close()
     if len(out) != len(frame):
         raise DataError(f"ASOF join returned {len(out)} rows for {len(frame)} entity rows")

@@ -7,6 +7,10 @@ Offline store: DuckDB over the Parquet tables; online store: SQLite, or Redis wh
 
 from __future__ import annotations
 
+import multiprocessing
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from pathlib import Path
 
@@ -111,14 +115,52 @@ def historical_features(
     Returns one row per entity row, in the same order, with extra columns kept.
 
     Feast joins at most `chunk_rows` entity rows per call (default `offline.pit_chunk_rows`):
-    each row's join is independent of the others, so the parts are the same rows a single call
-    returns, while the join's working memory stays that of one part (one call over 4.2 M rows
-    held 8.2 GB). The parts stay Arrow tables until one conversion to pandas at the end, which
-    shares equal strings instead of a Python object per value.
+    each row's join is independent of the others, so the parts are the rows one call returns.
+    A join of more than one part runs in a child process, which hands its result over as an
+    Arrow file: the memory DuckDB and Arrow keep for reuse after a join (measured: about 5 GB
+    after a 5.6 M-row training set at 1,000,000 customers, for a 1.5 GB frame) goes with the
+    process instead of staying under the model fits that follow. Like any code that starts
+    processes, a script calling this at that size needs the `if __name__ == "__main__":` guard.
     """
+    chunk = chunk_rows or settings.offline.pit_chunk_rows
+    if len(entity_df) <= chunk:
+        return _joined(settings, entity_df, services, chunk).to_pandas(self_destruct=True)
+    scratch = settings.data_dir / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="pit-") as folder:
+        path = Path(folder) / "features.arrow"
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            try:
+                pool.submit(_join_to_file, settings, entity_df, services, chunk, str(path)).result()
+            except BrokenProcessPool as exc:
+                raise DataError(
+                    f"feature services {services!r}: the point-in-time join of {len(entity_df):,} entity rows "
+                    f"died in its process (out of memory? lower offline.pit_chunk_rows, now {chunk:,})"
+                ) from exc
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_file(source).read_all().to_pandas(self_destruct=True)
+
+
+def _join_to_file(settings: Settings, entity_df: pd.DataFrame, services: str | list[str], chunk: int, path: str) -> None:
+    """`_joined`, written to an Arrow IPC file (the child process's side of `historical_features`).
+
+    Feast's DuckDB store runs on ibis's default backend: in this process of its own it gets a
+    memory limit and a spill folder (at 1,000,000 customers a 500,000-row part peaked 2.9 GB
+    without, 1.3 GB with 1 GB, in the same time).
+    """
+    import ibis
+
+    spill = Path(path).parent / "spill"
+    ibis.set_backend(ibis.duckdb.connect(memory_limit=settings.offline.memory_limit, temp_directory=str(spill)))
+    table = _joined(settings, entity_df, services, chunk)
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def _joined(settings: Settings, entity_df: pd.DataFrame, services: str | list[str], chunk: int) -> pa.Table:
+    """Feast's point-in-time join in parts of `chunk` entity rows, concatenated in entity order."""
     store = feature_store(settings)
     refs = feature_refs(store, services)
-    chunk = chunk_rows or settings.offline.pit_chunk_rows
     frame = entity_df.reset_index(drop=True)
     parts = []
     for start in range(0, max(len(frame), 1), chunk):
@@ -131,9 +173,7 @@ def historical_features(
             )
         parts.append(table)
     table = pa.concat_tables(parts)
-    del parts
-    table = table.take(pc.sort_indices(table["_row"])).drop_columns(["_row"])
-    return table.to_pandas(self_destruct=True)
+    return table.take(pc.sort_indices(table["_row"])).drop_columns(["_row"])
 
 
 def active_customers(settings: Settings, as_of: datetime) -> pd.DataFrame:
