@@ -167,9 +167,9 @@ class _Encoder:
         return keys
 
     def values(
-        self, name: str, column: pa.Array, value_type, text: bool = True
+        self, name: str, column: pa.Array, value_type, text: bool = True, prefix: bytes = b""
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(serialized Value bytes, value_text, the bytes as a Redis bulk string) per row of one feature.
+        """(serialized Value bytes, value_text, `prefix` + the bytes as a Redis bulk string) per row of one feature.
 
         Feast converts `column.to_numpy(zero_copy_only=False)` (nulls become NaN or None);
         so do we, on the distinct values only. `text=False` skips value_text (only SQLite has it).
@@ -191,10 +191,13 @@ class _Encoder:
                 blob = proto.SerializeToString()
                 cache[keys[i]] = (blob, extract_text_and_num(proto, False)[0] if text else None, resp_bulk(blob))
         found = [cache[k] for k in keys] or [(b"", None, b"")]
-        return tuple(np.array([entry[j] for entry in found], dtype=object)[codes] for j in range(3))
+        blobs, texts, resp = (np.array([entry[j] for entry in found], dtype=object) for j in range(3))
+        if prefix:
+            resp = np.array([prefix + r for r in resp.tolist()], dtype=object)
+        return blobs[codes], texts[codes], resp[codes]
 
-    def resp_values(self, name: str, column: pa.Array, value_type) -> np.ndarray:
-        """Per row of one feature, its serialized Value as a Redis bulk string (what `values` returns third).
+    def resp_values(self, name: str, column: pa.Array, value_type, prefix: bytes = b"") -> np.ndarray:
+        """Per row of one feature, `prefix` + its serialized Value as a Redis bulk string (what `values` returns third).
 
         A double column is encoded with NumPy: Feast's bytes for a double are the tag of
         `double_val` and its 8 little-endian bytes (an empty Value for NaN), checked against
@@ -204,26 +207,27 @@ class _Encoder:
         """
         array = column.to_numpy(zero_copy_only=False)
         if value_type != ValueType.DOUBLE or array.dtype != np.float64 or not len(array):
-            return self.values(name, column, value_type, text=False)[2]
+            return self.values(name, column, value_type, text=False, prefix=prefix)[2]
         n = len(array)
-        packed = np.empty((n, len(_DOUBLE_RESP_HEAD) + 10), dtype=np.uint8)
-        packed[:, : len(_DOUBLE_RESP_HEAD)] = np.frombuffer(_DOUBLE_RESP_HEAD, dtype=np.uint8)
-        packed[:, len(_DOUBLE_RESP_HEAD) : -2] = array.astype("<f8").view(np.uint8).reshape(n, 8)
+        head = prefix + _DOUBLE_RESP_HEAD
+        packed = np.empty((n, len(head) + 10), dtype=np.uint8)
+        packed[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
+        packed[:, len(head) : -2] = array.astype("<f8").view(np.uint8).reshape(n, 8)
         packed[:, -2:] = np.frombuffer(b"\r\n", dtype=np.uint8)
         out = packed.view(f"S{packed.shape[1]}").ravel().astype(object)  # ends in \n: nothing stripped
         nan = np.isnan(array)
-        out[nan] = _EMPTY_RESP
+        out[nan] = prefix + _EMPTY_RESP
         if name not in self._checked:
-            head = np.flatnonzero(~nan)[:3].tolist() + np.flatnonzero(nan)[:1].tolist()
-            feast = python_values_to_proto_values(array[head], value_type)
-            if [resp_bulk(p.SerializeToString()) for p in feast] != out[head].tolist():
+            rows = np.flatnonzero(~nan)[:3].tolist() + np.flatnonzero(nan)[:1].tolist()
+            feast = python_values_to_proto_values(array[rows], value_type)
+            if [prefix + resp_bulk(p.SerializeToString()) for p in feast] != out[rows].tolist():
                 raise DataError(f"feature {name!r}: encoded doubles differ from Feast's serialization")
             self._checked.add(name)
         return out
 
     @staticmethod
-    def timestamps(column: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(serialized protobuf Timestamp, naive UTC datetime, the bytes as a Redis bulk string) per row; None where null."""
+    def timestamps(column: pa.Array, prefix: bytes = b"") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(serialized protobuf Timestamp, naive UTC datetime, `prefix` + the bytes as a Redis bulk string) per row; None where null."""
         micros = column.cast(pa.int64()).to_numpy(zero_copy_only=False)
         codes, uniques = pd.factorize(micros, use_na_sentinel=True)
         blobs, naive = [], []
@@ -233,7 +237,7 @@ class _Encoder:
             stamp.FromDatetime(moment)
             blobs.append(stamp.SerializeToString())
             naive.append(moment.replace(tzinfo=None))
-        resp = np.array([resp_bulk(b) for b in blobs] + [None], dtype=object)
+        resp = np.array([prefix + resp_bulk(b) for b in blobs] + [None], dtype=object)
         blobs, naive = np.array(blobs + [None], dtype=object), np.array(naive + [None], dtype=object)
         return blobs[codes], naive[codes], resp[codes]
 
@@ -288,27 +292,33 @@ class _RedisWriter:
         ids = batch.column(JOIN_KEY).to_numpy()
         keys = self._encoder.resp_keys(ids, self._project)
         n = len(keys)
-        # One HSET per customer, as RESP pieces (every value is encoded once per distinct value,
-        # so a whole batch is packed by one bytes join). A view without a row is left out.
-        pieces: list[list[np.ndarray]] = []  # per view: [ts field, ts, field, value, ...]
+        # One HSET per customer, as RESP pieces, each a field name and its value (every value is
+        # encoded once per distinct value, so a whole batch is packed by one bytes join, whose
+        # cost grows with the number of pieces). A view without a row is left out.
+        pieces: list[list[np.ndarray]] = []  # per view: [ts field + ts, field + value, ...]
         present = []
         for view in self._views:
-            stamps, _, resp_stamps = self._encoder.timestamps(batch.column(f"_ts_{view.name}"))
+            stamps, _, resp_stamps = self._encoder.timestamps(
+                batch.column(f"_ts_{view.name}"), prefix=resp_bulk(self._ts_fields[view.name])
+            )
             present.append(stamps != None)  # noqa: E711  (elementwise test on an object array)
-            columns = [np.full(n, resp_bulk(self._ts_fields[view.name]), dtype=object), resp_stamps]
+            columns = [resp_stamps]
             for field, feature in zip(self._fields[view.name], view.features):
-                encoded = self._encoder.resp_values(feature.name, batch.column(feature.name), feature.dtype.to_value_type())
-                columns += [np.full(n, resp_bulk(field), dtype=object), encoded]
+                columns.append(
+                    self._encoder.resp_values(
+                        feature.name, batch.column(feature.name), feature.dtype.to_value_type(), prefix=resp_bulk(field)
+                    )
+                )
             pieces.append(columns)
         present = np.column_stack(present)
         complete = present.all(axis=1)
-        width = 2 + sum(len(columns) for columns in pieces)
+        width = 2 + 2 * sum(len(columns) for columns in pieces)  # RESP arguments: HSET, key, field-value pairs
         head = [np.full(n, b"*%d\r\n%b" % (width, resp_bulk(b"HSET")), dtype=object), keys]
         matrix = np.column_stack(head + [c for columns in pieces for c in columns])
         chunks = [b"".join(matrix[complete].ravel().tolist())]
         for i in np.flatnonzero(~complete & present.any(axis=1)):  # rare: some views have no row
             kept = [piece[i] for view_ok, columns in zip(present[i], pieces) if view_ok for piece in columns]
-            chunks.append(b"*%d\r\n%b" % (2 + len(kept), resp_bulk(b"HSET")) + head[1][i] + b"".join(kept))
+            chunks.append(b"*%d\r\n%b" % (2 + 2 * len(kept), resp_bulk(b"HSET")) + head[1][i] + b"".join(kept))
         self._wait()
         self._pending = self._sender.submit(self._send, chunks, len(chunks) - 1 + int(complete.sum()))
 
