@@ -7,7 +7,8 @@ memory of this process and its children while it ran (sampled every 50 ms).
 
 Baselines measured in the same run, printed side by side:
 - our PIT training set (Feast's DuckDB offline store) vs a hand-written DuckDB ASOF JOIN on
-  the same entity rows (values compared, rows counted);
+  the same entity rows (values compared, rows counted); the baseline runs in a child process,
+  as ours does at this size, and is timed there around the join alone;
 - Feast's DuckDB store vs Feast's Dask (file) store on a sample of `--dask-rows` entity rows
   (the Dask store takes about a second per thousand rows here, so not the full frame);
 - chunked batch scoring (reading features included) vs raw `Booster.predict` of both models

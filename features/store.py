@@ -8,6 +8,8 @@ Offline store: DuckDB over the Parquet tables; online store: SQLite, or Redis wh
 from __future__ import annotations
 
 import multiprocessing
+import os
+import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -129,7 +131,9 @@ def historical_features(
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch, prefix="pit-") as folder:
         path = Path(folder) / "features.arrow"
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_end_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             try:
                 pool.submit(_join_to_file, settings, entity_df, services, chunk, str(path)).result()
             except BrokenProcessPool as exc:
@@ -139,6 +143,21 @@ def historical_features(
                 ) from exc
         with pa.memory_map(str(path)) as source:
             return pa.ipc.open_file(source).read_all().to_pandas(self_destruct=True)
+
+
+def _end_with_parent(parent: int) -> None:
+    """Start of the join's process: on Linux, have the kernel end it when its parent dies.
+
+    A pool's process otherwise outlives a killed parent, waiting for work that never comes
+    while it holds the memory of its last join (seen: 4.8 GB for 26 minutes).
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the call above
+            os._exit(1)
 
 
 def _join_to_file(settings: Settings, entity_df: pd.DataFrame, services: str | list[str], chunk: int, path: str) -> None:

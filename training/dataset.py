@@ -45,12 +45,14 @@ def _raw(con: duckdb.DuckDBPyConnection, raw_dir: Path) -> None:
 def label_frame(raw_dir: Path, cutoffs: list[datetime], horizon_days: int, clv_horizon_days: int) -> pd.DataFrame:
     """One row per customer active at each cutoff, with both targets.
 
+    A cutoff listed twice counts once (the churn and CLV cutoffs of a run overlap when the CLV
+    horizon is short, e.g. 91 days: `train` asks for both lists at once).
     Returns columns: customer_id, event_timestamp (the cutoff), churned (0/1), future_revenue.
     """
     con = duckdb.connect()
     con.execute("SET TimeZone='UTC'")
     _raw(con, raw_dir)
-    con.register("cutoffs", pd.DataFrame({"cutoff": pd.to_datetime(cutoffs, utc=True)}))
+    con.register("cutoffs", pd.DataFrame({"cutoff": pd.to_datetime(cutoffs, utc=True).unique()}))
     frame = con.execute(
         f"""
         WITH gone AS (

@@ -120,6 +120,14 @@ def test_labels_at_several_cutoffs(raw_dir):
     assert len(labels) == 8
 
 
+def test_a_cutoff_listed_twice_counts_once(raw_dir):
+    """`train` asks for the churn and the CLV cutoffs at once; with a short CLV horizon they overlap."""
+    once = label_frame(raw_dir, [CUTOFF, LATER], HORIZON, CLV_HORIZON)
+    twice = label_frame(raw_dir, [CUTOFF, LATER, CUTOFF], HORIZON, CLV_HORIZON)
+    pd.testing.assert_frame_equal(twice, once)
+    assert not twice.duplicated(["customer_id", "event_timestamp"]).any()
+
+
 def test_labels_have_integer_churn_and_float_revenue(raw_dir):
     labels = label_frame(raw_dir, [CUTOFF], HORIZON, CLV_HORIZON)
     assert set(labels["churned"].unique()) <= {0, 1}

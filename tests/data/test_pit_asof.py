@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pandas as pd
+import psutil
 
 from features.definitions import VIEW_COLUMNS
 from features.pit import active_feature_batches, asof_features
@@ -51,6 +58,42 @@ def test_join_in_parts_equals_one_join(engine):
     pd.testing.assert_frame_equal(parts, whole)
     assert (parts["row_id"].to_numpy() == entity["row_id"].to_numpy()).all()  # entity order kept
     assert parts["plan"].notna().sum() > 3_000
+
+
+JOIN_SCRIPT = """
+import pandas as pd
+from churn.settings import load_settings
+from features.store import historical_features
+
+if __name__ == "__main__":
+    settings = load_settings()
+    rows = pd.read_parquet(settings.feature_tables_dir / "behavioral.parquet", columns=["customer_id", "event_timestamp"])
+    # a small entity frame (handed over at once) in parts of 2 rows: a join that lasts minutes
+    historical_features(settings, rows.head(4_000), "churn_model_v1", chunk_rows=2)
+"""
+
+
+def test_join_process_ends_with_its_parent(engine, tmp_path):
+    """A join in parts runs in a child process; killing the parent mid-join must not leave it running."""
+    script = tmp_path / "join.py"
+    script.write_text(JOIN_SCRIPT)
+    env = {**os.environ, "CHURN_DATA_DIR": str(engine.settings.data_dir.resolve())}
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        workers = []
+        while not workers and parent.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            workers = [c for c in psutil.Process(parent.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+        assert workers, "the join did not start a process of its own"
+        time.sleep(10)  # past its start (imports), joining the first of 2,000 parts
+        parent.kill()
+        assert parent.wait() == -signal.SIGKILL  # killed mid-join, not finished
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"join process {[p.pid for p in alive]} outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
 
 
 def test_active_batches_are_the_point_in_time_rows_at_as_of(engine):
