@@ -58,6 +58,8 @@ class PeakMemory:
         self._every = every
         self.peak = 0
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._stage = 0
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -72,11 +74,17 @@ class PeakMemory:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
+            stage = self._stage
+            rss = self._rss()
+            with self._lock:  # a sample taken before `reset` must not carry the last stage's peak into the next
+                if stage == self._stage:
+                    self.peak = max(self.peak, rss)
             time.sleep(self._every)
 
     def reset(self) -> None:
-        self.peak = self._rss()
+        with self._lock:
+            self._stage += 1
+            self.peak = self._rss()
 
     def stop(self) -> None:
         self._stop.set()
