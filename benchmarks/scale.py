@@ -220,19 +220,16 @@ def run(args: argparse.Namespace) -> None:
         _feast_stores(args, settings, entity)
 
 
-def _asof_join_to_file(tables_dir: str, entity: pd.DataFrame, path: str) -> float:
-    """The hand-written ASOF join in a process of its own: its time, and its rows in an Arrow file."""
+def _timed_asof_join(tables_dir: Path, entity: pd.DataFrame):
+    """The hand-written ASOF join (in a process of its own): its rows as Arrow, and its seconds."""
     import pyarrow as pa
 
     from features.pit import asof_features
 
     start = time.perf_counter()
-    out = asof_features(Path(tables_dir), entity)
+    out = asof_features(tables_dir, entity)
     seconds = time.perf_counter() - start
-    table = pa.Table.from_pandas(out, preserve_index=False)
-    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-    return seconds
+    return pa.Table.from_pandas(out, preserve_index=False), seconds
 
 
 def _asof_baseline(settings, entity: pd.DataFrame) -> tuple[pd.DataFrame, float]:
@@ -244,18 +241,9 @@ def _asof_baseline(settings, entity: pd.DataFrame) -> tuple[pd.DataFrame, float]
     the child, around the join only, so the ratio does not charge it the process start that
     ours pays.
     """
-    import multiprocessing
-    import tempfile
-    from concurrent.futures import ProcessPoolExecutor
+    from churn.child import frame_from_child
 
-    import pyarrow as pa
-
-    with tempfile.TemporaryDirectory(dir=settings.data_dir) as folder:
-        path = str(Path(folder) / "asof.arrow")
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            seconds = pool.submit(_asof_join_to_file, str(settings.feature_tables_dir), entity, path).result()
-        with pa.memory_map(path) as source:
-            return pa.ipc.open_file(source).read_all().to_pandas(self_destruct=True), seconds
+    return frame_from_child(_timed_asof_join, (settings.feature_tables_dir, entity), settings.data_dir / "scratch")
 
 
 def _feast_stores(args: argparse.Namespace, settings, entity: pd.DataFrame) -> None:

@@ -7,11 +7,7 @@ Offline store: DuckDB over the Parquet tables; online store: SQLite, or Redis wh
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +19,7 @@ import pyarrow.compute as pc
 import yaml
 from feast import FeatureStore
 
+from churn.child import frame_from_child
 from churn.errors import DataError
 from churn.settings import Settings
 from features.definitions import (
@@ -127,41 +124,18 @@ def historical_features(
     chunk = chunk_rows or settings.offline.pit_chunk_rows
     if len(entity_df) <= chunk:
         return _joined(settings, entity_df, services, chunk).to_pandas(self_destruct=True)
-    scratch = settings.data_dir / "scratch"
-    scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch, prefix="pit-") as folder:
-        path = Path(folder) / "features.arrow"
-        with ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_end_with_parent, initargs=(os.getpid(),)
-        ) as pool:
-            try:
-                pool.submit(_join_to_file, settings, entity_df, services, chunk, str(path)).result()
-            except BrokenProcessPool as exc:
-                raise DataError(
-                    f"feature services {services!r}: the point-in-time join of {len(entity_df):,} entity rows "
-                    f"died in its process (out of memory? lower offline.pit_chunk_rows, now {chunk:,})"
-                ) from exc
-        with pa.memory_map(str(path)) as source:
-            return pa.ipc.open_file(source).read_all().to_pandas(self_destruct=True)
+    try:
+        frame, _ = frame_from_child(_joined_apart, (settings, entity_df, services, chunk), settings.data_dir / "scratch")
+    except BrokenProcessPool as exc:
+        raise DataError(
+            f"feature services {services!r}: the point-in-time join of {len(entity_df):,} entity rows "
+            f"died in its process (out of memory? lower offline.pit_chunk_rows, now {chunk:,})"
+        ) from exc
+    return frame
 
 
-def _end_with_parent(parent: int) -> None:
-    """Start of the join's process: on Linux, have the kernel end it when its parent dies.
-
-    A pool's process otherwise outlives a killed parent, waiting for work that never comes
-    while it holds the memory of its last join (seen: 4.8 GB for 26 minutes).
-    """
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before the call above
-            os._exit(1)
-
-
-def _join_to_file(settings: Settings, entity_df: pd.DataFrame, services: str | list[str], chunk: int, path: str) -> None:
-    """`_joined`, written to an Arrow IPC file (the child process's side of `historical_features`).
+def _joined_apart(settings: Settings, entity_df: pd.DataFrame, services: str | list[str], chunk: int) -> tuple[pa.Table, None]:
+    """`_joined` in the child process of `historical_features` (`churn.child.frame_from_child`).
 
     Feast's DuckDB store runs on ibis's default backend: in this process of its own it gets a
     memory limit and a spill folder (at 1,000,000 customers a 500,000-row part peaked 2.9 GB
@@ -169,11 +143,9 @@ def _join_to_file(settings: Settings, entity_df: pd.DataFrame, services: str | l
     """
     import ibis
 
-    spill = Path(path).parent / "spill"
-    ibis.set_backend(ibis.duckdb.connect(memory_limit=settings.offline.memory_limit, temp_directory=str(spill)))
-    table = _joined(settings, entity_df, services, chunk)
-    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
+    with tempfile.TemporaryDirectory(dir=settings.data_dir / "scratch", prefix="spill-") as spill:
+        ibis.set_backend(ibis.duckdb.connect(memory_limit=settings.offline.memory_limit, temp_directory=spill))
+        return _joined(settings, entity_df, services, chunk), None
 
 
 def _joined(settings: Settings, entity_df: pd.DataFrame, services: str | list[str], chunk: int) -> pa.Table:
