@@ -24,9 +24,7 @@ from churn.errors import DataError
 from churn.settings import Settings
 from features.build import raw_as_of
 from features.pit import active_arrow_batches
-from serving.policy import risk_band_of, segment_of
 from serving.scoring import Scorer
-from training.calibration import apply_map
 from training.dataset import NULLABLE_FEATURES
 
 @dataclass(frozen=True)
@@ -126,20 +124,13 @@ def score_arrow(scorer: Scorer, batch: pa.RecordBatch) -> pa.Table:
         x_churn, x_clv = matrix(scorer.churn), matrix(scorer.clv)
     except _NotPlain:
         return pa.Table.from_pandas(scorer.score(batch.to_pandas()), preserve_index=False)
-    probability = apply_map(scorer.churn.extra["calibration"], scorer.churn.booster.predict(x_churn))
-    clv = np.maximum(scorer.clv.booster.predict(x_clv), 0.0)
-    n = batch.num_rows
-    scores = {
-        "churn_probability": pa.array(probability),
-        "clv": pa.array(clv),
-        "segment": pa.array(segment_of(clv, scorer.clv.extra["segment_edges"]).astype(object), pa.string()),
-        "risk_band": pa.array(risk_band_of(probability, scorer.catalog.risk_bands).astype(object), pa.string()),
-        "model_version": pa.array([scorer.model_version] * n, pa.string()),
-    }
+    scores = scorer.scores(x_churn, x_clv)
     table = pa.Table.from_batches([batch])
-    for name, column in scores.items():
-        table = table.append_column(name, column)
-    return table
+    for name in ("churn_probability", "clv"):
+        table = table.append_column(name, pa.array(scores[name]))
+    for name in ("segment", "risk_band"):
+        table = table.append_column(name, pa.array(np.asarray(scores[name]).astype(object), pa.string()))
+    return table.append_column("model_version", pa.array([scorer.model_version] * batch.num_rows, pa.string()))
 
 
 def score_all_dask(

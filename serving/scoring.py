@@ -78,17 +78,27 @@ class Scorer:
         """
         check_features(features, self.churn.feature_names, f"scoring with {self.churn.label}")
         check_features(features, self.clv.feature_names, f"scoring with {self.clv.label}")
-        raw = self.churn.booster.predict(to_matrix(features, self.churn.feature_names, self.churn.categories))
-        # calibrated on held-out data at training time: a 0.2 means about 2 in 10 such customers leave
-        probability = apply_map(self.churn.extra["calibration"], raw)
-        clv = self.clv.booster.predict(to_matrix(features, self.clv.feature_names, self.clv.categories))
         out = features.copy()
-        out["churn_probability"] = probability
-        out["clv"] = np.maximum(clv, 0.0)
-        out["segment"] = segment_of(out["clv"].to_numpy(), self.clv.extra["segment_edges"])
-        out["risk_band"] = risk_band_of(probability, self.catalog.risk_bands)
+        scores = self.scores(
+            to_matrix(features, self.churn.feature_names, self.churn.categories),
+            to_matrix(features, self.clv.feature_names, self.clv.categories),
+        )
+        for name, values in scores.items():
+            out[name] = values
         out["model_version"] = self.model_version
         return out
+
+    def scores(self, x_churn: np.ndarray, x_clv: np.ndarray) -> dict[str, np.ndarray]:
+        """churn_probability, clv, segment and risk_band from both models' input matrices (rows aligned)."""
+        # calibrated on held-out data at training time: a 0.2 means about 2 in 10 such customers leave
+        probability = apply_map(self.churn.extra["calibration"], self.churn.booster.predict(x_churn))
+        clv = np.maximum(self.clv.booster.predict(x_clv), 0.0)
+        return {
+            "churn_probability": probability,
+            "clv": clv,
+            "segment": segment_of(clv, self.clv.extra["segment_edges"]),
+            "risk_band": risk_band_of(probability, self.catalog.risk_bands),
+        }
 
     def reasons(self, features: pd.DataFrame, top: int = 3) -> list[list[Reason]]:
         """Up to `top` reasons per row why its churn risk is high, from the churn model's SHAP contributions.
