@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from benchmarks.load import LoadResult, run_load  # noqa: E402
+from churn import clock  # noqa: E402
 from churn.settings import Settings, load_settings  # noqa: E402
 from serving.launch import running, serve_command, serve_env  # noqa: E402
 from serving.service import ChurnService, CustomerIds, ScoreResponse  # noqa: E402
@@ -69,8 +70,10 @@ def prepare(workdir: Path, customers: int, redis_url: str) -> Engines:
         train(sqlite)
         ready_mark.touch()
     as_of = raw_as_of(sqlite.raw_dir)
+    sqlite = clock.pinned(sqlite, as_of)  # both services decide at the end of the data, on any date
     on_redis = load_settings(
-        data_dir=workdir / "redis-data", mlruns_dir=workdir / "mlruns", online_store="redis", redis_url=redis_url
+        data_dir=workdir / "redis-data", mlruns_dir=workdir / "mlruns", online_store="redis", redis_url=redis_url,
+        now=as_of,
     )
     on_redis.ensure_dirs()
     for table in sqlite.feature_tables_dir.glob("*.parquet"):

@@ -20,6 +20,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from churn import clock
+from churn.clock import utc
 from churn.errors import ChurnError, ConfigError
 from churn.settings import Settings, load_settings
 
@@ -49,7 +51,10 @@ def _quiet_libraries() -> None:
 
 AsOf = Annotated[
     datetime | None,
-    typer.Option(help="Scoring date (UTC midnight, on a weekly snapshot); default: the end of the raw data."),
+    typer.Option(
+        help="Scoring date (UTC midnight, on a weekly snapshot); default: the latest snapshot at the engine's "
+        "clock (setting `now`, CHURN_NOW; the wall clock when unset), refused when older than the features' TTL."
+    ),
 ]
 
 
@@ -84,11 +89,7 @@ def _settings() -> Settings:
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    from datetime import timezone
-
-    if value is None:
-        return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return None if value is None else utc(value)
 
 
 # ---------------------------------------------------------------- simulate
@@ -375,7 +376,7 @@ def _score_contract(settings: Settings, as_of: datetime | None) -> None:
 @_fails_cleanly
 def score(as_of: AsOf = None) -> None:
     """Score every active customer with the champion models."""
-    from features.build import raw_as_of
+    from features.store import latest_snapshot
     from serving.bulk_scoring import score_all, score_all_dask
     from serving.scoring import Scorer
 
@@ -383,7 +384,7 @@ def score(as_of: AsOf = None) -> None:
     if settings.uses_ingested_data:
         _score_contract(settings, _utc(as_of))
         return
-    when = _utc(as_of) or raw_as_of(settings.raw_dir)
+    when = _utc(as_of) or latest_snapshot(settings, clock.now(settings))
     with _dask_or_none(settings) as client, _step("score active customers (in chunks)"):
         scorer = Scorer.load(settings)
         result = score_all(settings, scorer, when) if client is None else score_all_dask(client, settings, scorer, when)
@@ -445,7 +446,7 @@ def outcomes(
                 recorded = ingest_simulated(settings, ledger, campaign)
                 console.print(f"  campaign {campaign}: {len(recorded):,} outcomes from the simulator")
             else:
-                new = ingest_file(ledger, from_file)
+                new = ingest_file(settings, ledger, from_file)
                 console.print(f"  {new:,} new outcomes from {from_file}")
     finally:
         ledger.close()
@@ -522,9 +523,14 @@ def demo(
     customers: Annotated[int | None, typer.Option(help="Customers to simulate (default from settings).")] = None,
 ) -> None:
     """Run the whole path on simulated data: simulate -> features -> train -> interventions."""
+    from features.build import raw_as_of
+
     settings = _settings()
     start = time.perf_counter()
     _simulate(settings, customers, None, None)
+    # the demo's clock reads the end of its simulated data (unless `now` is set): it decides the same on any date
+    settings = clock.pinned(settings, raw_as_of(settings.raw_dir))
+    console.print(f"  the engine's clock reads {settings.now:%Y-%m-%d %H:%M} UTC (setting `now`)")
     _build(settings)
     _apply(settings)
     _materialize(settings, None)
@@ -541,8 +547,8 @@ def demo(
     console.print(f"  intervention list [bold]{run.list_csv.resolve()}[/]")
     console.print(f"  decision ledger   {settings.resolved_ledger_url}")
     console.print(
-        "Start the service with [bold]CHURN_SERVING__API_KEYS='[\"'$KEY'\"]' .venv/bin/churn serve[/] "
-        "(KEY: any secret of 16+ characters) and try:"
+        f"Start the service at the demo's clock with [bold]CHURN_NOW={settings.now:%Y-%m-%dT%H:%M:%SZ} "
+        "CHURN_SERVING__API_KEYS='[\"'$KEY'\"]' .venv/bin/churn serve[/] (KEY: any secret of 16+ characters) and try:"
     )
     import pandas as pd
 

@@ -10,11 +10,11 @@ needs them.
 from __future__ import annotations
 
 import os
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,6 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from churn.clock import utc
 from churn.errors import ConfigError
 
 _CONFIG_ENV = "CHURN_CONFIG"
@@ -184,6 +185,12 @@ class Settings(BaseSettings):
     ledger_url: str | None = Field(None, description="SQLAlchemy URL of the decision ledger; default SQLite in data_dir.")
     actions_path: Path | None = Field(None, description="Action catalog YAML; default the packaged serving/actions.yaml.")
     campaign: str | None = Field(None, description="Campaign id for intervention runs; default 'run-<as-of date>'.")
+    now: datetime | None = Field(
+        None,
+        description="The engine's business 'now' (decisions, cooldowns, default campaign ids, outcome horizons, "
+        "feature staleness): unset, the wall clock; set (CHURN_NOW=2026-11-01T00:00:00Z), that instant. A date "
+        "without a zone is UTC. The demo pins it to the end of its data; tests and benchmarks pin it too.",
+    )
     simulation: SimulationSettings = SimulationSettings()
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
@@ -192,6 +199,11 @@ class Settings(BaseSettings):
     build: BuildSettings = BuildSettings()
     offline: OfflineSettings = OfflineSettings()
     dask: DaskSettings = DaskSettings()
+
+    @field_validator("now")
+    @classmethod
+    def _now_in_utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else utc(value)
 
     @classmethod
     def settings_customise_sources(

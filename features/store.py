@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import tempfile
 from concurrent.futures.process import BrokenProcessPool
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -23,6 +24,7 @@ from churn.child import frame_from_child
 from churn.errors import DataError
 from churn.settings import Settings
 from features.definitions import (
+    FEATURE_TTL,
     contract_customer,
     contract_feature_service,
     contract_feature_views,
@@ -165,6 +167,35 @@ def _joined(settings: Settings, entity_df: pd.DataFrame, services: str | list[st
         parts.append(table)
     table = pa.concat_tables(parts)
     return table.take(pc.sort_indices(table["_row"])).drop_columns(["_row"])
+
+
+def latest_snapshot(settings: Settings, now: datetime) -> datetime:
+    """The latest weekly feature snapshot at or before `now` (the engine's clock), if it is still fresh.
+
+    A snapshot older than the features' TTL (`FEATURE_TTL`) at `now` is stale: deciding on it
+    would act on customers as they were weeks ago, so this refuses with what to do instead.
+    """
+    path = settings.feature_tables_dir / "behavioral.parquet"
+    if not path.exists():
+        raise DataError(f"{path} is missing; run `churn features build` first")
+    con = duckdb.connect()
+    try:
+        latest = con.execute(
+            f"SELECT max(event_timestamp) FROM read_parquet('{path}') WHERE event_timestamp <= $now", {"now": now}
+        ).fetchone()[0]
+    finally:
+        con.close()
+    if latest is None:
+        raise DataError(f"{path}: no feature snapshot at or before now ({now:%Y-%m-%d %H:%M} UTC, the engine's clock)")
+    latest = latest.astimezone(timezone.utc)
+    if now - latest > FEATURE_TTL:
+        raise DataError(
+            f"{path}: the features are stale: the latest snapshot ({latest:%Y-%m-%d}) is {(now - latest).days} days "
+            f"before now ({now:%Y-%m-%d}, the engine's clock), past the {FEATURE_TTL.days} days features are valid "
+            f"for. Build and materialize newer data, or pin the clock to a date the data covers "
+            f"(CHURN_NOW={latest:%Y-%m-%d})"
+        )
+    return latest
 
 
 def active_customers(settings: Settings, as_of: datetime) -> pd.DataFrame:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from churn import clock
 from churn.settings import Settings
-from features.build import raw_as_of
-from features.store import active_customers, historical_features
+from features.store import active_customers, historical_features, latest_snapshot
 from serving.holdout import assign_holdouts
 from serving.ledger import Ledger
 from serving.policy import NO_ACTION, ActionCatalog, cooldown_blocks, decide, max_cooldown_days
@@ -58,8 +58,8 @@ class InterventionRun:
 
 
 def score_active(settings: Settings, scorer: Scorer, as_of: datetime | None = None) -> pd.DataFrame:
-    """Scores of every customer active at `as_of` (default: the end of the raw data)."""
-    as_of = as_of or raw_as_of(settings.raw_dir)
+    """Scores of every customer active at `as_of` (default: the latest fresh snapshot at the engine's clock)."""
+    as_of = as_of or latest_snapshot(settings, clock.now(settings))
     entities = active_customers(settings, as_of)
     return scorer.score(historical_features(settings, entities, scorer.feature_services))
 
@@ -78,20 +78,24 @@ def decide_campaign(
     campaign: str,
     as_of: datetime,
     effects: np.ndarray | None = None,
+    decided_at: datetime | None = None,
 ) -> pd.DataFrame:
     """Decide for scored customers and record it: cooldowns from the ledger, budget, holdouts.
 
+    `as_of` is the date the scores describe, `decided_at` the engine's clock at the decision
+    (default `as_of`, for replays of past dates); cooldowns count back from `decided_at`.
     Returns the ledger's rows for the scored customers. A campaign run again finds its own
     first decisions in the ledger and keeps them, so nobody is contacted twice.
     """
-    since = pd.Timestamp(as_of) - pd.Timedelta(days=max_cooldown_days(catalog))
-    recent = ledger.recent_actions(since, pd.Timestamp(as_of), exclude_campaign=campaign)
-    blocked = cooldown_blocks(scores["customer_id"].to_numpy(), recent, catalog, as_of)
+    now = decided_at or as_of
+    since = pd.Timestamp(now) - pd.Timedelta(days=max_cooldown_days(catalog))
+    recent = ledger.recent_actions(since, pd.Timestamp(now), exclude_campaign=campaign)
+    blocked = cooldown_blocks(scores["customer_id"].to_numpy(), recent, catalog, now)
     decisions = decide(scores, catalog, effects=effects, blocked=blocked, campaign=campaign)
     decisions = assign_holdouts(decisions, campaign, catalog.holdout_share).merge(
         scores[["customer_id", "segment", "risk_band", "churn_probability", "clv", "model_version"]], on="customer_id"
     )
-    return ledger.record(decisions, campaign, as_of=as_of)
+    return ledger.record(decisions, campaign, decided_at=now, as_of=as_of)
 
 
 def learn_uplift(settings: Settings, scorer: Scorer, ledger: Ledger) -> UpliftModel | None:
@@ -121,10 +125,15 @@ def learn_uplift(settings: Settings, scorer: Scorer, ledger: Ledger) -> UpliftMo
 def run_interventions(settings: Settings, as_of: datetime | None = None, campaign: str | None = None) -> InterventionRun:
     """Score, decide, record in the ledger and write the intervention list (CSV and Parquet).
 
+    Decisions are made at the engine's clock (`churn/clock.py`) on the features of `as_of`
+    (default: the latest snapshot at that clock, refused when stale); the campaign id
+    defaults to 'run-<as_of date>'.
+
     The list holds the customers to contact; held-out customers are only in the ledger.
     """
     scorer = Scorer.load(settings)  # first: on ingested data it says what is missing before anything else fails
-    as_of = as_of or raw_as_of(settings.raw_dir)
+    now = clock.now(settings)
+    as_of = as_of or latest_snapshot(settings, now)
     campaign = campaign or settings.campaign or f"run-{as_of:%Y%m%d}"
     scores = score_active(settings, scorer, as_of)
     scores_path = write_scores(settings, scores, as_of)
@@ -135,7 +144,7 @@ def run_interventions(settings: Settings, as_of: datetime | None = None, campaig
         if uplift is not None:
             effects = uplift.predict_effects(scores)
             scores = scores.assign(model_version=scores["model_version"] + f";uplift:{'+'.join(uplift.learned_)}")
-        recorded = decide_campaign(scores, scorer.catalog, ledger, campaign, as_of, effects)
+        recorded = decide_campaign(scores, scorer.catalog, ledger, campaign, as_of, effects, decided_at=now)
     finally:
         ledger.close()
     acted = recorded[recorded["action"] != NO_ACTION]

@@ -69,6 +69,8 @@ def serve_env(settings: Settings, base: Mapping[str, str] | None = None, **extra
     }
     if settings.ledger_url:
         env["CHURN_LEDGER_URL"] = settings.ledger_url
+    if settings.now is not None:  # a pinned clock holds in the service too
+        env["CHURN_NOW"] = settings.now.isoformat()
     if not settings.serving.tracing:
         env.setdefault("OTEL_SDK_DISABLED", "true")
     env.update(extra)

@@ -9,7 +9,7 @@ action they would have received), so effects can be measured from this store alo
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 import pandas as pd
 import sqlalchemy as sa
@@ -86,12 +86,15 @@ class Ledger:
     ) -> pd.DataFrame:
         """Record decisions for `campaign`, in one transaction; return the ledger's rows for them.
 
-        `rows` may carry `holdout` (default: nobody held out). `as_of` is the date the
-        scores describe (default: `decided_at`). Customers already decided in this campaign
-        keep their first decision (nothing is overwritten), and the returned frame shows
-        that recorded decision.
+        `rows` may carry `holdout` (default: nobody held out). `decided_at` is the engine's
+        clock at the decision (`churn/clock.py`), `as_of` the date the scores describe and
+        cooldowns count from; give at least one, the other defaults to it. Customers already
+        decided in this campaign keep their first decision (nothing is overwritten), and the
+        returned frame shows that recorded decision.
         """
-        decided_at = decided_at or datetime.now(timezone.utc)
+        if decided_at is None and as_of is None:
+            raise ValueError("Ledger.record needs decided_at or as_of (the ledger reads no clock of its own)")
+        decided_at = decided_at or as_of
         rows = rows.assign(campaign=campaign, decided_at=decided_at, as_of=as_of or decided_at)
         if "holdout" not in rows.columns:
             rows = rows.assign(holdout=False)
@@ -100,8 +103,8 @@ class Ledger:
         recorded = self.campaign_decisions(campaign)
         return recorded[recorded["customer_id"].isin(rows["customer_id"])].reset_index(drop=True)
 
-    def record_outcomes(self, rows: pd.DataFrame, source: str, recorded_at: datetime | None = None) -> int:
-        """Record outcomes (one per campaign x customer); return how many were new.
+    def record_outcomes(self, rows: pd.DataFrame, source: str, recorded_at: datetime) -> int:
+        """Record outcomes (one per campaign x customer) at the engine's clock `recorded_at`; return how many were new.
 
         `rows` columns: campaign, customer_id, churned, revenue, horizon_end. Every row must
         match a recorded decision; an outcome already recorded keeps its first value.
@@ -119,9 +122,19 @@ class Ledger:
                 f"outcomes from {source}: {len(unknown)} rows name a campaign/customer with no recorded decision "
                 f"(first: {shown}); nothing was recorded"
             )
+        horizon_end = pd.to_datetime(rows["horizon_end"], utc=True)
+        early = horizon_end > pd.Timestamp(recorded_at)
+        if early.any():
+            first = rows[early.to_numpy()].iloc[0]
+            raise DataError(
+                f"outcomes from {source}: {int(early.sum())} rows have a horizon_end after now ({recorded_at:%Y-%m-%d %H:%M} "
+                f"UTC, the engine's clock): an outcome is known only once its horizon has ended (first: "
+                f"{first['campaign']}/{first['customer_id']}, horizon_end {horizon_end[early].iloc[0]:%Y-%m-%d}); "
+                "nothing was recorded"
+            )
         before = self._count(outcomes)
         records = (
-            rows.assign(source=source, recorded_at=recorded_at or datetime.now(timezone.utc))[OUTCOME_COLUMNS]
+            rows.assign(source=source, recorded_at=recorded_at)[OUTCOME_COLUMNS]
             .astype({"campaign": str, "customer_id": "int64", "churned": bool, "revenue": float})
             .to_dict("records")
         )
@@ -140,17 +153,17 @@ class Ledger:
         return self._frame(query.order_by(decisions.c.campaign, decisions.c.customer_id), LEDGER_COLUMNS)
 
     def recent_actions(self, since: datetime, until: datetime, exclude_campaign: str | None = None) -> pd.DataFrame:
-        """Actions decided (contacted or held out) for scores dated in [since, until].
+        """Actions (contacted or held out) decided in [since, until] by the engine's clock.
 
-        Returns customer_id, action, as_of. Held-out customers count too: contacting them
+        Returns customer_id, action, decided_at. Held-out customers count too: contacting them
         within the cooldown would spoil the measurement they are there for.
         """
-        query = sa.select(decisions.c.customer_id, decisions.c.action, decisions.c.as_of).where(
-            decisions.c.action != "none", decisions.c.as_of >= since, decisions.c.as_of <= until
+        query = sa.select(decisions.c.customer_id, decisions.c.action, decisions.c.decided_at).where(
+            decisions.c.action != "none", decisions.c.decided_at >= since, decisions.c.decided_at <= until
         )
         if exclude_campaign is not None:
             query = query.where(decisions.c.campaign != exclude_campaign)
-        return self._frame(query, ["customer_id", "action", "as_of"])
+        return self._frame(query, ["customer_id", "action", "decided_at"])
 
     def decisions_with_outcomes(self, campaigns: list[str] | None = None) -> pd.DataFrame:
         """Decisions with an action (contacted or held out) joined to their recorded outcomes."""

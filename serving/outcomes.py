@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from churn import clock
 from churn.errors import DataError
 from churn.settings import Settings
 from features.truth import simulated_outcomes
@@ -60,9 +61,9 @@ def _column(path: Path, frame: pd.DataFrame, name: str, parse) -> pd.Series:
     return parsed
 
 
-def ingest_file(ledger: Ledger, path: Path) -> int:
+def ingest_file(settings: Settings, ledger: Ledger, path: Path) -> int:
     """Record the outcomes of a file; returns how many were new."""
-    return ledger.record_outcomes(read_outcome_file(path), source=str(path))
+    return ledger.record_outcomes(read_outcome_file(path), source=str(path), recorded_at=clock.now(settings))
 
 
 def ingest_simulated(settings: Settings, ledger: Ledger, campaign: str) -> pd.DataFrame:
@@ -77,5 +78,5 @@ def ingest_simulated(settings: Settings, ledger: Ledger, campaign: str) -> pd.Da
     horizon = settings.training.horizon_days
     outcomes = simulated_outcomes(settings.raw_dir, settings.truth_dir, decisions, campaign, as_of, horizon)
     outcomes = outcomes.assign(campaign=campaign, horizon_end=as_of + pd.Timedelta(days=horizon))
-    ledger.record_outcomes(outcomes, source=f"simulator truth ({settings.truth_dir})")
+    ledger.record_outcomes(outcomes, source=f"simulator truth ({settings.truth_dir})", recorded_at=clock.now(settings))
     return outcomes

@@ -322,18 +322,18 @@ def decide(
 
 
 def cooldown_blocks(
-    customer_ids: np.ndarray, recent: pd.DataFrame, catalog: ActionCatalog, as_of: datetime
+    customer_ids: np.ndarray, recent: pd.DataFrame, catalog: ActionCatalog, now: datetime
 ) -> np.ndarray:
-    """(customers x actions) True where a cooldown forbids the action at `as_of`.
+    """(customers x actions) True where a cooldown forbids the action at `now` (the decision's clock).
 
-    `recent` columns: customer_id, action, as_of (earlier decisions with an action). Any
+    `recent` columns: customer_id, action, decided_at (earlier decisions with an action). Any
     action within the catalog's `cooldown_days` blocks every action; the same action within
     its own `cooldown_days` blocks that action.
     """
     blocked = np.zeros((len(customer_ids), len(catalog.actions)), bool)
     if recent.empty:
         return blocked
-    age_days = (pd.Timestamp(as_of) - pd.to_datetime(recent["as_of"], utc=True)).dt.total_seconds() / 86_400
+    age_days = (pd.Timestamp(now) - pd.to_datetime(recent["decided_at"], utc=True)).dt.total_seconds() / 86_400
     recent = recent.assign(age_days=age_days.to_numpy())
     rows = pd.Index(customer_ids)
     any_recent = recent[recent["age_days"] < catalog.cooldown_days]

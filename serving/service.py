@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import bentoml
@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
 from starlette.responses import Response
 
+from churn import clock
 from churn.errors import ChurnError, ConfigError, DataError, StoreUnavailableError, UnknownCustomerError
 from churn.settings import load_settings
 from serving.guard import ApiKeyMiddleware, BodyLimitMiddleware, JsonOnlyMiddleware, quiet_tracebacks
@@ -282,7 +283,8 @@ class ChurnService:
         503 and no decision is reported as made.
         """
         scores, errors, rows = self._score(customer_ids)
-        campaign = campaign or self.settings.campaign or f"online-{datetime.now(timezone.utc):%Y%m%d}"
+        now = clock.now(self.settings)  # one instant for the campaign id, the decision and its cooldowns
+        campaign = campaign or self.settings.campaign or f"online-{now:%Y%m%d}"
         import pandas as pd  # imported at start-up (by serving.batch): a dictionary lookup here
 
         scored = pd.DataFrame(
@@ -299,7 +301,7 @@ class ChurnService:
         try:
             # the batch run's own rules: cooldowns from the ledger, budget, holdouts, idempotent record
             recorded = self._decide_campaign(
-                scored, self.scorer.catalog, self.ledger(), campaign, as_of=datetime.now(timezone.utc)
+                scored, self.scorer.catalog, self.ledger(), campaign, as_of=now, decided_at=now
             )
         except StoreUnavailableError as exc:
             raise StoreUnavailableError(
@@ -326,7 +328,7 @@ class ChurnService:
         import pandas as pd
 
         rows = pd.DataFrame([o.model_dump() for o in outcomes])
-        recorded = self.ledger().record_outcomes(rows, source="api")
+        recorded = self.ledger().record_outcomes(rows, source="api", recorded_at=clock.now(self.settings))
         return OutcomeReceipt(received=len(rows), recorded=recorded)
 
     # ------------------------------------------------------------ campaign lists, readiness

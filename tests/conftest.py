@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from churn import clock
 from churn.settings import Settings, load_settings
 from features.build import FeatureBuildResult, build_feature_tables, raw_as_of
 from features.definitions import FEATURE_TTL
@@ -41,11 +42,16 @@ def make_settings(root: Path, **overrides) -> Settings:
 
 
 def run_engine(settings: Settings, n_customers: int, seed: int = 7) -> EngineRun:
-    """simulate -> features -> feast apply + materialize -> train -> interventions."""
+    """simulate -> features -> feast apply + materialize -> train -> interventions.
+
+    The engine's clock is pinned to the end of the simulated data, as the demo pins it: the
+    run, and every test reading it, decides the same way on any date.
+    """
     sim = simulate(settings.raw_dir, settings.truth_dir, n_customers=n_customers, seed=seed)
     built = build_feature_tables(settings.raw_dir, settings.feature_tables_dir)
     apply_definitions(settings)
     as_of = raw_as_of(settings.raw_dir)
+    settings = clock.pinned(settings, as_of)
     materialize(settings, as_of - FEATURE_TTL, as_of)
     trained = train(settings)
     run = run_interventions(settings)

@@ -21,13 +21,14 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from churn import clock
 from churn.settings import Settings
 from features.contract import Contract
 from features.ingest import read_manifest
@@ -100,7 +101,7 @@ def promote_contract(settings: Settings, who: str | None = None) -> PromotionDec
         decision = PromotionDecision(
             promoted=True, reason="promoted: no champion yet, so the first model becomes champion without comparison",
             metric=metric, challenger=label, champion=None, evaluated_on=None, who=who,
-            decided_at=datetime.now(timezone.utc), challenger_metrics=new,
+            decided_at=clock.now(settings), challenger_metrics=new,
         )
     else:
         champion = _version(client, name, CHAMPION, settings)
@@ -117,7 +118,7 @@ def promote_contract(settings: Settings, who: str | None = None) -> PromotionDec
         ok, reason = _judge(settings, new, old)
         decision = PromotionDecision(
             promoted=ok, reason=reason, metric=metric, challenger=label, champion=f"{name}/{champion.version}",
-            evaluated_on=challenger.tags.get("evaluated_on"), who=who, decided_at=datetime.now(timezone.utc),
+            evaluated_on=challenger.tags.get("evaluated_on"), who=who, decided_at=clock.now(settings),
             challenger_metrics=new, champion_metrics=old,
         )
     if decision.promoted:

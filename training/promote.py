@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import getpass
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 import mlflow
 import numpy as np
@@ -25,6 +25,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from churn.errors import ChurnError, ModelNotFoundError
+from churn import clock
 from churn.settings import Settings
 from training.backtest import fold_metrics
 from training.calibration import apply_map
@@ -150,7 +151,7 @@ def promote(settings: Settings, who: str | None = None) -> PromotionDecision:
         decision = PromotionDecision(
             promoted=True, reason="promoted: no champion yet, so the first model becomes champion without comparison",
             metric=metric, challenger=challenger.label, champion=None, evaluated_on=None, who=who,
-            decided_at=datetime.now(timezone.utc),
+            decided_at=clock.now(settings),
         )
     else:
         champion = load_alias(settings, cfg.churn_model_name, CHAMPION)
@@ -163,7 +164,7 @@ def promote(settings: Settings, who: str | None = None) -> PromotionDecision:
         ok, reason = _judge(settings, new, old)
         decision = PromotionDecision(
             promoted=ok, reason=reason, metric=metric, challenger=challenger.label, champion=champion.label,
-            evaluated_on=cutoff, who=who, decided_at=datetime.now(timezone.utc),
+            evaluated_on=cutoff, who=who, decided_at=clock.now(settings),
             challenger_metrics=new, champion_metrics=old,
         )
     if decision.promoted:

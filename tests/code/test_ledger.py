@@ -128,7 +128,7 @@ def test_decisions_survive_a_new_ledger_object(backend, tmp_path):
         ledger.record(_decisions([5]), "c1", decided_at=FIRST)
         reopened = Ledger(ledger.url)
         try:
-            kept = reopened.record(_decisions([5], action="discount_offer"), "c1")
+            kept = reopened.record(_decisions([5], action="discount_offer"), "c1", decided_at=FIRST + timedelta(days=1))
         finally:
             reopened.close()
         assert kept["action"].tolist() == ["advisor_call"]
@@ -161,7 +161,7 @@ def test_ledger_store_going_away_is_store_unavailable(tmp_path):
         (folder / "ledger.db").unlink()
         folder.rmdir()
         with pytest.raises(StoreUnavailableError, match=r"ledger at sqlite:///.*gone/ledger\.db is unreachable"):
-            ledger.record(_decisions([1]), "c1")
+            ledger.record(_decisions([1]), "c1", decided_at=FIRST)
     finally:
         ledger.close()
 
@@ -237,22 +237,38 @@ def test_outcomes_are_recorded_once_and_joined_to_decisions(backend, tmp_path):
     with _ledger(backend, tmp_path) as ledger:
         recorded = decide_campaign(_scores(500), load_catalog(), ledger, "c1", FIRST)
         outcomes = _outcomes(recorded, "c1")
-        assert ledger.record_outcomes(outcomes, "test") == len(outcomes)
-        assert ledger.record_outcomes(outcomes.assign(churned=True), "test again") == 0
+        ended = FIRST + timedelta(days=30)
+        assert ledger.record_outcomes(outcomes, "test", recorded_at=ended) == len(outcomes)
+        assert ledger.record_outcomes(outcomes.assign(churned=True), "test again", recorded_at=ended) == 0
         joined = ledger.decisions_with_outcomes()
         assert len(joined) == len(outcomes)
         assert joined["churned"].tolist() == (joined["customer_id"] % 3 == 0).tolist()
         assert set(joined["holdout"]) == {True, False}
 
 
+REFUSED_OUTCOMES = {
+    # an outcome must name a recorded decision
+    "undecided customer": (
+        lambda outcomes: pd.concat([outcomes, outcomes.iloc[:1].assign(customer_id=999_999)]), 30,
+        r"1 rows name a campaign/customer with no recorded decision \(first: c1/999999\)",
+    ),
+    # the engine's clock says when a horizon has ended: an outcome from the future cannot be known
+    "horizon not ended": (
+        lambda outcomes: outcomes, 29, r"\d+ rows have a horizon_end after now \(.*c1/\d+, horizon_end",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_OUTCOMES)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_outcome_of_an_undecided_customer_is_refused_whole(backend, tmp_path):
+def test_outcomes_with_a_bad_row_are_refused_whole(backend, case, tmp_path):
+    change, recorded_after_days, message = REFUSED_OUTCOMES[case]
     with _ledger(backend, tmp_path) as ledger:
         recorded = decide_campaign(_scores(200), load_catalog(), ledger, "c1", FIRST)
-        outcomes = _outcomes(recorded, "c1")
-        stray = outcomes.iloc[:1].assign(customer_id=999_999)
-        with pytest.raises(DataError, match=r"1 rows name a campaign/customer with no recorded decision \(first: c1/999999\)"):
-            ledger.record_outcomes(pd.concat([outcomes, stray]), "file.csv")
+        with pytest.raises(DataError, match=message):
+            ledger.record_outcomes(
+                change(_outcomes(recorded, "c1")), "file.csv", recorded_at=FIRST + timedelta(days=recorded_after_days)
+            )
         assert ledger.decisions_with_outcomes().empty
 
 
@@ -270,3 +286,15 @@ def test_ledger_from_an_older_version_is_named(tmp_path):
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM decisions")).scalar_one() == 1
     engine.dispose()
+
+
+def test_a_decision_needs_a_time_from_the_caller(tmp_path):
+    """The ledger reads no clock of its own: the engine's clock reaches it through its callers."""
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        with pytest.raises(ValueError, match=r"Ledger.record needs decided_at or as_of"):
+            ledger.record(_decisions([1]), "c1")
+        as_of_only = ledger.record(_decisions([2]), "c1", as_of=FIRST)
+        assert as_of_only["decided_at"].tolist() == [pd.Timestamp(FIRST)]
+    finally:
+        ledger.close()

@@ -357,7 +357,7 @@ def test_cooldowns_block_any_action_then_the_same_action_longer():
         {
             "customer_id": [1, 2, 3],
             "action": ["call", "call", "mail"],
-            "as_of": pd.to_datetime([now - pd.Timedelta(days=7), now - pd.Timedelta(days=60), now - pd.Timedelta(days=30)]),
+            "decided_at": pd.to_datetime([now - pd.Timedelta(days=7), now - pd.Timedelta(days=60), now - pd.Timedelta(days=30)]),
         }
     )
     blocked = cooldown_blocks(np.array([1, 2, 3, 4]), recent, catalog, now)

@@ -18,6 +18,8 @@ from features.contract import Contract, load_contract
 from features.ingest import MANIFEST, ingest, read_manifest
 from features.validate import ContractViolation
 
+from tests.prerequisites import require
+
 CUSTOMERS = "customer_id,signup,plan,monthly_fee,churned\nA1,2024-01-05,basic,10.0,no\nB2,2024-02-10,pro,30.5,yes\nC3,2024-03-01,basic,10.0,no\n"
 EVENTS = "customer,time,type,minutes\nA1,2024-02-01 10:00,login,5\nB2,2024-03-01 11:00,login,7\nA1,2024-04-01 09:30,ticket,0\n"
 ORDERS = "cust,ordered_at,total\nA1,2024-02-03,19.99\nB2,2024-02-11,5.00\n"
@@ -208,7 +210,7 @@ def postgres_table():
             if not conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = 'churn_issue3_test'")).scalar():
                 conn.execute(sa.text("CREATE DATABASE churn_issue3_test"))
     except sa.exc.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}")
+        require(False, f"PostgreSQL at 127.0.0.1:5432 is not reachable (.ci/run starts it): {exc}")
     finally:
         admin.dispose()
     url = "postgresql+psycopg://postgres@127.0.0.1:5432/churn_issue3_test"

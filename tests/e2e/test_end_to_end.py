@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from serving.ledger import Ledger
+from serving.policy import cooldown_blocks, decide, load_catalog, max_cooldown_days
 
 from tests.e2e.servers import AUTH, bentoml_service, service_env
 
@@ -78,24 +79,77 @@ def test_score_rejects_bad_input(service):
     assert "customer_ids" in wrong_type.text
 
 
-def test_interventions_endpoint_records_once(engine, service):
-    listing = pd.read_csv(engine.interventions.list_csv)
-    ids = listing["customer_id"].head(3).tolist()
+@pytest.fixture(scope="module")
+def fresh_service(engine, tmp_path_factory):
+    """The same service, models, stores and clock, on a ledger of its own (empty: no cooldowns)."""
+    home = tmp_path_factory.mktemp("fresh")
+    env = service_env(engine.settings, home / "bentoml_home", CHURN_LEDGER_URL=f"sqlite:///{home / 'ledger.db'}")
+    with bentoml_service(env, home / "serve.log") as base:
+        yield base
+
+
+def test_online_decisions_equal_the_batch_decisions_at_the_same_clock(engine, fresh_service):
+    """Same models, features, catalog and clock (the service's CHURN_NOW is the batch run's): same actions.
+
+    What may legitimately differ, and how the test allows for it:
+    - cooldowns: the batch's own contacts hold its customers for 28 days in the batch's ledger, so
+      this service has a ledger of its own (the cooldown across the two is the next test);
+    - the budget and capacities bind over the batch's whole population, not over one request: a
+      customer the batch left out "by the budget or a capacity" may get an action online. The
+      expected online decisions are therefore the batch policy applied to the requested customers
+      alone; for customers the batch did not leave out by the budget, that is the batch's own action.
+    Anything else (online features other than the batch's, another clock, another catalog) fails.
+    """
+    settings = engine.settings
+    ledger = Ledger(settings.resolved_ledger_url)
+    batch = ledger.campaign_decisions(engine.interventions.campaign).set_index("customer_id")
+    ledger.close()
+    acted = batch.index[batch["action"] != "none"][:6].tolist()
+    not_worth = batch.index[batch["reason"].str.startswith("no eligible action")][:4].tolist()
+    left_out = batch.index[batch["reason"].str.startswith("left out by the budget")][:4].tolist()
+    ids = [*acted, *not_worth, *left_out]
+    assert len(acted) == 6 and len(not_worth) == 4
+    response = httpx.post(
+        f"{fresh_service}/interventions", json={"customer_ids": ids, "campaign": "e2e-fresh"}, timeout=30, headers=AUTH
+    )
+    assert response.status_code == 200, response.text
+    decisions = response.json()["decisions"]
+    online = {d["customer_id"]: d["action"] for d in decisions}
+    assert {pd.Timestamp(d["decided_at"]) for d in decisions} == {pd.Timestamp(settings.now)}
+    assert {c: online[c] for c in [*acted, *not_worth]} == batch.loc[[*acted, *not_worth], "action"].to_dict()
+    # the budget's customers: what the batch policy gives those customers alone, at that clock
+    catalog = load_catalog(settings.actions_path)
+    scores = pd.read_parquet(engine.interventions.scores_path).set_index("customer_id").loc[ids].reset_index()
+    alone = decide(scores, catalog, campaign="e2e-fresh").set_index("customer_id")["action"]
+    assert online == alone.to_dict()
+
+
+def test_interventions_endpoint_keeps_the_batch_cooldown_and_records_once(engine, service):
+    """At the batch run's clock, the batch's contacts are in their cooldown: online gives them no action.
+
+    A service deciding at the wall clock fails here once the wall clock is 28 days past the batch
+    (as it did on 2026-11-29, when this test compared actions at two clocks).
+    """
+    settings, now = engine.settings, engine.settings.now
+    ledger = Ledger(settings.resolved_ledger_url)
+    batch = ledger.campaign_decisions(engine.interventions.campaign).set_index("customer_id")
+    contacted = batch.index[batch["action"] != "none"][:3].tolist()
     unknown = 10_000_001
-    payload = {"customer_ids": [*ids, unknown], "campaign": "e2e-online"}
+    payload = {"customer_ids": [*contacted, unknown], "campaign": "e2e-online"}
     first = httpx.post(f"{service}/interventions", json=payload, timeout=30, headers=AUTH)
     assert first.status_code == 200, first.text
     body = first.json()
-    assert sorted(d["customer_id"] for d in body["decisions"]) == sorted(ids)
+    assert sorted(d["customer_id"] for d in body["decisions"]) == sorted(contacted)
     assert [e["customer_id"] for e in body["errors"]] == [unknown]
-    # the same customers get the same actions online as in the batch list (same models, same features)
-    batch_actions = dict(zip(listing["customer_id"], listing["action"]))
-    # ... unless the batch campaign's contact still holds them in a cooldown (then 'none')
-    assert all(d["action"] in (batch_actions[d["customer_id"]], "none") for d in body["decisions"])
+    assert {d["action"] for d in body["decisions"]} == {"none"}
+    assert {pd.Timestamp(d["decided_at"]) for d in body["decisions"]} == {pd.Timestamp(now)}
+    # the same rule as the batch policy: cooldowns read from the ledger at the same clock
+    catalog = load_catalog(settings.actions_path)
+    recent = ledger.recent_actions(now - pd.Timedelta(days=max_cooldown_days(catalog)), now, exclude_campaign="e2e-online")
+    assert cooldown_blocks(pd.Index(contacted).to_numpy(), recent, catalog, now).all()
 
     again = httpx.post(f"{service}/interventions", json=payload, timeout=30, headers=AUTH).json()
     assert [d["decided_at"] for d in again["decisions"]] == [d["decided_at"] for d in body["decisions"]]
-    ledger = Ledger(engine.settings.resolved_ledger_url)
     recorded = ledger.campaign_decisions("e2e-online")
     ledger.close()
-    assert sorted(recorded["customer_id"]) == sorted(ids)
+    assert sorted(recorded["customer_id"]) == sorted(contacted)

@@ -180,16 +180,22 @@ def test_no_key_or_traceback_in_the_log(api):
     assert "Traceback" not in text
 
 
-def test_outcomes_are_recorded_once_and_must_name_a_decision(api):
+def test_outcomes_are_recorded_once_and_must_name_a_decision(engine, api):
     base, _, known = api
     ids = sorted(known[:3])
     assert _post(base, "/interventions", {"customer_ids": ids, "campaign": "outcomes"}).status_code == 200
+    # the service's clock is the engine's (pinned): a horizon that ended then is known, a later one is not
+    ended = engine.settings.now.isoformat()
     body = {
         "outcomes": [
-            {"campaign": "outcomes", "customer_id": c, "churned": c == ids[0], "revenue": 12.5, "horizon_end": "2026-12-01T00:00:00Z"}
+            {"campaign": "outcomes", "customer_id": c, "churned": c == ids[0], "revenue": 12.5, "horizon_end": ended}
             for c in ids
         ]
     }
+    future = {**body["outcomes"][0], "horizon_end": (engine.settings.now + pd.Timedelta(days=1)).isoformat()}
+    early = _post(base, "/outcomes", {"outcomes": [future]})
+    assert early.status_code == 400
+    assert "horizon_end after now" in early.json()["error"] and "nothing was recorded" in early.json()["error"]
     first = _post(base, "/outcomes", body)
     assert first.status_code == 200, first.text
     assert first.json() == {"received": 3, "recorded": 3}

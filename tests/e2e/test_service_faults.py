@@ -52,6 +52,7 @@ def stores(engine, tmp_path_factory):
         online_store="redis",
         redis_url=redis_server.url,
         ledger_url=f"postgresql+psycopg://postgres@127.0.0.1:{RELAY_PORT}/{PG_DATABASE}",
+        now=engine.settings.now,  # the engine's pinned clock
     )
     settings.ensure_dirs()
     for table in engine.settings.feature_tables_dir.glob("*.parquet"):

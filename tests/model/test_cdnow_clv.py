@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from benchmarks.cdnow_clv import compare
 
-DATASETS = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets"
+from tests.prerequisites import DATASETS, require
+
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (DATASETS / "cdnow" / "CDNOW_sample.txt").exists(), reason=f"CDNOW sample not found under {DATASETS}")
 def test_engine_beats_the_baselines_on_cdnow():
+    require((DATASETS / "cdnow" / "CDNOW_sample.txt").exists(), f"CDNOW sample not found under {DATASETS} (or set CHURN_DATASETS)")
     table = compare(DATASETS).set_index("method")
     engine, rate, population = table["mae"].to_numpy()
     assert table.attrs["customers"] == 2_357

@@ -7,19 +7,19 @@ on the data sets in ../shared/datasets; skips when they are absent.
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 
 from training.contract_eval import summarize
 
-ROOT = Path(__file__).resolve().parents[2]
-DATASETS = ROOT.parent / "shared" / "datasets"
+from tests.prerequisites import DATASETS, ROOT, require
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not DATASETS.exists(), reason=f"public data sets not found at {DATASETS} (see its README)"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _datasets():
+    require(DATASETS.exists(), f"public data sets not found at {DATASETS} (../shared/datasets, or set CHURN_DATASETS)")
 
 
 def _benchmark():

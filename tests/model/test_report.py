@@ -16,6 +16,8 @@ from mlflow.tracking import MlflowClient
 
 from training.report import SECTIONS
 
+from tests.prerequisites import require
+
 # matplotlib's first two default line colours (blue, orange), as 0-1 RGB
 PLOT_COLOURS = (np.array([31, 119, 180]) / 255, np.array([255, 127, 14]) / 255)
 
@@ -62,9 +64,9 @@ def test_report_is_logged_with_its_run(engine, report):
     assert {f"evaluation/{name}.json" for name in tables} <= evaluation
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium is not installed (apt package chromium)")
 def test_plots_show_in_headless_chromium(report, tmp_path):
     """Render the file as a browser would and look for the plots' line colours in the screenshot."""
+    require(shutil.which("chromium") is not None, "headless Chromium is not installed (Debian package chromium)")
     shot = tmp_path / "report.png"
     subprocess.run(
         ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,4000",

@@ -1,0 +1,35 @@
+"""Feature staleness is judged at the engine's clock: a batch run never decides on features past their TTL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from churn import clock
+from churn.errors import DataError
+from features.definitions import FEATURE_TTL
+from features.store import latest_snapshot
+from serving.batch import run_interventions
+
+
+def _at(engine, now):
+    return engine.settings.model_copy(update={"now": now})
+
+
+def test_the_latest_snapshot_at_the_clock(engine):
+    end = engine.features.as_of  # the last weekly snapshot is the end of the data
+    assert latest_snapshot(engine.settings, end) == end
+    # between two snapshots: the one before; within the TTL after the data: the last one
+    assert latest_snapshot(engine.settings, end - timedelta(days=3)) == end - timedelta(days=7)
+    assert latest_snapshot(engine.settings, end + FEATURE_TTL) == end
+
+
+def test_features_past_their_ttl_are_refused_with_what_to_do(engine):
+    end = engine.features.as_of
+    later = _at(engine, end + FEATURE_TTL + timedelta(days=1))
+    with pytest.raises(DataError, match=rf"the features are stale: the latest snapshot \({end:%Y-%m-%d}\) is 15 days before now .* \(CHURN_NOW={end:%Y-%m-%d}\)"):
+        run_interventions(later)
+    with pytest.raises(DataError, match=r"no feature snapshot at or before now"):
+        latest_snapshot(engine.settings, engine.features.first_snapshot - timedelta(days=1))
+    assert clock.now(later) == end + FEATURE_TTL + timedelta(days=1)
