@@ -98,6 +98,11 @@ class UpliftModel:
     - action_l2: penalty weight on each action's own trait weights
     - prior_weight: penalty weight pulling each action's base effect to its prior
     - min_outcomes: fewest contacted and fewest held-out outcomes an action needs to be learned
+    - min_churned: fewest churners among its contacted and among its held-out outcomes an action
+      needs to be learned. Rows alone are not evidence: at a default campaign's size (about 1,400
+      outcomes, 20 % held out, churn of a few percent) the dominant action had 137-172 held-out
+      rows but 3-39 held-out churners, and the effects fitted to them were 1.7-2.8x further from
+      the truth than the prior in 60 of 60 simulated fits (tests/code/test_uplift.py)
     """
 
     def __init__(
@@ -108,6 +113,7 @@ class UpliftModel:
         action_l2: float = 100.0,
         prior_weight: float = 10.0,
         min_outcomes: int = 100,
+        min_churned: int = 100,
     ):
         self.actions = actions
         self.priors = priors
@@ -115,6 +121,7 @@ class UpliftModel:
         self.action_l2 = action_l2
         self.prior_weight = prior_weight
         self.min_outcomes = min_outcomes
+        self.min_churned = min_churned
 
     def fit(self, frame: pd.DataFrame, action: np.ndarray, treated: np.ndarray, churned: np.ndarray) -> UpliftModel:
         """Fit on decided customers (contacted or held out) with outcomes.
@@ -130,8 +137,15 @@ class UpliftModel:
         counts = {
             a: (int((treated & (action == a)).sum()), int((~treated & (action == a)).sum())) for a in self.actions
         }
-        self.learned_ = [a for a in self.actions if min(counts[a]) >= self.min_outcomes]
-        self.counts_ = counts
+        left = churned > 0
+        churners = {
+            a: (int((treated & left & (action == a)).sum()), int((~treated & left & (action == a)).sum()))
+            for a in self.actions
+        }
+        self.learned_ = [
+            a for a in self.actions if min(counts[a]) >= self.min_outcomes and min(churners[a]) >= self.min_churned
+        ]
+        self.counts_, self.churners_ = counts, churners
         keep = np.isin(action, self.learned_)
         if not keep.any():
             self.coef_ = np.zeros((len(self.actions), z.shape[1] + 1))
