@@ -34,6 +34,7 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
+from churn import clock
 from churn.settings import load_settings
 from features.build import build_feature_tables, raw_as_of
 from features.simulate import simulate
@@ -116,6 +117,7 @@ def main() -> None:
     if args.explore_share is not None:
         catalog = catalog.model_copy(update={"explore_share": args.explore_share})
     end = raw_as_of(settings.raw_dir)
+    settings = clock.pinned(settings, end)  # outcomes are recorded at the end of the data, on any date
     eval_date = end - ROUND_SPACING
     rounds = [eval_date - ROUND_SPACING * k for k in range(args.rounds, 0, -1)]
     ledger = Ledger(settings.resolved_ledger_url)
