@@ -21,7 +21,6 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
-from datetime import datetime
 
 import mlflow
 import numpy as np
