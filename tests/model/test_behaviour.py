@@ -10,9 +10,13 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from churn.errors import ConfigError
+from features.definitions import feature_names
 from features.store import feature_store
 from serving.scoring import Scorer
-from training.dataset import cutoff_dates, label_frame, training_set
+from training.backtest import split_at
+from training.baselines import OneHotLogistic
+from training.dataset import label_frame, training_set
+from training.evaluate import top_decile_lift
 from training.train import train
 
 from tests.conftest import make_settings
@@ -112,11 +116,122 @@ def default_run(tmp_path_factory):
     return settings, train(settings)
 
 
-def test_default_demo_meets_the_quality_bar(default_run):
-    """Issue acceptance: on the default demo data, validation ROC AUC >= 0.75 and top-decile lift >= 2.5."""
-    _, result = default_run
-    assert result.churn_metrics["roc_auc"] >= 0.75
-    assert result.churn_metrics["top_decile_lift"] >= 2.5
+@pytest.fixture(scope="module")
+def default_rows(default_run) -> tuple[list[pd.Timestamp], pd.DataFrame]:
+    """The registered churn model's cutoffs (as the registry records them) and their labelled rows with features."""
+    settings, _ = default_run
+    spec = Scorer.load(settings).churn.extra
+    cutoffs = [pd.Timestamp(c, tz="UTC") for c in (*spec["fit_cutoffs"], spec["calibration_cutoff"], spec["test_cutoff"])]
+    labels = label_frame(settings.raw_dir, cutoffs, settings.training.horizon_days, settings.training.clv_horizon_days)
+    return cutoffs, training_set(settings, labels, settings.training.feature_service)
+
+
+def _single_feature_scores(fit: pd.DataFrame, rows: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
+    """Each feature on its own as a risk score of `rows`: a number as it is, a category by its churn rate on `fit`.
+
+    A missing value (last_nps of a customer never surveyed, a category unseen in `fit`) ranks
+    lowest, so no row is dropped and every feature is judged on the same rows as the engine.
+    """
+    out = {}
+    for name in names:
+        if pd.api.types.is_numeric_dtype(rows[name]):
+            score = rows[name].astype(float).to_numpy()
+        else:
+            score = rows[name].map(fit.groupby(name)["churned"].mean()).astype(float).to_numpy()
+        missing = np.isnan(score)
+        out[name] = np.where(missing, np.nanmin(score) - 1.0, score) if missing.any() else score
+    return out
+
+
+def _baselines(fit: pd.DataFrame, test: pd.DataFrame, names: list[str]) -> dict:
+    """The best single feature (by ROC AUC and by lift, each in its better direction) and a logistic regression.
+
+    The logistic regression (one-hot categories, standardized numbers) is fitted on `fit`,
+    the rows the engine's trees were fitted on, and scored on the held-out `test` rows.
+    """
+    y = test["churned"].to_numpy()
+    auc, lift = {}, {}
+    for name, score in _single_feature_scores(fit, test, names).items():
+        a = roc_auc_score(y, score)
+        auc[name] = max(a, 1.0 - a)
+        lift[name] = top_decile_lift(y, score if a >= 0.5 else -score)
+    categorical = [n for n in names if not pd.api.types.is_numeric_dtype(fit[n])]
+    logistic = OneHotLogistic(names, categorical).fit(fit, fit["churned"].to_numpy()).predict(test)
+    best_auc, best_lift = max(auc, key=auc.get), max(lift, key=lift.get)
+    return {
+        "feature_auc": (best_auc, auc[best_auc]),
+        "feature_lift": (best_lift, lift[best_lift]),
+        "logistic_auc": float(roc_auc_score(y, logistic)),
+        "logistic_lift": top_decile_lift(y, logistic),
+    }
+
+
+@pytest.fixture(scope="module")
+def fold_baselines(default_run, default_rows) -> dict[str, dict]:
+    """Baselines of every backtest fold, on that fold's own fitting and test rows, by test cutoff."""
+    settings, _ = default_run
+    cutoffs, frame = default_rows
+    names = feature_names(settings.training.feature_service)
+    out = {}
+    for k in range(len(cutoffs) - settings.training.backtest_folds, len(cutoffs)):
+        fit, _, test = split_at(frame, cutoffs, k)
+        out[f"{cutoffs[k]:%Y-%m-%d}"] = _baselines(fit, test, names) | {"customers": len(test)}
+    return out
+
+
+def _figures(engine_auc: float, engine_lift: float, base: dict) -> str:
+    (f_auc, auc), (f_lift, lift) = base["feature_auc"], base["feature_lift"]
+    return (
+        f"on {base['customers']:,} held-out customers: engine ROC AUC {engine_auc:.4f}, lift {engine_lift:.2f}; "
+        f"best single feature {f_auc} AUC {auc:.4f}, best lift {f_lift} {lift:.2f}; "
+        f"logistic regression AUC {base['logistic_auc']:.4f}, lift {base['logistic_lift']:.2f}"
+    )
+
+
+# The engine must rank clearly better than any raw feature: 0.05 of ROC AUC is about half of
+# today's smallest gap (0.079, fold 2026-08-02; sessions_7d alone has 0.784 on the latest
+# cutoff), and a model reduced to sessions_7d falls below that feature, not 0.05 above it.
+FEATURE_AUC_MARGIN = 0.05
+# Top-decile lift over the best single feature's: today +1.54 on the latest cutoff (6.80 against 5.26).
+FEATURE_LIFT_MARGIN = 0.5
+# Against the logistic regression no margin: "not worse". Today the engine is ahead by 0.022 to
+# 0.053 of ROC AUC over the folds, and by 0.88 of lift on the latest cutoff (6.80 against 5.92).
+
+
+def test_default_demo_meets_the_quality_bar(default_run, default_rows, fold_baselines):
+    """Issue acceptance: on the default demo data, validation ROC AUC >= 0.75 and top-decile lift >= 2.5.
+
+    Those absolute figures are reached by one raw feature, so the bar is relative as well, on
+    the same rows: the engine must beat the best single feature by a margin and be no worse
+    than a logistic regression fitted on the rows the engine was fitted on, on the latest
+    cutoff (the registered model) and on every backtest fold.
+    """
+    settings, result = default_run
+    metrics = result.churn_metrics
+    latest = fold_baselines[f"{default_rows[0][-1]:%Y-%m-%d}"]
+    said = _figures(metrics["roc_auc"], metrics["top_decile_lift"], latest)
+    assert metrics["roc_auc"] >= 0.75 and metrics["top_decile_lift"] >= 2.5, said
+    assert metrics["roc_auc"] >= latest["feature_auc"][1] + FEATURE_AUC_MARGIN, said
+    assert metrics["top_decile_lift"] >= latest["feature_lift"][1] + FEATURE_LIFT_MARGIN, said
+    assert metrics["roc_auc"] >= latest["logistic_auc"], said
+    assert metrics["top_decile_lift"] >= latest["logistic_lift"], said
+    # the backtest holds up over time: every fold ranks risk well, not only the latest
+    folds = result.backtest[result.backtest["test_cutoff"] != "all"]
+    assert list(folds["test_cutoff"]) == list(fold_baselines), (list(folds["test_cutoff"]), list(fold_baselines))
+    for _, fold in folds.iterrows():
+        base = fold_baselines[fold["test_cutoff"]]
+        said = f"fold {fold['test_cutoff']} " + _figures(fold["roc_auc"], fold["top_decile_lift"], base)
+        assert fold["roc_auc"] >= 0.75, said
+        assert fold["roc_auc"] >= base["feature_auc"][1] + FEATURE_AUC_MARGIN, said
+        assert fold["roc_auc"] >= base["logistic_auc"], said
+    # The baselines' rows are the rows training measured the engine on: the champion scored on
+    # them gives the figure training recorded. (A run with shuffled labels records its figures
+    # against the shuffled labels, so it would differ here too, had it passed the bar.)
+    _, frame = default_rows
+    test = frame[frame["event_timestamp"] == default_rows[0][-1]]
+    scored = Scorer.load(settings).score(test)
+    rescored = roc_auc_score(scored["churned"], scored["churn_probability"])
+    assert rescored == pytest.approx(metrics["roc_auc"], abs=1e-9), (rescored, metrics["roc_auc"], len(test))
     # and the CLV model ranks customers by value
     assert result.clv_metrics["spearman"] >= 0.5
 
@@ -128,26 +243,30 @@ def test_default_demo_is_calibrated_on_the_latest_cutoff(default_run):
     latest = result.backtest.iloc[-2]
     assert latest["ece"] == result.churn_metrics["ece"]
     assert f"<b>{latest['ece']:.4f}</b> after" in result.report_path.read_text()
-    # the backtest holds up over time: every fold ranks risk well, not only the latest
-    folds = result.backtest[result.backtest["test_cutoff"] != "all"]
-    assert len(folds) == 3 and (folds["roc_auc"] >= 0.75).all()
     assert result.churn_metrics["empc"] > 0 and 0 < result.churn_metrics["empc_contact_share"] < 0.2
 
 
-def test_model_holds_in_every_clv_segment(default_run):
-    """Slices: the churn model ranks risk within each CLV segment, not only across them."""
-    settings, result = default_run
-    from features.build import raw_as_of
-
-    scorer = Scorer.load(settings)
-    as_of = raw_as_of(settings.raw_dir)
-    latest = cutoff_dates(as_of, settings.training.horizon_days, settings.training.n_cutoffs, 28)[-1]
-    labels = label_frame(settings.raw_dir, [latest], settings.training.horizon_days, 365)
-    frame = training_set(settings, labels, settings.training.feature_service)
-    scored = scorer.score(frame)
+def test_model_holds_in_every_clv_segment(default_run, default_rows):
+    """Slices: the churn model ranks risk within each CLV segment, not only across them, and beats any raw feature there."""
+    settings, _ = default_run
+    cutoffs, frame = default_rows
+    fit, _, test = split_at(frame, cutoffs, len(cutoffs) - 1)
+    scored = Scorer.load(settings).score(test)
+    names = feature_names(settings.training.feature_service)
     for segment, part in scored.groupby("segment"):
-        assert part["churned"].sum() >= 10, segment
-        assert roc_auc_score(part["churned"], part["churn_probability"]) >= 0.7, segment
+        y = part["churned"].to_numpy()
+        engine = roc_auc_score(y, part["churn_probability"])
+        feature = {n: roc_auc_score(y, s) for n, s in _single_feature_scores(fit, part, names).items()}
+        best = max(feature, key=lambda n: max(feature[n], 1.0 - feature[n]))
+        best_auc = max(feature[best], 1.0 - feature[best])
+        said = (
+            f"segment {segment}, {len(part)} customers, {y.sum()} churned: "
+            f"engine ROC AUC {engine:.4f}, best single feature {best} {best_auc:.4f}"
+        )
+        assert y.sum() >= 10, said
+        assert engine >= 0.7, said
+        # today 0.10-0.12 above the best feature of each segment (the high one: 0.715 against plan's 0.606)
+        assert engine >= best_auc + FEATURE_AUC_MARGIN, said
 
 
 def test_serving_refuses_a_model_whose_feature_service_is_not_served(engine, tmp_path):
