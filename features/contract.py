@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from churn.errors import ConfigError
 
@@ -57,6 +57,49 @@ class CsvOptions(_Strict):
     names: list[str] | None = Field(None, description="Column names when the file has no header (or to rename).")
 
 
+class Signals(_Strict):
+    """Which values of a log source's `kind` column are which customer signal.
+
+    Each declared signal becomes features named as the engine's own (the action catalog reads
+    them on any data set): activity -> sessions_7d/28d/91d, active_days_7d/28d/91d,
+    activity_trend_7d_28d, days_since_last_active; support_tickets -> tickets_28d/91d;
+    complaints -> complaints_28d/91d; failed_payments -> payment_failures_28d/91d;
+    plan_changes -> plan_changes_91d; survey (NPS, CSAT, CES answers) -> last_survey_score
+    (from `survey_score`) and days_since_survey. Kinds not named here keep the generic counts.
+    """
+
+    activity: list[str] = Field(default_factory=list, description="Kinds that are activity (logins, sessions, usage).")
+    support_tickets: list[str] = Field(default_factory=list, description="Kinds that are support tickets.")
+    complaints: list[str] = Field(default_factory=list, description="Kinds that are complaints.")
+    failed_payments: list[str] = Field(default_factory=list, description="Kinds that are failed payments.")
+    plan_changes: list[str] = Field(default_factory=list, description="Kinds that are plan changes (up- or downgrades).")
+    survey: list[str] = Field(default_factory=list, description="Kinds that are survey answers (NPS, CSAT, CES).")
+    survey_score: str | None = Field(None, description="Numeric column holding a survey answer's score.")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _kinds_as_text(cls, value):
+        # a kind column is text once ingested; `[1, 2]` in a config means the values "1", "2"
+        return [str(v) for v in value] if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _score_with_survey(self) -> Signals:
+        if self.survey and not self.survey_score:
+            raise ValueError("signals.survey needs signals.survey_score: the column holding the answer's score")
+        named = [k for name in SIGNAL_KINDS for k in getattr(self, name)]
+        repeated = sorted({k for k in named if named.count(k) > 1})
+        if repeated:
+            raise ValueError(f"signals: kinds {repeated} are named for more than one signal")
+        return self
+
+    def declared(self) -> dict[str, list[str]]:
+        """signal -> its kinds, for the signals that name any."""
+        return {name: getattr(self, name) for name in SIGNAL_KINDS if getattr(self, name)}
+
+
+SIGNAL_KINDS = ("activity", "support_tickets", "complaints", "failed_payments", "plan_changes", "survey")
+
+
 class Source(_Strict):
     """One table of the company's data and what its columns mean."""
 
@@ -77,6 +120,7 @@ class Source(_Strict):
     amount: str | None = Field(None, description="transactions: the money column (summed, RFM monetary).")
     values: list[str] = Field(default_factory=list, description="logs: further numeric columns summed over windows.")
     kind: str | None = Field(None, description="logs: a column whose most frequent values get their own counts.")
+    signals: Signals = Field(Signals(), description="logs: which values of `kind` are activity, tickets, complaints, ...")
     allow_negative: list[str] = Field(default_factory=list, description="Numeric columns that may be negative (amount may not, unless listed).")
     label: str | None = Field(None, description="snapshot: the churn label column.")
     positive: list[str] = Field(default_factory=lambda: ["1", "Yes", "yes", "True", "true"], description="Label values that mean churned.")
@@ -96,11 +140,16 @@ class Source(_Strict):
             raise ValueError("a snapshot source needs `as_of`: the date its attributes and label describe")
         if self.shape == Shape.TRANSACTIONS and not self.amount:
             raise ValueError("a transactions source needs an `amount` column")
+        if self.signals.declared() and not self.kind:
+            raise ValueError("`signals` name values of the `kind` column: give `kind` too")
         return self
 
     def required_columns(self) -> list[str]:
         """Columns the source must have after `derive` (named in the config)."""
-        named = [self.customer_id, self.timestamp, self.amount, self.kind, self.label, self.signup, *self.values]
+        named = [
+            self.customer_id, self.timestamp, self.amount, self.kind, self.label, self.signup, *self.values,
+            self.signals.survey_score,
+        ]
         return [c for c in dict.fromkeys(named) if c]
 
     def numeric_columns(self) -> list[str]:
@@ -150,6 +199,11 @@ class Contract(_Strict):
                 raise ValueError(f"source name {name!r} must be a lower-case identifier (it names a Feast view)")
         if shapes.count(Shape.SNAPSHOT) > 1:
             raise ValueError("at most one snapshot source")
+        declared = [(signal, name) for name, s in self.sources.items() for signal in s.signals.declared()]
+        twice = sorted({signal for signal, _ in declared if [x for x, _ in declared].count(signal) > 1})
+        if twice:
+            # the signals' features carry no source prefix (the action catalog reads them by name)
+            raise ValueError(f"signals {twice} are declared in more than one source; declare each in one")
         if self.churn.definition == "label" and not any(s.label for s in self.sources.values()):
             raise ValueError("churn.definition 'label' needs a snapshot source with a `label` column")
         if self.churn.definition == "cancellations" and Shape.CANCELLATIONS not in shapes:

@@ -91,8 +91,82 @@ def _snapshot_table(path: Path, contract: Contract, types: dict[str, str]) -> tu
     return out, schema
 
 
-def _log_table(con: duckdb.DuckDBPyConnection, path: Path, name: str, contract: Contract, end: datetime) -> str:
-    """SQL of the weekly snapshot table of one log source (run by the caller)."""
+def _literal(value) -> str:
+    """A SQL string literal of `value`."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+# Windows of the declared signals' features: the engine's own (7, 28 and 91 days), so that
+# the action catalog and the reason codes read the same names on every data set.
+_SIGNAL_WINDOWS = {
+    "activity": (7, 28, 91),
+    "support_tickets": (28, 91),
+    "complaints": (28, 91),
+    "failed_payments": (28, 91),
+    "plan_changes": (91,),
+}
+_SIGNAL_NAMES = {
+    "support_tickets": "tickets",
+    "complaints": "complaints",
+    "failed_payments": "payment_failures",
+    "plan_changes": "plan_changes",
+}
+SIGNAL_DESCRIPTIONS = {
+    "sessions": "Activity rows (sessions, logins, usage) in the {w} days before the snapshot.",
+    "active_days": "Days with activity in the {w} days before the snapshot.",
+    "tickets": "Support tickets in the {w} days before the snapshot.",
+    "complaints": "Complaints in the {w} days before the snapshot.",
+    "payment_failures": "Failed payments in the {w} days before the snapshot.",
+    "plan_changes": "Plan changes (up- or downgrades) in the {w} days before the snapshot.",
+    "activity_trend_7d_28d": "(active days in 7 d + 1) / (active days in 28 d / 4 + 1): below 1 means activity is falling.",
+    "days_since_last_active": "Days from the latest activity to the snapshot; null if none yet.",
+    "last_survey_score": "Score of the latest survey answer (NPS, CSAT, CES) before the snapshot; null if none.",
+    "days_since_survey": "Days from the latest survey answer to the snapshot; null if none.",
+}
+
+
+def _signal_window_columns(signals: dict[str, list[str]]) -> list[str]:
+    """Window sums of the declared signals (the `windowed` step)."""
+    columns = []
+    for signal, windows in _SIGNAL_WINDOWS.items():
+        if signal not in signals:
+            continue
+        for w in windows:
+            recent = f"d.d >= st.s - INTERVAL {w} DAY"
+            if signal == "activity":
+                columns += [
+                    f"CAST(coalesce(sum(d.g_activity) FILTER (WHERE {recent}), 0) AS DOUBLE) AS sessions_{w}d",
+                    f"count(*) FILTER (WHERE {recent} AND d.g_activity > 0) AS active_days_{w}d",
+                ]
+            else:
+                columns.append(
+                    f"CAST(coalesce(sum(d.g_{signal}) FILTER (WHERE {recent}), 0) AS BIGINT) AS {_SIGNAL_NAMES[signal]}_{w}d"
+                )
+    return columns
+
+
+def _signal_columns(signals: dict[str, list[str]]) -> str:
+    """Trend, recency and latest survey score of the declared signals (the final step)."""
+    columns = []
+    if "activity" in signals:
+        columns += [
+            "CAST((active_days_7d + 1.0) / (active_days_28d / 4.0 + 1.0) AS DOUBLE) AS activity_trend_7d_28d",
+            "CAST(date_diff('day', l.last_active_d, w.s) AS BIGINT) AS days_since_last_active",
+        ]
+    if "survey" in signals:
+        columns += [
+            "CAST(l.last_survey_score AS DOUBLE) AS last_survey_score",
+            "CAST(date_diff('day', l.last_survey_d, w.s) AS BIGINT) AS days_since_survey",
+        ]
+    return "".join(f",\n            {c}" for c in columns)
+
+
+def _log_table(
+    con: duckdb.DuckDBPyConnection, path: Path, name: str, contract: Contract, end: datetime, types: dict[str, str]
+) -> str:
+    """SQL of the weekly snapshot table of one log source (run by the caller).
+
+    `types`: the ingested column types of the source (from the manifest)."""
     source = contract.sources[name]
     sums = {(_slug(c)): c for c in source.numeric_columns()}
     kinds = []
@@ -109,9 +183,25 @@ def _log_table(con: duckdb.DuckDBPyConnection, path: Path, name: str, contract: 
     n_stamps = max(1, (end - first).days // SNAPSHOT_DAYS)
     daily_cols = ["count(*) AS n"] + [f'sum("{col}") AS "s_{slug}"' for slug, col in sums.items()]
     daily_cols += [
-        f"count(*) FILTER (WHERE \"{source.kind}\" = '{str(k).replace(chr(39), chr(39) * 2)}') AS \"k_{_slug(k)}\""
+        f"count(*) FILTER (WHERE \"{source.kind}\" = {_literal(k)}) AS \"k_{_slug(k)}\""
         for k in kinds
     ]
+    signals = source.signals.declared()
+    daily_cols += [
+        f"count(*) FILTER (WHERE \"{source.kind}\" IN ({', '.join(_literal(k) for k in values)})) AS g_{signal}"
+        for signal, values in signals.items()
+    ]
+    if "survey" in signals:
+        score = source.signals.survey_score
+        if types.get(score) not in (ColumnType.INT.value, ColumnType.FLOAT.value):
+            raise DataError(
+                f"{path}: signals.survey_score {score!r} must be a numeric column (declare it int or float); "
+                f"it was ingested as {types.get(score)}"
+            )
+        daily_cols.append(
+            f'arg_max("{score}", event_time) FILTER (WHERE "{source.kind}" IN '
+            f"({', '.join(_literal(k) for k in signals['survey'])}) AND \"{score}\" IS NOT NULL) AS g_survey_score"
+        )
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE daily AS
         SELECT customer_id, CAST(timezone('UTC', event_time) AS DATE) AS d, {', '.join(daily_cols)}
@@ -135,6 +225,7 @@ def _log_table(con: duckdb.DuckDBPyConnection, path: Path, name: str, contract: 
                 f'coalesce(sum(d."k_{_slug(k)}") FILTER (WHERE {recent}), 0) AS {name}_{_slug(source.kind)}_{_slug(k)}_{w}d'
                 for k in kinds
             ]
+    window_cols += _signal_window_columns(signals)
     amount = _slug(source.amount) if source.amount else None
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE windowed AS
@@ -150,6 +241,9 @@ def _log_table(con: duckdb.DuckDBPyConnection, path: Path, name: str, contract: 
             sum(n) OVER w AS n_all,
             count(*) OVER w AS days_all
             {f', sum("s_{amount}") OVER w AS amount_all' if amount else ''}
+            {', max(CASE WHEN g_activity > 0 THEN d END) OVER w AS last_active_d' if 'activity' in signals else ''}
+            {', max(CASE WHEN g_survey > 0 THEN d END) OVER w AS last_survey_d, '
+             'last_value(g_survey_score IGNORE NULLS) OVER w AS last_survey_score' if 'survey' in signals else ''}
         FROM daily WINDOW w AS (PARTITION BY customer_id ORDER BY d ROWS UNBOUNDED PRECEDING)"""
     )
     rfm = (
@@ -166,12 +260,17 @@ def _log_table(con: duckdb.DuckDBPyConnection, path: Path, name: str, contract: 
             CAST(l.n_all AS BIGINT) AS {name}_count_all,
             CASE WHEN l.days_all > 1 THEN date_diff('day', l.first_d, l.d) / (l.days_all - 1.0) END
                 AS {name}_mean_gap_days
-            {rfm}
+            {rfm}{_signal_columns(signals)}
         FROM windowed w ASOF JOIN lifetime l ON w.customer_id = l.customer_id AND w.s > l.d
         ORDER BY event_timestamp, customer_id"""
 
 
 def _describe(column: str, name: str) -> str:
+    if column in SIGNAL_DESCRIPTIONS:
+        return SIGNAL_DESCRIPTIONS[column]
+    match = re.fullmatch(r"(sessions|active_days|tickets|complaints|payment_failures|plan_changes)_(\d+)d", column)
+    if match:
+        return SIGNAL_DESCRIPTIONS[match[1]].format(w=match[2])
     match = re.fullmatch(rf"{name}_(count|days)_(\d+)d", column)
     if match:
         return _DESCRIPTIONS[match[1]].format(src=name, w=match[2])
@@ -210,7 +309,7 @@ def build_contract_features(ingested_dir: Path, out_dir: Path) -> ContractFeatur
         if source.shape == Shape.SNAPSHOT:
             frame, fields = _snapshot_table(path, contract, manifest["types"][name])
         elif source.shape in LOG_SHAPES:
-            frame = con.execute(_log_table(con, path, name, contract, end)).df()
+            frame = con.execute(_log_table(con, path, name, contract, end, manifest["types"][name])).df()
             frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
             fields = [(c, _kind_of(frame[c].dtype), _describe(c, name)) for c in frame.columns[2:]]
         else:

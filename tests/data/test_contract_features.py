@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from churn.errors import DataError
 from features.contract import Contract
 from features.contract_features import build_contract_features, read_views
 from features.ingest import ingest
@@ -82,3 +83,121 @@ def test_rolling_cutoffs_leave_a_full_horizon_after_every_training_cutoff(built)
     assert evaluation == [at("2024-03-10"), at("2024-03-17")]
     for e in evaluation:
         assert all(c + pd.Timedelta(days=14) <= e for c in training[e])
+
+
+# --- signals by kind: a log's kinds declared as activity, tickets, complaints, ... -----------
+# customer A: logins on three days, a ticket, a complaint, a failed payment, two NPS answers;
+# the data ends at midnight after 2024-03-30 (snapshots every Sunday back from 2024-03-31)
+EVENTS = (
+    "cust,at,type,score\n"
+    "A,2024-03-01 09:00,login,\n"
+    "A,2024-03-01 18:00,login,\n"
+    "A,2024-03-20 10:00,login,\n"
+    "A,2024-03-29 10:00,login,\n"
+    "A,2024-03-05 10:00,ticket,\n"
+    "A,2024-03-05 11:00,complaint,\n"
+    "A,2024-03-25 11:00,card_declined,\n"
+    "A,2024-02-01 11:00,nps,9\n"
+    "A,2024-03-22 11:00,nps,3\n"
+    "A,2024-03-23 11:00,downgrade,\n"
+    "B,2024-03-30 08:00,login,\n"
+)
+SIGNALS = {
+    "activity": ["login"], "support_tickets": ["ticket"], "complaints": ["complaint"],
+    "failed_payments": ["card_declined"], "plan_changes": ["downgrade", "upgrade"], "survey": ["nps"],
+    "survey_score": "score",
+}
+
+
+def _events_contract(signals: dict) -> dict:
+    return {
+        "name": "app",
+        "sources": {
+            "events": {
+                "shape": "events", "path": "events.csv", "customer_id": "cust", "timestamp": "at", "kind": "type",
+                "columns": {"score": "float"}, "signals": signals,
+            }
+        },
+        "churn": {"definition": "inactivity", "horizon_days": 14, "active_days": 365},
+    }
+
+
+@pytest.fixture()
+def signalled(tmp_path):
+    (tmp_path / "events.csv").write_text(EVENTS)
+    contract = Contract.model_validate(_events_contract(SIGNALS))
+    ingest(contract, tmp_path, tmp_path / "ingested")
+    result = build_contract_features(tmp_path / "ingested", tmp_path / "tables")
+    return result, pd.read_parquet(result.tables["app_events"]).set_index(["customer_id", "event_timestamp"])
+
+
+def test_declared_signals_become_the_engines_own_features(signalled):
+    _, frame = signalled
+    row = frame.loc[("A", at("2024-03-31"))]
+    # activity: logins on 03-01 (twice), 03-20, 03-29; before 2024-03-31
+    assert row["sessions_7d"] == 1 and row["sessions_28d"] == 2 and row["sessions_91d"] == 4
+    assert row["active_days_7d"] == 1 and row["active_days_28d"] == 2 and row["active_days_91d"] == 3
+    assert row["activity_trend_7d_28d"] == pytest.approx((1 + 1.0) / (2 / 4.0 + 1.0))
+    assert row["days_since_last_active"] == 2  # 03-29 -> 03-31
+    assert row["tickets_28d"] == 1 and row["complaints_28d"] == 1 and row["payment_failures_28d"] == 1
+    assert row["plan_changes_91d"] == 1
+    assert row["last_survey_score"] == 3 and row["days_since_survey"] == 9  # the answer of 03-22
+    # point in time: the 2024-03-10 snapshot sees neither the later logins nor the later answer
+    before = frame.loc[("A", at("2024-03-10"))]
+    assert before["sessions_28d"] == 2 and before["days_since_last_active"] == 9
+    assert before["last_survey_score"] == 9 and before["payment_failures_28d"] == 0
+    # a customer with no complaint has zero complaints, not a missing value; no survey: null
+    other = frame.loc[("B", at("2024-03-31"))]
+    assert other["complaints_28d"] == 0 and pd.isna(other["last_survey_score"])
+
+
+def test_signal_features_are_described_and_without_a_source_prefix(signalled):
+    result, frame = signalled
+    fields = {c: text for c, _, text in read_views(result.tables["app_events"].parent)["views"]["app_events"]}
+    for feature in ("sessions_7d", "active_days_91d", "complaints_28d", "payment_failures_91d", "last_survey_score"):
+        assert feature in frame.columns and fields[feature] and "events" not in fields[feature]
+    assert fields["complaints_28d"] == "Complaints in the 28 days before the snapshot."
+    assert "events_count_7d" in frame.columns  # the generic counts stay
+
+
+def test_undeclared_kinds_keep_only_the_generic_features(tmp_path):
+    (tmp_path / "events.csv").write_text(EVENTS)
+    contract = Contract.model_validate(_events_contract({}))
+    ingest(contract, tmp_path, tmp_path / "ingested")
+    frame = pd.read_parquet(build_contract_features(tmp_path / "ingested", tmp_path / "tables").tables["app_events"])
+    assert "events_type_login_30d" in frame.columns
+    assert not {"sessions_7d", "complaints_28d", "last_survey_score"} & set(frame.columns)
+
+
+@pytest.mark.parametrize(
+    "signals, message",
+    [
+        ({"survey": ["nps"]}, r"signals.survey needs signals.survey_score"),
+        ({"activity": ["login"], "complaints": ["login"]}, r"kinds \['login'\] are named for more than one signal"),
+        ({"activity": ["login"], "mood": ["x"]}, r"signals\.mood\n\s+Extra inputs are not permitted"),
+    ],
+)
+def test_bad_signals_are_named(signals, message):
+    with pytest.raises(ValueError, match=message):
+        Contract.model_validate(_events_contract(signals))
+
+
+def test_signals_need_a_kind_column_and_one_source_each():
+    no_kind = _events_contract({"activity": ["login"]})
+    del no_kind["sources"]["events"]["kind"]
+    with pytest.raises(ValueError, match=r"`signals` name values of the `kind` column: give `kind` too"):
+        Contract.model_validate(no_kind)
+    twice = _events_contract({"activity": ["login"]})
+    twice["sources"]["more"] = {**twice["sources"]["events"], "path": "more.csv"}
+    with pytest.raises(ValueError, match=r"signals \['activity'\] are declared in more than one source"):
+        Contract.model_validate(twice)
+
+
+def test_a_survey_score_that_is_not_numeric_is_refused(tmp_path):
+    (tmp_path / "events.csv").write_text(EVENTS.replace(",nps,9", ",nps,nine"))
+    config = _events_contract(SIGNALS)
+    del config["sources"]["events"]["columns"]
+    contract = Contract.model_validate(config)
+    ingest(contract, tmp_path, tmp_path / "ingested")
+    with pytest.raises(DataError, match=r"signals.survey_score 'score' must be a numeric column .* ingested as categorical"):
+        build_contract_features(tmp_path / "ingested", tmp_path / "tables")
