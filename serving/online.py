@@ -21,6 +21,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.infra.online_stores.redis import RedisOnlineStore, _versioned_fv_name
 from redis.backoff import ConstantBackoff
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
@@ -94,13 +95,16 @@ class OnlineReader:
         all of them in one pipeline, reads every feature in a single round trip (instead
         of one per feature view). The client gets one quick retry instead of redis-py's
         default three with back-off (about 5 s), so an outage is a 503 in milliseconds;
-        it reconnects by itself on the next request once Redis is back.
+        it reconnects by itself on the next request once Redis is back. The retry is for a
+        broken connection only (a pooled one that Redis closed): a read that timed out
+        (`timeouts.redis_seconds`, in the connection string) is not tried again, so a Redis
+        that hangs costs one timeout, not two.
         """
         online = self._provider.online_store
         if not isinstance(online, RedisOnlineStore):
             return None
         client = online._get_client(self.store.config.online_store)
-        client.set_retry(Retry(ConstantBackoff(0.01), retries=1))
+        client.set_retry(Retry(ConstantBackoff(0.01), retries=1, supported_errors=(RedisConnectionError,)))
         fields: list[bytes | str] = []
         for view, names in self._views:
             requested, hset_keys = online._generate_hset_keys_for_features(
