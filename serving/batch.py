@@ -79,7 +79,7 @@ def decide_campaign(
     as_of: datetime,
     effects: np.ndarray | None = None,
     decided_at: datetime | None = None,
-    bounded: bool = False,
+    deadline: float | None = None,
 ) -> pd.DataFrame:
     """Decide for scored customers and record it, in one ledger transaction: cooldowns, budget, holdouts.
 
@@ -88,8 +88,8 @@ def decide_campaign(
     The campaign's budget and capacities are what its earlier calls and runs left; a
     customer decided in another campaign within a cooldown is blocked, also when that
     decision is being made at the same moment elsewhere (the transaction holds the
-    customers' locks, `Ledger.deciding`). `bounded`: the transaction must commit within the
-    ledger's timeout or records nothing (the service's calls).
+    customers' locks, `Ledger.deciding`). `deadline` (`time.monotonic()` seconds): the
+    transaction must commit by then or records nothing (the service's calls).
 
     Returns the ledger's rows for the scored customers, by customer id. A campaign run
     again finds its own first decisions in the ledger and keeps them, so nobody is
@@ -97,7 +97,7 @@ def decide_campaign(
     """
     now = decided_at or as_of
     since = pd.Timestamp(now) - pd.Timedelta(days=max_cooldown_days(catalog))
-    with ledger.deciding(campaign, scores["customer_id"].tolist(), bounded=bounded) as decision:
+    with ledger.deciding(campaign, scores["customer_id"].tolist(), deadline=deadline) as decision:
         new = ~scores["customer_id"].isin(decision.decided()["customer_id"]).to_numpy()
         if new.any():
             todo = scores[new].reset_index(drop=True)

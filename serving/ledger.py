@@ -200,15 +200,15 @@ class Ledger:
 
     # ------------------------------------------------------------------ decisions
     @contextmanager
-    def deciding(self, campaign: str, customer_ids: Sequence[int], bounded: bool = False) -> Iterator[Decision]:
+    def deciding(self, campaign: str, customer_ids: Sequence[int], deadline: float | None = None) -> Iterator[Decision]:
         """One decision transaction for `customer_ids` in `campaign`: locks taken, reads and inserts, commit.
 
-        Commits when the block ends, rolls back (nothing recorded) when it raises. `bounded`:
-        the transaction must commit within `timeout_seconds` of the start, or is rolled back
-        and `StoreUnavailableError` raised (the service: a caller told 503 finds no row).
+        Commits when the block ends, rolls back (nothing recorded) when it raises. `deadline`
+        (`time.monotonic()` seconds): every statement's timeout is what is left until then, and
+        the commit happens before it or not at all (`StoreUnavailableError`): the service's
+        caller told 503 finds no row.
         """
         ids = sorted({int(c) for c in customer_ids})
-        deadline = time.monotonic() + self.timeout_seconds if bounded else None
         try:
             if self._dialect == "postgresql" and ids:
                 # lock rows exist before the transaction locks them; inserted apart, in id order,
@@ -471,8 +471,8 @@ class Decision:
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise StoreUnavailableError(
-                f"ledger at {self._ledger._safe_url}: the decision for campaign {self.campaign!r} took longer than "
-                f"{self._ledger.timeout_seconds:g} s ({doing}); rolled back, nothing recorded"
+                f"ledger at {self._ledger._safe_url}: the decision for campaign {self.campaign!r} ran out of its time "
+                f"({self._ledger.timeout_seconds:g} s, {doing}); rolled back, nothing recorded"
             )
         return left
 

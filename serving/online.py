@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 from feast import FeatureStore
@@ -26,7 +27,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from churn.errors import DataError, StoreUnavailableError
-from features.definitions import CATEGORICAL_FEATURES
+from features.definitions import CATEGORICAL_FEATURES, FEATURE_TTL
 from serving.policy import risk_band_of, segment_of
 from serving.scoring import Scorer
 from training.calibration import apply_map
@@ -164,6 +165,61 @@ class OnlineReader:
     def ping(self) -> None:
         """Read one (possibly absent) customer: raises `StoreUnavailableError` when the store is down."""
         self.read([0])
+
+    def check_ready(self, now: datetime) -> None:
+        """Raise `StoreUnavailableError` unless requests can be answered: the store answers, holds features, fresh ones.
+
+        Fresh: every view was materialized up to a date within `FEATURE_TTL` of `now` (the
+        engine's clock), as the registry records it; scoring older features would act on
+        customers as they were weeks ago. Not empty: a Redis restarted without its data (or a
+        SQLite store never filled) answers every customer 404.
+        """
+        self.ping()
+        for view, _ in self._views:
+            intervals = self.store.get_feature_view(view.name, allow_registry_cache=False).materialization_intervals
+            if not intervals:
+                raise StoreUnavailableError(
+                    f"online store: feature view {view.name!r} was never materialized; run `churn features materialize`"
+                )
+            latest = max(end for _, end in intervals)
+            latest = latest if latest.tzinfo else latest.replace(tzinfo=timezone.utc)
+            if now - latest > FEATURE_TTL:
+                raise StoreUnavailableError(
+                    f"online store: the features of {view.name!r} are stale: materialized up to {latest:%Y-%m-%d %H:%M} UTC, "
+                    f"{(now - latest).days} days before now ({now:%Y-%m-%d %H:%M} UTC, the engine's clock), past the "
+                    f"{FEATURE_TTL.days}-day TTL; materialize newer features (`churn features materialize`)"
+                )
+        try:
+            empty = self._redis_empty() if self._redis is not None else self._sqlite_empty()
+        except _STORE_ERRORS as exc:
+            raise StoreUnavailableError(
+                f"online store ({self.store.config.online_store.type}) is unreachable: {type(exc).__name__}"
+            ) from exc
+        if empty:
+            raise StoreUnavailableError(
+                f"online store ({self.store.config.online_store.type}) holds no features of project "
+                f"{self.store.project!r} (restarted without its data?); run `churn features materialize`"
+            )
+
+    def _redis_empty(self, samples: int = 16) -> bool:
+        """No key of this project among `samples` random keys (Feast's keys end with the project's name)."""
+        client, _ = self._redis
+        suffix = self.store.project.encode()
+        for _ in range(samples):
+            key = client.randomkey()
+            if key is None:
+                return True
+            if key.endswith(suffix):
+                return False
+        return True
+
+    def _sqlite_empty(self) -> bool:
+        from feast.infra.online_stores.sqlite import _table_id
+
+        conn = self._provider.online_store._get_conn(self.store.config)
+        view = self._views[0][0]
+        row = conn.execute(f'SELECT 1 FROM "{_table_id(self.store.project, view)}" LIMIT 1').fetchone()
+        return row is None
 
 
 def _put(column: np.ndarray, i: int, value: Value) -> None:

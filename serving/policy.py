@@ -77,7 +77,7 @@ class Action(BaseModel):
     lifecycle_stages: list[LifecycleStage] = Field(
         default_factory=lambda: list(LifecycleStage), min_length=1, description="Lifecycle stages it applies to."
     )
-    capacity: int | None = Field(None, ge=0, description="Most contacts per run (e.g. advisor calls a week); none: no cap.")
+    capacity: int | None = Field(None, ge=0, description="Most contacts per campaign, over all its runs and calls (e.g. advisor calls a week); none: no cap.")
     cooldown_days: int = Field(
         0, ge=0, description="No customer gets this same action again within this many days."
     )
@@ -124,7 +124,7 @@ class ActionCatalog(BaseModel):
 
     risk_bands: RiskBands
     lifecycle: LifecycleEdges = LifecycleEdges()
-    budget: float | None = Field(None, ge=0, description="Most total contact cost per run; none: no budget limit.")
+    budget: float | None = Field(None, ge=0, description="Most total contact cost per campaign, over all its runs and calls; none: no budget limit.")
     cooldown_days: int = Field(
         0, ge=0, description="No customer gets any action again within this many days of the last one."
     )

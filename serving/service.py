@@ -19,11 +19,15 @@ after the store is back succeeds: nothing is cached in a broken state).
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
+import anyio
+import anyio.to_thread
 import bentoml
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
@@ -42,6 +46,8 @@ if TYPE_CHECKING:
     from serving.online import OnlineRows, Scores
 
 MAX_IDS = 1_000
+# Threads of the ledger lane (`ChurnService._in_ledger_lane`): decisions and outcomes in flight per worker.
+LEDGER_LANE = 4
 MAX_PAGE = 1_000
 _INT64_MAX = 2**63 - 1
 
@@ -146,10 +152,12 @@ class InterventionPage(BaseModel):
 class Readiness(BaseModel):
     """Whether the service can answer, part by part."""
 
-    ready: bool = Field(description="True when the models are loaded and both stores answer.")
+    ready: bool = Field(description="True when the models are loaded and both stores can serve requests.")
     models: str = Field(description="Loaded model versions.")
-    online_store: str = Field(description="'ok' or why the online store cannot be read.")
-    ledger: str = Field(description="'ok' or why the ledger cannot be reached.")
+    online_store: str = Field(
+        description="'ok', or why the online store cannot serve: unreachable, empty, or features older than their TTL."
+    )
+    ledger: str = Field(description="'ok', or why the ledger cannot record: unreachable, read-only, locked, or wrong schema.")
 
 
 class ErrorBody(BaseModel):
@@ -173,7 +181,17 @@ def _status_of(exc: ChurnError) -> int:
 
 
 def _http_errors(api: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the engine's errors into JSON error answers with their status and message."""
+    """Turn the engine's errors into JSON error answers with their status and message (sync or async APIs)."""
+    if inspect.iscoroutinefunction(api):
+
+        @functools.wraps(api)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await api(*args, **kwargs)
+            except ChurnError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=_status_of(exc))
+
+        return async_wrapper
 
     @functools.wraps(api)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -219,6 +237,7 @@ class ChurnService:
         self.fast = FastScorer(self.scorer)
         self._ledger: Ledger | None = None
         self._ledger_lock = threading.Lock()
+        self._ledger_lane: anyio.CapacityLimiter | None = None  # made in the event loop, on first use
         try:
             self.ledger()
         except StoreUnavailableError:
@@ -230,7 +249,7 @@ class ChurnService:
             if self._ledger is None:
                 from serving.ledger import Ledger
 
-                self._ledger = Ledger(self.settings.resolved_ledger_url)
+                self._ledger = Ledger.for_settings(self.settings)
             return self._ledger
 
     # ------------------------------------------------------------ scoring
@@ -273,15 +292,35 @@ class ChurnService:
         ]
         return ScoreResponse(scores=items, errors=errors)
 
+    async def _in_ledger_lane(self, work: Callable[..., Any], *args: Any) -> Any:
+        """Run `work(*args)` on a thread of the ledger lane, apart from the thread that scores.
+
+        Why: BentoML runs every synchronous API of a worker on one thread (its `threads`
+        setting, default 1), so a decision waiting on a locked or slow ledger held up every
+        `/score` behind it. The APIs that write the ledger are async and hand their work to
+        this lane of `LEDGER_LANE` threads; `/score` keeps BentoML's thread to itself. More
+        BentoML threads would not do: a few blocked decisions would fill them all again.
+        """
+        if self._ledger_lane is None:
+            self._ledger_lane = anyio.CapacityLimiter(LEDGER_LANE)
+        return await anyio.to_thread.run_sync(functools.partial(work, *args), limiter=self._ledger_lane)
+
     @bentoml.api
     @_http_errors
-    def interventions(self, customer_ids: CustomerIds, campaign: Campaign | None = None) -> InterventionResponse:
+    async def interventions(self, customer_ids: CustomerIds, campaign: Campaign | None = None) -> InterventionResponse:
         """Choose an action for each customer id and record it in the ledger.
 
         A decision is recorded once per (campaign, customer): asking again, or concurrently,
-        returns the first recorded decision. When the ledger cannot be reached the answer is
-        503 and no decision is reported as made.
+        returns the first recorded decision. The campaign's budget and capacities hold across
+        calls, and a customer contacted in another campaign within the cooldown gets no action,
+        also from another replica at the same moment. When the ledger cannot be reached or does
+        not commit within `timeouts.ledger_seconds` of the request, the answer is 503 and no
+        decision is recorded.
         """
+        deadline = time.monotonic() + self.settings.timeouts.ledger_seconds
+        return await self._in_ledger_lane(self._interventions, customer_ids, campaign, deadline)
+
+    def _interventions(self, customer_ids: list[int], campaign: str | None, deadline: float) -> InterventionResponse:
         scores, errors, rows = self._score(customer_ids)
         now = clock.now(self.settings)  # one instant for the campaign id, the decision and its cooldowns
         campaign = campaign or self.settings.campaign or f"online-{now:%Y%m%d}"
@@ -299,9 +338,9 @@ class ChurnService:
             }
         )
         try:
-            # the batch run's own rules: cooldowns from the ledger, budget, holdouts, idempotent record
+            # the batch run's own rules, in one ledger transaction: cooldowns, the campaign's budget left, holdouts
             recorded = self._decide_campaign(
-                scored, self.scorer.catalog, self.ledger(), campaign, as_of=now, decided_at=now
+                scored, self.scorer.catalog, self.ledger(), campaign, as_of=now, decided_at=now, deadline=deadline
             )
         except StoreUnavailableError as exc:
             raise StoreUnavailableError(
@@ -315,7 +354,7 @@ class ChurnService:
 
     @bentoml.api
     @_http_errors
-    def outcomes(
+    async def outcomes(
         self,
         outcomes: Annotated[
             list[Outcome], Field(min_length=1, max_length=MAX_IDS, description=f"1 to {MAX_IDS} outcomes.")
@@ -325,6 +364,9 @@ class ChurnService:
 
         Every outcome must name a recorded decision, or nothing is recorded (400 naming it).
         """
+        return await self._in_ledger_lane(self._outcomes, outcomes)
+
+    def _outcomes(self, outcomes: list[Outcome]) -> OutcomeReceipt:
         import pandas as pd
 
         rows = pd.DataFrame([o.model_dump() for o in outcomes])
@@ -359,19 +401,20 @@ class ChurnService:
 
     @campaigns.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
     def ready(self) -> Response:
-        """Readiness with reasons: models loaded, online store and ledger reachable (503 otherwise)."""
+        """Readiness with reasons: models loaded, fresh features in the online store, a writable ledger (503 otherwise)."""
         state = self.readiness()
         return JSONResponse(state.model_dump(), status_code=200 if state.ready else 503)
 
     def readiness(self) -> Readiness:
+        """What requests need: an online store with fresh features, a ledger with its tables that takes writes."""
         online = ledger = "ok"
         try:
-            self.reader.ping()
+            self.reader.check_ready(clock.now(self.settings))
         except StoreUnavailableError as exc:
             online = str(exc)
         try:
-            self.ledger().ping()
-        except ChurnError as exc:  # unreachable, or a ledger this version cannot use
+            self.ledger().check_writable()
+        except ChurnError as exc:  # unreachable, read-only, locked, or a ledger this version cannot use
             ledger = str(exc)
         return Readiness(
             ready=online == ledger == "ok", models=self.scorer.model_version, online_store=online, ledger=ledger

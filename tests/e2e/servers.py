@@ -7,6 +7,7 @@ servers are not disturbed.
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import threading
@@ -81,6 +82,13 @@ class RedisServer:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise AssertionError(f"redis-server on port {self.port} did not start") from None
                 time.sleep(0.1)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its port and accepts connections, but answers nothing (a hung Redis)."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         """Save to disk and stop (what a restart of a persistent Redis does)."""
