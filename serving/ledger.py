@@ -97,6 +97,8 @@ OUTCOME_COLUMNS = [c.name for c in outcomes.columns]
 _TIMES = ("decided_at", "as_of", "horizon_end", "recorded_at")
 # ids per IN (...) list and rows per INSERT: far below SQLite's 32,766 variables
 _CHUNK = 5_000
+# how far past its deadline a decision's statement may run before its timeouts are set again (seconds)
+_TIMEOUT_SLACK = 0.05
 # first key of the campaigns' advisory locks, so they cannot meet another application's single-key locks
 _CAMPAIGN_LOCK_SPACE = 16_016
 
@@ -453,17 +455,32 @@ class Decision:
         self.campaign = campaign
         self.customer_ids = customer_ids
         self._deadline = deadline
+        self._timeouts_set_at = float("-inf")  # never: the session's own timeouts hold until the first statement
 
     def _execute(self, statement, parameters=None):
-        if self._deadline is not None:
-            left = self._check_deadline("waiting for the ledger")
-            if self._ledger._dialect == "postgresql":
-                ms = str(max(int(left * 1000), 1))
-                self._conn.execute(
-                    sa.text("SELECT set_config('statement_timeout', :ms, true), set_config('lock_timeout', :ms, true)"),
-                    {"ms": ms},
-                )
+        """Execute in the transaction; with a deadline, no statement may wait past it.
+
+        PostgreSQL arms `statement_timeout` when a statement starts, so the transaction's
+        timeouts are set to the time left, and set again once they would overrun the
+        deadline by more than `_TIMEOUT_SLACK` (one extra round trip, not one per statement).
+        """
+        self._bound("waiting for the ledger")
         return self._conn.execute(statement, parameters) if parameters is not None else self._conn.execute(statement)
+
+    def _bound(self, doing: str) -> None:
+        """Before a statement: refuse past the deadline, and keep the timeouts within it."""
+        if self._deadline is not None:
+            left = self._check_deadline(doing)
+            if self._ledger._dialect == "postgresql" and time.monotonic() - self._timeouts_set_at > _TIMEOUT_SLACK:
+                self._set_timeouts(left)
+
+    def _set_timeouts(self, left: float) -> None:
+        self._timeouts_set_at = time.monotonic()
+        ms = str(max(int(left * 1000), 1))
+        self._conn.execute(
+            sa.text("SELECT set_config('statement_timeout', :ms, true), set_config('lock_timeout', :ms, true)"),
+            {"ms": ms},
+        )
 
     def _check_deadline(self, doing: str) -> float:
         if self._deadline is None:
@@ -524,15 +541,15 @@ class Decision:
         records = rows[LEDGER_COLUMNS].astype({"customer_id": "int64", "holdout": bool}).to_dict("records")
         inserted: list = []
         for chunk in _chunks(records):
-            self._check_deadline("inserting")
+            self._bound("inserting")
             inserted += self._ledger._insert_new(self._conn, decisions, chunk, [decisions.c.action, decisions.c.cost])
-        spend = (
-            pd.DataFrame(inserted, columns=["action", "cost"])
-            .query("action != 'none'")
-            .groupby("action")["cost"]
-            .agg(["count", "sum"])
-        )
-        if spend.empty:
+        spend: dict[str, list] = {}
+        for action, cost in inserted:
+            if action != "none":
+                contacts_cost = spend.setdefault(action, [0, 0.0])
+                contacts_cost[0] += 1
+                contacts_cost[1] += float(cost)
+        if not spend:
             return
         upsert = self._ledger._insert_construct(campaign_spend)
         upsert = upsert.on_conflict_do_update(
@@ -545,8 +562,8 @@ class Decision:
         self._execute(
             upsert,
             [
-                {"campaign": self.campaign, "action": action, "contacts": int(row["count"]), "cost": float(row["sum"])}
-                for action, row in spend.iterrows()
+                {"campaign": self.campaign, "action": action, "contacts": contacts, "cost": cost}
+                for action, (contacts, cost) in spend.items()
             ],
         )
 
