@@ -31,6 +31,7 @@ if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 import argparse
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
@@ -117,57 +118,88 @@ def _summary(label: str, rows: int, times: np.ndarray) -> str:
     )
 
 
+@dataclass(frozen=True)
+class LedgerFigures:
+    """Milliseconds per call on each ledger, and the baseline reads on the full one."""
+
+    rows: int
+    empty: np.ndarray
+    full: np.ndarray
+    filled_seconds: float
+    period_ms: float | None = None
+    period_rows: int = 0
+    campaign_ms: float | None = None
+    campaign_rows: int = 0
+
+    @property
+    def ratio(self) -> float:
+        """Median on the full ledger over median on the empty one."""
+        return float(np.median(self.full) / np.median(self.empty))
+
+
+def measure(postgres: str, rows: int, calls: int, baseline: bool = True) -> LedgerFigures:
+    """Time the calls on an empty and a full ledger made on the server of `postgres` (dropped afterwards)."""
+    tag = uuid.uuid4().hex[:8]
+    databases = [f"churn_bench_ledger_empty_{tag}", f"churn_bench_ledger_full_{tag}"]
+    with psycopg.connect(postgres, autocommit=True, connect_timeout=5) as admin:
+        for database in databases:
+            admin.execute(f"CREATE DATABASE {database}")
+    server = sa.engine.make_url(postgres.replace("postgresql://", "postgresql+psycopg://", 1))
+    urls = [server.set(database=d).render_as_string(hide_password=False) for d in databases]
+    timeouts = TimeoutSettings()
+    ledgers = []
+    try:
+        ledgers = [
+            Ledger(url, timeout_seconds=timeouts.ledger_seconds, connect_timeout_seconds=timeouts.ledger_connect_seconds)
+            for url in urls
+        ]
+        began = time.perf_counter()
+        fill(urls[1].replace("postgresql+psycopg://", "postgresql://", 1), rows)
+        filled_seconds = time.perf_counter() - began
+        # in the full ledger, customers past the campaign's share: each has one recent action in another campaign
+        start = int(rows * 0.4) + 1
+        fresh = [20_000_000 + i for i in range(20 + calls)]
+        known = list(range(start, start + 20 + calls))
+        time_calls(ledgers, [fresh[:20], known[:20]], timeouts.ledger_seconds)  # warm the pools and caches
+        empty, full = time_calls(ledgers, [fresh[20:], known[20:]], timeouts.ledger_seconds)
+        figures = LedgerFigures(rows, empty, full, filled_seconds)
+        if baseline:
+            since = pd.Timestamp(NOW) - pd.Timedelta(days=max_cooldown_days(load_catalog()))
+            began = time.perf_counter()
+            period = ledgers[1].recent_actions(since, pd.Timestamp(NOW), exclude_campaign=CAMPAIGN)
+            period_ms = (time.perf_counter() - began) * 1000
+            began = time.perf_counter()
+            campaign = ledgers[1].campaign_decisions(CAMPAIGN)
+            campaign_ms = (time.perf_counter() - began) * 1000
+            figures = LedgerFigures(
+                rows, empty, full, filled_seconds, period_ms, len(period), campaign_ms, len(campaign)
+            )
+        return figures
+    finally:
+        for ledger in ledgers:
+            ledger.close()
+        with psycopg.connect(postgres, autocommit=True, connect_timeout=5) as admin:
+            for database in databases:
+                admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres", help="server (admin database)")
     parser.add_argument("--rows", type=int, default=500_000, help="recent decisions in the full ledger")
     parser.add_argument("--calls", type=int, default=200, help="timed 1-customer calls per ledger")
     args = parser.parse_args()
-    tag = uuid.uuid4().hex[:8]
-    databases = [f"churn_bench_ledger_empty_{tag}", f"churn_bench_ledger_full_{tag}"]
-    with psycopg.connect(args.postgres, autocommit=True) as admin:
-        for database in databases:
-            admin.execute(f"CREATE DATABASE {database}")
-    server = sa.engine.make_url(args.postgres.replace("postgresql://", "postgresql+psycopg://", 1))
-    urls = [server.set(database=d).render_as_string(hide_password=False) for d in databases]
-    timeouts = TimeoutSettings()
-    ledgers = [
-        Ledger(url, timeout_seconds=timeouts.ledger_seconds, connect_timeout_seconds=timeouts.ledger_connect_seconds)
-        for url in urls
-    ]
-    try:
-        began = time.perf_counter()
-        fill(urls[1].replace("postgresql+psycopg://", "postgresql://", 1), args.rows)
-        filled_in = time.perf_counter() - began
-        # in the full ledger, customers past the campaign's share: each has one recent action in another campaign
-        start = int(args.rows * 0.4) + 1
-        fresh = [20_000_000 + i for i in range(20 + args.calls)]
-        known = list(range(start, start + 20 + args.calls))
-        time_calls(ledgers, [fresh[:20], known[:20]], timeouts.ledger_seconds)  # warm the pools and caches
-        empty, full = time_calls(ledgers, [fresh[20:], known[20:]], timeouts.ledger_seconds)
-        since = pd.Timestamp(NOW) - pd.Timedelta(days=max_cooldown_days(load_catalog()))
-        began = time.perf_counter()
-        period = ledgers[1].recent_actions(since, pd.Timestamp(NOW), exclude_campaign=CAMPAIGN)
-        period_ms = (time.perf_counter() - began) * 1000
-        began = time.perf_counter()
-        campaign = ledgers[1].campaign_decisions(CAMPAIGN)
-        campaign_ms = (time.perf_counter() - began) * 1000
-    finally:
-        for ledger in ledgers:
-            ledger.close()
-        with psycopg.connect(args.postgres, autocommit=True) as admin:
-            for database in databases:
-                admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-    print(f"1-customer decide_campaign on PostgreSQL, {args.calls} calls per ledger, alternating (filled in {filled_in:.1f} s)\n")
+    f = measure(args.postgres, args.rows, args.calls)
+    print(f"1-customer decide_campaign on PostgreSQL, {args.calls} calls per ledger, alternating (filled in {f.filled_seconds:.1f} s)\n")
     print("| ledger | decisions | median ms | p95 ms | max ms |")
     print("|---|---|---|---|---|")
-    print(_summary("empty", 0, empty))
-    print(_summary("recent decisions", args.rows, full))
-    print(f"\nratio of medians (full / empty): {np.median(full) / np.median(empty):.2f}  (acceptance: within 2)")
-    print(f"ratio of p95: {np.quantile(full, 0.95) / np.quantile(empty, 0.95):.2f}")
+    print(_summary("empty", 0, f.empty))
+    print(_summary("recent decisions", f.rows, f.full))
+    print(f"\nratio of medians (full / empty): {f.ratio:.2f}  (acceptance: within 2)")
+    print(f"ratio of p95: {np.quantile(f.full, 0.95) / np.quantile(f.empty, 0.95):.2f}")
     print(
-        f"\nbaseline, what a call read before: every action of the cooldown period {period_ms:,.0f} ms "
-        f"({len(period):,} rows), the whole campaign {campaign_ms:,.0f} ms ({len(campaign):,} rows)"
+        f"\nbaseline, what a call read before: every action of the cooldown period {f.period_ms:,.0f} ms "
+        f"({f.period_rows:,} rows), the whole campaign {f.campaign_ms:,.0f} ms ({f.campaign_rows:,} rows)"
     )
 
 

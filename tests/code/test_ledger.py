@@ -423,3 +423,12 @@ def test_read_only_ledger_is_named_and_missing_tables_are_made_again(tmp_path):
         ledger.check_writable()  # re-created, empty
         assert ledger.campaign_decisions("c1").empty
         assert len(decide_campaign(_scores(5), load_catalog(), ledger, "c1", FIRST)) == 5
+
+
+def test_one_customer_decision_costs_the_same_on_500_000_recent_decisions():
+    """The ledger benchmark (benchmarks/ledger.py) as a bar: within 2x of the empty ledger's median."""
+    from benchmarks.ledger import measure
+
+    figures = measure(POSTGRES_ADMIN, rows=500_000, calls=80, baseline=False)
+    print(f"1-customer decision: empty {np.median(figures.empty):.1f} ms, 500,000 decisions {np.median(figures.full):.1f} ms")
+    assert figures.ratio < 2.0
