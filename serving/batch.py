@@ -17,7 +17,7 @@ from churn import clock
 from churn.settings import Settings
 from features.store import active_customers, historical_features, latest_snapshot
 from serving.holdout import assign_holdouts
-from serving.ledger import Ledger
+from serving.ledger import Ledger, TablesRecreatedError
 from serving.policy import NO_ACTION, ActionCatalog, cooldown_blocks, decide, max_cooldown_days
 from serving.scoring import Scorer
 from serving.uplift import TRAIT_SOURCES, UpliftModel, fit_uplift
@@ -96,6 +96,22 @@ def decide_campaign(
     contacted twice.
     """
     now = decided_at or as_of
+    try:
+        return _decide_in_ledger(scores, catalog, ledger, campaign, as_of, effects, now, deadline)
+    except TablesRecreatedError:  # a ledger re-created empty: its tables are back, decide again
+        return _decide_in_ledger(scores, catalog, ledger, campaign, as_of, effects, now, deadline)
+
+
+def _decide_in_ledger(
+    scores: pd.DataFrame,
+    catalog: ActionCatalog,
+    ledger: Ledger,
+    campaign: str,
+    as_of: datetime,
+    effects: np.ndarray | None,
+    now: datetime,
+    deadline: float | None,
+) -> pd.DataFrame:
     since = pd.Timestamp(now) - pd.Timedelta(days=max_cooldown_days(catalog))
     with ledger.deciding(campaign, scores["customer_id"].tolist(), deadline=deadline) as decision:
         new = ~scores["customer_id"].isin(decision.decided()["customer_id"]).to_numpy()

@@ -103,6 +103,10 @@ _TIMEOUT_SLACK = 0.05
 _CAMPAIGN_LOCK_SPACE = 16_016
 
 
+class TablesRecreatedError(StoreUnavailableError):
+    """The ledger's tables were missing and have been created again: the decision can be retried at once."""
+
+
 class Ledger:
     """Append-only record of decisions and outcomes.
 
@@ -233,6 +237,10 @@ class Ledger:
         except DBAPIError as exc:
             if _missing_table(exc):
                 self._run(self.ensure_schema)
+                raise TablesRecreatedError(
+                    f"ledger at {self._safe_url} lacked its tables (dropped, or re-created empty); they are made again: "
+                    "retry"
+                ) from exc
             self._raise_store_error(exc)
 
     def record(
@@ -248,9 +256,15 @@ class Ledger:
         """
         if decided_at is None and as_of is None:
             raise ValueError("Ledger.record needs decided_at or as_of (the ledger reads no clock of its own)")
-        with self.deciding(campaign, rows["customer_id"].tolist()) as decision:
-            decision.insert(rows, decided_at=decided_at or as_of, as_of=as_of or decided_at)
-            return decision.recorded()
+        for attempt in (1, 2):
+            try:
+                with self.deciding(campaign, rows["customer_id"].tolist()) as decision:
+                    decision.insert(rows, decided_at=decided_at or as_of, as_of=as_of or decided_at)
+                    return decision.recorded()
+            except TablesRecreatedError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ outcomes
     def record_outcomes(self, rows: pd.DataFrame, source: str, recorded_at: datetime) -> int:

@@ -418,11 +418,16 @@ def test_read_only_ledger_is_named_and_missing_tables_are_made_again(tmp_path):
             admin.execute(f"ALTER DATABASE {db} RESET default_transaction_read_only")
         ledger.close()
         ledger.check_writable()
+        drop = "DROP TABLE outcomes, decisions, customer_locks, campaign_spend"
         with psycopg.connect(ledger.url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
-            conn.execute("DROP TABLE outcomes, decisions, customer_locks, campaign_spend")
-        ledger.check_writable()  # re-created, empty
+            conn.execute(drop)
+        # a decision meeting the missing tables makes them again and decides (once more) on the empty ledger
+        again = decide_campaign(_scores(5, seed=3), load_catalog(), ledger, "c1", FIRST + timedelta(hours=1))
+        assert (again["decided_at"] == pd.Timestamp(FIRST + timedelta(hours=1))).all()
+        with psycopg.connect(ledger.url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+            conn.execute(drop)
+        ledger.check_writable()  # readiness makes them again too
         assert ledger.campaign_decisions("c1").empty
-        assert len(decide_campaign(_scores(5), load_catalog(), ledger, "c1", FIRST)) == 5
 
 
 def test_one_customer_decision_costs_the_same_on_500_000_recent_decisions():

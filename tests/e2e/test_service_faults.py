@@ -326,3 +326,27 @@ def test_a_campaign_decided_in_13_calls_on_two_replicas_spends_at_most_its_budge
     assert committed > 0.8 * BUDGET
     reasons = [d["reason"] for a in answers[-3:] for d in a.json()["decisions"]]
     assert any("left out by the budget" in r for r in reasons)
+
+
+def test_readiness_turns_red_on_an_emptied_redis_and_the_ledger_gets_its_tables_back(api, stores, engine):
+    base, known = api
+    redis_server, _, settings = stores
+    redis_server.client().flushall()  # what a Redis restarted without its data serves
+    try:
+        ready = _ready(base)
+        assert ready.status_code == 503
+        assert "holds no features of project 'churn'" in ready.json()["online_store"] and ready.json()["ledger"] == "ok"
+    finally:
+        as_of = engine.features.as_of
+        materialize(settings, as_of - FEATURE_TTL, as_of)
+    assert _ready(base).status_code == 200
+    # the ledger re-created empty (tables dropped under the running service): the next decision makes them again
+    direct = sa.create_engine(PG_DIRECT)
+    with direct.begin() as conn:
+        conn.execute(sa.text("DROP TABLE outcomes, decisions, customer_locks, campaign_spend"))
+    direct.dispose()
+    campaign = f"recreated-{uuid.uuid4().hex[:8]}"
+    answer = _post(base, "/interventions", {"customer_ids": known[:2], "campaign": campaign})
+    assert answer.status_code == 200, answer.text
+    assert len(_recorded(campaign)) == 2
+    assert _ready(base).status_code == 200
