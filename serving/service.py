@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 MAX_IDS = 1_000
 # Threads of the ledger lane (`ChurnService._in_ledger_lane`): decisions and outcomes in flight per worker.
 LEDGER_LANE = 4
+# Seconds a call waits past its store's timeout before it gives up on a store that answers nothing at all.
+_GRACE = 1.0
 MAX_PAGE = 1_000
 _INT64_MAX = 2**63 - 1
 
@@ -293,17 +295,43 @@ class ChurnService:
         return ScoreResponse(scores=items, errors=errors)
 
     async def _in_ledger_lane(self, work: Callable[..., Any], *args: Any) -> Any:
-        """Run `work(*args)` on a thread of the ledger lane, apart from the thread that scores.
+        """Run `work(*args)` on a thread of the ledger lane, apart from the thread that scores; give up after a bound.
 
-        Why: BentoML runs every synchronous API of a worker on one thread (its `threads`
-        setting, default 1), so a decision waiting on a locked or slow ledger held up every
-        `/score` behind it. The APIs that write the ledger are async and hand their work to
-        this lane of `LEDGER_LANE` threads; `/score` keeps BentoML's thread to itself. More
-        BentoML threads would not do: a few blocked decisions would fill them all again.
+        Why a lane: BentoML runs every synchronous API of a worker on one thread (its
+        `threads` setting, default 1), so a decision waiting on a locked or slow ledger held
+        up every `/score` behind it. The APIs that write the ledger are async and hand their
+        work to this lane of `LEDGER_LANE` threads; `/score` keeps BentoML's thread to
+        itself. More BentoML threads would not do: a few blocked decisions would fill them.
+
+        Why a bound here too: the ledger's timeouts run on the server, so a server or link
+        that stops answering altogether (hung, black-holed) would hold the call forever. The
+        call answers 503 `_GRACE` seconds after `timeouts.ledger_seconds`; the abandoned
+        thread finds its deadline gone before it could commit, and rolls back.
         """
         if self._ledger_lane is None:
             self._ledger_lane = anyio.CapacityLimiter(LEDGER_LANE)
-        return await anyio.to_thread.run_sync(functools.partial(work, *args), limiter=self._ledger_lane)
+        seconds = self.settings.timeouts.ledger_seconds + _GRACE
+        return await self._bounded(functools.partial(work, *args), seconds, "ledger", self._ledger_lane)
+
+    async def _bounded(
+        self, work: Callable[[], Any], seconds: float, store: str, limiter: anyio.CapacityLimiter | None = None
+    ) -> Any:
+        """`work()` on a thread; `StoreUnavailableError` naming `store` if it has not returned within `seconds`."""
+        try:
+            with anyio.fail_after(seconds):
+                return await anyio.to_thread.run_sync(work, limiter=limiter, abandon_on_cancel=True)
+        except TimeoutError as exc:
+            where = (
+                f"ledger at {self.ledger_url_shown}" if store == "ledger" else f"online store ({self.settings.online_store})"
+            )
+            raise StoreUnavailableError(f"{where} did not answer within {seconds:g} s (hung server or network?)") from exc
+
+    @property
+    def ledger_url_shown(self) -> str:
+        """The ledger's URL without its password."""
+        import sqlalchemy as sa  # imported at start-up (by serving.ledger)
+
+        return sa.engine.make_url(self.settings.resolved_ledger_url).render_as_string(hide_password=True)
 
     @bentoml.api
     @_http_errors
@@ -318,7 +346,13 @@ class ChurnService:
         decision is recorded.
         """
         deadline = time.monotonic() + self.settings.timeouts.ledger_seconds
-        return await self._in_ledger_lane(self._interventions, customer_ids, campaign, deadline)
+        try:
+            return await self._in_ledger_lane(self._interventions, customer_ids, campaign, deadline)
+        except StoreUnavailableError as exc:
+            raise StoreUnavailableError(
+                f"{exc}; the decisions were not confirmed: retry with the same campaign "
+                "(a decision already recorded is returned unchanged, none is recorded twice)"
+            ) from exc
 
     def _interventions(self, customer_ids: list[int], campaign: str | None, deadline: float) -> InterventionResponse:
         scores, errors, rows = self._score(customer_ids)
@@ -337,16 +371,10 @@ class ChurnService:
                 **{f: rows.columns[f] for f in self.scorer.catalog.conditions_features()},
             }
         )
-        try:
-            # the batch run's own rules, in one ledger transaction: cooldowns, the campaign's budget left, holdouts
-            recorded = self._decide_campaign(
-                scored, self.scorer.catalog, self.ledger(), campaign, as_of=now, decided_at=now, deadline=deadline
-            )
-        except StoreUnavailableError as exc:
-            raise StoreUnavailableError(
-                f"{exc}; the decisions were not confirmed: retry with the same campaign "
-                "(a decision already recorded is returned unchanged, none is recorded twice)"
-            ) from exc
+        # the batch run's own rules, in one ledger transaction: cooldowns, the campaign's budget left, holdouts
+        recorded = self._decide_campaign(
+            scored, self.scorer.catalog, self.ledger(), campaign, as_of=now, decided_at=now, deadline=deadline
+        )
         return InterventionResponse(
             decisions=[Decision(**row) for row in recorded.to_dict("records")],
             errors=errors,
@@ -379,7 +407,7 @@ class ChurnService:
         response_model=InterventionPage,
         responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}},
     )
-    def list_interventions(
+    async def list_interventions(
         self,
         campaign: Annotated[Campaign, Query(description="Campaign whose decisions to list.")],
         after: Annotated[
@@ -389,7 +417,9 @@ class ChurnService:
     ) -> Response:
         """A campaign's recorded decisions, paged by customer id, for campaign tools."""
         try:
-            rows = self.ledger().page(campaign, after, limit)
+            rows = await self._bounded(
+                lambda: self.ledger().page(campaign, after, limit), self.settings.timeouts.ledger_seconds + _GRACE, "ledger"
+            )
         except StoreUnavailableError as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)
         page = InterventionPage(
@@ -400,29 +430,35 @@ class ChurnService:
         return JSONResponse(page.model_dump(mode="json"))
 
     @campaigns.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
-    def ready(self) -> Response:
+    async def ready(self) -> Response:
         """Readiness with reasons: models loaded, fresh features in the online store, a writable ledger (503 otherwise)."""
-        state = self.readiness()
+        state = await self.readiness()
         return JSONResponse(state.model_dump(), status_code=200 if state.ready else 503)
 
-    def readiness(self) -> Readiness:
-        """What requests need: an online store with fresh features, a ledger with its tables that takes writes."""
+    async def readiness(self) -> Readiness:
+        """What requests need: an online store with fresh features, a ledger with its tables that takes writes.
+
+        Each check is bounded (its store's timeout and `_GRACE`), so a hung store turns
+        readiness red in seconds instead of holding the probe.
+        """
+        timeouts = self.settings.timeouts
         online = ledger = "ok"
         try:
-            self.reader.check_ready(clock.now(self.settings))
+            now = clock.now(self.settings)
+            await self._bounded(lambda: self.reader.check_ready(now), timeouts.redis_seconds + _GRACE, "online store")
         except StoreUnavailableError as exc:
             online = str(exc)
         try:
-            self.ledger().check_writable()
+            await self._bounded(lambda: self.ledger().check_writable(), timeouts.ledger_seconds + _GRACE, "ledger")
         except ChurnError as exc:  # unreachable, read-only, locked, or a ledger this version cannot use
             ledger = str(exc)
         return Readiness(
             ready=online == ledger == "ok", models=self.scorer.model_version, online_store=online, ledger=ledger
         )
 
-    def __is_ready__(self) -> bool:
+    async def __is_ready__(self) -> bool:
         """BentoML's /readyz: the same check as /ready."""
-        return self.readiness().ready
+        return (await self.readiness()).ready
 
 
 class _MergedSpecService(type(ChurnService)):

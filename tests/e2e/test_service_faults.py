@@ -328,6 +328,35 @@ def test_a_campaign_decided_in_13_calls_on_two_replicas_spends_at_most_its_budge
     assert any("left out by the budget" in r for r in reasons)
 
 
+def test_black_holed_ledger_gives_503_within_the_bound_and_records_nothing(api, stores):
+    """The link to PostgreSQL goes silent (taken, never answered): the server's timeouts cannot help, the service's do."""
+    base, known = api
+    _, relay, settings = stores
+    campaign = f"silent-{uuid.uuid4().hex[:8]}"
+    body = {"customer_ids": known[:2], "campaign": campaign}
+    bound = settings.timeouts.ledger_seconds + 1.0  # the ledger's timeout and the service's grace
+    relay.freeze()
+    try:
+        down, seconds = _timed_post(base, "/interventions", body)
+        assert down.status_code == 503, down.text
+        assert seconds < bound + 1.0
+        assert f"did not answer within {bound:g} s" in down.json()["error"] and "not confirmed" in down.json()["error"]
+        assert _post(base, "/score", {"customer_ids": known[:2]}).status_code == 200
+        began = time.perf_counter()
+        ready = _ready(base)
+        assert ready.status_code == 503 and "did not answer" in ready.json()["ledger"]
+        assert time.perf_counter() - began < bound + 3.0  # the online store's check, then the ledger's bound
+        listing = httpx.get(f"{base}/interventions", params={"campaign": campaign}, headers=AUTH, timeout=30)
+        assert listing.status_code == 503
+    finally:
+        relay.thaw()
+    time.sleep(2)  # the abandoned decision goes on once the link is back, finds its deadline gone and rolls back
+    assert _recorded(campaign).empty
+    up = _post(base, "/interventions", body)
+    assert up.status_code == 200, up.text
+    assert len(_recorded(campaign)) == 2
+
+
 def test_readiness_turns_red_on_an_emptied_redis_and_the_ledger_gets_its_tables_back(api, stores, engine):
     base, known = api
     redis_server, _, settings = stores
