@@ -267,11 +267,14 @@ class Ledger:
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ outcomes
-    def record_outcomes(self, rows: pd.DataFrame, source: str, recorded_at: datetime) -> int:
+    def record_outcomes(
+        self, rows: pd.DataFrame, source: str, recorded_at: datetime, deadline: float | None = None
+    ) -> int:
         """Record outcomes (one per campaign x customer) at the engine's clock `recorded_at`; return how many were new.
 
         `rows` columns: campaign, customer_id, churned, revenue, horizon_end. Every row must
         match a recorded decision; an outcome already recorded keeps its first value.
+        `deadline` (`time.monotonic()` seconds): commit before it or record nothing (the service).
         """
         missing = sorted({"campaign", "customer_id", "churned", "revenue", "horizon_end"} - set(rows.columns))
         if missing:
@@ -316,7 +319,13 @@ class Ledger:
 
         def insert() -> int:
             with self._engine.begin() as conn:
-                return sum(len(self._insert_new(conn, outcomes, chunk, [outcomes.c.customer_id])) for chunk in _chunks(records))
+                new = sum(len(self._insert_new(conn, outcomes, chunk, [outcomes.c.customer_id])) for chunk in _chunks(records))
+                if deadline is not None and time.monotonic() > deadline:
+                    raise StoreUnavailableError(
+                        f"ledger at {self._safe_url}: recording the outcomes from {source} ran out of its time "
+                        f"({self.timeout_seconds:g} s); rolled back, nothing recorded"
+                    )
+                return new
 
         return self._run(insert)
 

@@ -392,13 +392,16 @@ class ChurnService:
 
         Every outcome must name a recorded decision, or nothing is recorded (400 naming it).
         """
-        return await self._in_ledger_lane(self._outcomes, outcomes)
+        deadline = time.monotonic() + self.settings.timeouts.ledger_seconds
+        return await self._in_ledger_lane(self._outcomes, outcomes, deadline)
 
-    def _outcomes(self, outcomes: list[Outcome]) -> OutcomeReceipt:
+    def _outcomes(self, outcomes: list[Outcome], deadline: float) -> OutcomeReceipt:
         import pandas as pd
 
         rows = pd.DataFrame([o.model_dump() for o in outcomes])
-        recorded = self.ledger().record_outcomes(rows, source="api", recorded_at=clock.now(self.settings))
+        recorded = self.ledger().record_outcomes(
+            rows, source="api", recorded_at=clock.now(self.settings), deadline=deadline
+        )
         return OutcomeReceipt(received=len(rows), recorded=recorded)
 
     # ------------------------------------------------------------ campaign lists, readiness

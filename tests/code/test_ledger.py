@@ -437,3 +437,14 @@ def test_one_customer_decision_costs_the_same_on_500_000_recent_decisions():
     figures = measure(POSTGRES_ADMIN, rows=500_000, calls=80, baseline=False)
     print(f"1-customer decision: empty {np.median(figures.empty):.1f} ms, 500,000 decisions {np.median(figures.full):.1f} ms")
     assert figures.ratio < 2.0
+
+
+def test_outcomes_past_their_deadline_are_rolled_back(tmp_path):
+    with _ledger("sqlite", tmp_path) as ledger:
+        recorded = decide_campaign(_scores(200), load_catalog(), ledger, "c1", FIRST)
+        outcomes = _outcomes(recorded, "c1")
+        ended = FIRST + timedelta(days=30)
+        with pytest.raises(StoreUnavailableError, match=r"recording the outcomes from api ran out of its time .*nothing recorded"):
+            ledger.record_outcomes(outcomes, "api", recorded_at=ended, deadline=time.monotonic() - 0.001)
+        assert ledger.decisions_with_outcomes().empty
+        assert ledger.record_outcomes(outcomes, "api", recorded_at=ended, deadline=time.monotonic() + 5) == len(outcomes)
