@@ -112,7 +112,8 @@ class Ledger:
 
     `timeout_seconds` bounds every wait on the store (statement and lock timeout, SQLite busy
     timeout) and a bounded decision as a whole; `statement_seconds` (default the same) the
-    statements of batch runs and reports, which may read or write a whole campaign.
+    statements of batch runs and reports, which may read or write a whole campaign;
+    `schema_seconds` the creation of missing tables and indexes (`ensure_schema`).
     """
 
     def __init__(
@@ -121,8 +122,10 @@ class Ledger:
         timeout_seconds: float = 2.0,
         connect_timeout_seconds: int = 2,
         statement_seconds: float | None = None,
+        schema_seconds: float = 600.0,
     ):
         self.url = url
+        self.schema_seconds = schema_seconds
         self.timeout_seconds = timeout_seconds
         self.statement_seconds = statement_seconds or timeout_seconds
         self._engine = _create_engine(url, timeout_seconds, connect_timeout_seconds, self.statement_seconds)
@@ -140,6 +143,7 @@ class Ledger:
             timeout_seconds=timeouts.ledger_seconds,
             connect_timeout_seconds=timeouts.ledger_connect_seconds,
             statement_seconds=timeouts.ledger_batch_seconds if batch else None,
+            schema_seconds=timeouts.ledger_batch_seconds,
         )
 
     @property
@@ -150,25 +154,32 @@ class Ledger:
     def ensure_schema(self) -> None:
         """Create the tables and indexes that are missing; refuse a ledger made by an older version.
 
-        Safe to run at any time and from several replicas at once (`IF NOT EXISTS`).
+        What exists is read from the catalog first, so a ledger that is complete (every start
+        of a replica) takes no lock on its tables. What is missing is created with `IF NOT
+        EXISTS` (replicas starting at once) under the schema timeout (`schema_seconds`): an
+        index added to the decisions of an older ledger takes longer than a request may.
         """
         with self._engine.begin() as conn:
-            spend_existed = sa.inspect(conn).has_table(campaign_spend.name)
-            for table in metadata.sorted_tables:
-                conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
             existing = sa.inspect(conn)
-            for table in (decisions, outcomes):
-                have = {c["name"] for c in existing.get_columns(table.name)}
-                missing = [c.name for c in table.columns if c.name not in have]
-                if missing:
-                    raise StoreUnavailableError(
-                        f"ledger at {self._safe_url}: table {table.name!r} lacks columns {missing}; it was made by "
-                        f"an older version of the engine (move it aside or add the columns)"
-                    )
-            for table in metadata.sorted_tables:
-                for index in table.indexes:
-                    conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
-            if not spend_existed:  # a ledger from before campaign_spend: count what its campaigns committed
+            tables = set(existing.get_table_names())
+            indexes = {i["name"] for name in tables & {decisions.name} for i in existing.get_indexes(name)}
+            missing_tables = [t for t in metadata.sorted_tables if t.name not in tables]
+            missing_indexes = [i for t in metadata.sorted_tables for i in t.indexes if i.name not in indexes]
+            if not missing_tables and not missing_indexes:
+                self._check_columns(existing)
+                return
+            if self._dialect == "postgresql":
+                conn.execute(
+                    sa.text("SELECT set_config('statement_timeout', :ms, true)"),
+                    {"ms": str(int(self.schema_seconds * 1000))},
+                )
+            for table in missing_tables:
+                conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+            self._check_columns(sa.inspect(conn))
+            for index in missing_indexes:
+                conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+            if campaign_spend in missing_tables and decisions not in missing_tables:
+                # a ledger from before campaign_spend: count what its campaigns committed
                 totals = sa.select(
                     decisions.c.campaign, decisions.c.action, sa.func.count(), sa.func.sum(decisions.c.cost)
                 ).where(decisions.c.action != "none").group_by(decisions.c.campaign, decisions.c.action)
@@ -176,6 +187,16 @@ class Ledger:
                     ["campaign", "action", "contacts", "cost"], totals
                 )
                 conn.execute(insert.on_conflict_do_nothing())
+
+    def _check_columns(self, existing: sa.Inspector) -> None:
+        for table in (decisions, outcomes):
+            have = {c["name"] for c in existing.get_columns(table.name)}
+            missing = [c.name for c in table.columns if c.name not in have]
+            if missing:
+                raise StoreUnavailableError(
+                    f"ledger at {self._safe_url}: table {table.name!r} lacks columns {missing}; it was made by "
+                    f"an older version of the engine (move it aside or add the columns)"
+                )
 
     def check_writable(self) -> None:
         """Raise `StoreUnavailableError` unless the ledger has its schema and takes writes.

@@ -448,3 +448,32 @@ def test_outcomes_past_their_deadline_are_rolled_back(tmp_path):
             ledger.record_outcomes(outcomes, "api", recorded_at=ended, deadline=time.monotonic() - 0.001)
         assert ledger.decisions_with_outcomes().empty
         assert ledger.record_outcomes(outcomes, "api", recorded_at=ended, deadline=time.monotonic() + 5) == len(outcomes)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_ledger_from_before_issue_16_gets_its_index_and_campaign_spend(backend, tmp_path):
+    """Decisions recorded before campaign_spend existed still count against the campaign's budget."""
+    import sqlalchemy as sa
+
+    catalog = load_catalog()
+    with _ledger(backend, tmp_path) as ledger:
+        first = decide_campaign(_scores(1_500), catalog, ledger, "ongoing", FIRST)
+        engine = sa.create_engine(ledger.url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE campaign_spend"))
+            conn.execute(sa.text("DROP TABLE customer_locks"))
+            conn.execute(sa.text("DROP INDEX decisions_customer_decided_at"))
+        engine.dispose()
+        reopened = Ledger(ledger.url)
+        try:
+            engine = sa.create_engine(ledger.url)
+            assert "decisions_customer_decided_at" in {i["name"] for i in sa.inspect(engine).get_indexes("decisions")}
+            engine.dispose()
+            spent_before = first.loc[first["action"] != "none", "cost"].sum()
+            assert spent_before > 0.9 * catalog.budget  # without the recount, the second call would get it all again
+            others = _scores(1_500, seed=5).assign(customer_id=lambda f: f["customer_id"] + 5_000)
+            rest = decide_campaign(others, catalog, reopened, "ongoing", FIRST)
+            spent_after = rest.loc[rest["action"] != "none", "cost"].sum()
+            assert spent_before + spent_after <= catalog.budget + 1e-9
+        finally:
+            reopened.close()
