@@ -28,21 +28,21 @@ from features.store import apply_definitions, materialize
 from serving.ledger import Ledger
 from serving.policy import load_catalog
 
-from tests.e2e.servers import AUTH, RedisServer, TcpRelay, bentoml_service, service_env
+from tests.e2e.servers import AUTH, RedisServer, TcpRelay, bentoml_service, free_port, service_env
 
-REDIS_PORT = 3650
-RELAY_PORT = 3651
-PG_DATABASE = "churn_issue6_test"
+# ports and database of this run only: other checkouts may run this module on the same machine at once
+REDIS_PORT = free_port()
+RELAY_PORT = free_port()
+PG_DATABASE = f"churn_faults_{uuid.uuid4().hex[:10]}"
 PG_DIRECT = f"postgresql+psycopg://postgres@127.0.0.1:5432/{PG_DATABASE}"
 # the packaged catalog with a campaign budget that the batch run's acted-on customers overrun
 BUDGET = 3.0
 
 
-def _create_database() -> None:
+def _admin(statement: str) -> None:
     admin = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:  # this issue's own database, made afresh so its schema is the current one
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{PG_DATABASE}"'))
+    with admin.connect() as conn:
+        conn.execute(sa.text(statement))
     admin.dispose()
 
 
@@ -52,7 +52,7 @@ def stores(engine, tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
     redis_server = RedisServer(REDIS_PORT, root / "redis")
     redis_server.start()
-    _create_database()
+    _admin(f'CREATE DATABASE "{PG_DATABASE}"')  # this run's own, so its schema is the current one
     relay = TcpRelay(RELAY_PORT, ("127.0.0.1", 5432))
     relay.start()
     catalog = root / "actions.yaml"
@@ -77,6 +77,7 @@ def stores(engine, tmp_path_factory):
     finally:
         relay.cut()
         redis_server.stop()
+        _admin(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)')
 
 
 def _service_env(settings, tmp_path_factory):
