@@ -23,7 +23,7 @@ import inspect
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
@@ -256,13 +256,22 @@ class ChurnService:
 
     # ------------------------------------------------------------ scoring
     def _read(self, customer_ids: list[int]) -> tuple[OnlineRows, list[CustomerError]]:
-        rows = self.reader.read(customer_ids)
+        now = clock.now(self.settings)
+        rows = self.reader.read(customer_ids, now=now)
         errors = [
             CustomerError(customer_id=int(c), error="unknown customer: the online store has no features for this id")
             if not known
             else CustomerError(customer_id=int(c), error=f"features missing in the online store: {missing}")
-            for c, known, missing in zip(rows.customer_ids, rows.known, rows.missing, strict=True)
-            if not known or missing
+            if missing
+            else CustomerError(
+                customer_id=int(c),
+                error=f"features stale: the oldest are of {datetime.fromtimestamp(oldest, timezone.utc):%Y-%m-%d}, past "
+                f"their TTL at now ({now:%Y-%m-%d}, the engine's clock); materialize newer features",
+            )
+            for c, known, missing, stale, oldest in zip(
+                rows.customer_ids, rows.known, rows.missing, rows.stale, rows.oldest, strict=True
+            )
+            if not known or missing or stale
         ]
         complete = rows.take(rows.complete)
         if not len(complete.customer_ids):
