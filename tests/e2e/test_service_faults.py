@@ -242,7 +242,7 @@ def test_locked_decisions_table_gives_503_within_the_bound_records_nothing_and_s
         with ThreadPoolExecutor(4) as pool:
             deciders = [pool.submit(keep_deciding, c) for c in known[:4]]
             time.sleep(0.5)  # the decisions are waiting on the lock
-            loaded = [_timed_post(base, "/score", score) for _ in range(80)]
+            loaded = [_timed_post(base, "/score", score) for _ in range(160)]
             ready = _ready(base)
             while time.perf_counter() - locked_at < 10:  # hold the lock ~10 s: five times the bound
                 time.sleep(0.2)
@@ -258,9 +258,14 @@ def test_locked_decisions_table_gives_503_within_the_bound_records_nothing_and_s
     assert _recorded(campaign).empty  # told 503, and indeed nothing recorded
     assert ready.status_code == 503 and ready.json()["ledger"] != "ok"
     assert all(answer.status_code == 200 for answer, _ in loaded)
+    unloaded += [_timed_post(base, "/score", score)[1] for _ in range(80)]  # before and after: the machine's drift
     p99_unloaded = float(np.quantile(unloaded, 0.99))
     p99_loaded = float(np.quantile([seconds for _, seconds in loaded], 0.99))
-    print(f"/score p99 unloaded {p99_unloaded * 1000:.1f} ms, with decisions blocked {p99_loaded * 1000:.1f} ms")
+    loaded_seconds = [seconds for _, seconds in loaded]
+    print(
+        f"/score median/p99 unloaded {np.median(unloaded) * 1000:.1f}/{p99_unloaded * 1000:.1f} ms, with decisions "
+        f"blocked {np.median(loaded_seconds) * 1000:.1f}/{p99_loaded * 1000:.1f} ms"
+    )
     assert p99_loaded <= 3 * p99_unloaded
     # once the lock is gone, the same call records
     after = _post(base, "/interventions", {"customer_ids": known[:4], "campaign": campaign})
