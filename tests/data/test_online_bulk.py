@@ -117,7 +117,7 @@ def test_materializing_into_a_hung_redis_fails_within_the_timeout(engine, tmp_pa
         began = time.perf_counter()
         with pytest.raises(StoreUnavailableError, match=r"Redis online store unreachable while materializing \(no answer within timeouts.redis_seconds\)"):
             materialize_bulk(settings, as_of - FEATURE_TTL, as_of)
-        assert time.perf_counter() - began < 10  # the DuckDB read of the first batch, then one timeout
+        assert time.perf_counter() - began < 5  # one timeout (1 s), not redis-py's default retries with back-off
     finally:
         server.resume()
         server.stop()
