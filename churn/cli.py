@@ -439,7 +439,7 @@ def outcomes(
         raise ChurnError("give either --from-file PATH or --simulated --campaign ID")
     if simulated and campaign is None:
         raise ChurnError("--simulated needs --campaign ID")
-    ledger = Ledger(settings.resolved_ledger_url)
+    ledger = Ledger.for_settings(settings, batch=True)
     try:
         with _step("record outcomes"):
             if simulated:
@@ -462,7 +462,7 @@ def measure(
     from serving.measure import measurement_report
 
     settings = _settings()
-    ledger = Ledger(settings.resolved_ledger_url)
+    ledger = Ledger.for_settings(settings, batch=True)
     try:
         rows = ledger.decisions_with_outcomes(campaign or None)
     finally:

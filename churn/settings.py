@@ -146,6 +146,31 @@ class DaskSettings(BaseModel):
     partitions: int = Field(8, ge=1, description="Customer partitions (tasks) per stage; each must fit one worker's memory.")
 
 
+class TimeoutSettings(BaseModel):
+    """How long a call to a store may wait: every wait is bounded, so a hung store is an error, not a hang."""
+
+    redis_seconds: float = Field(
+        1.0, gt=0, le=60,
+        description="Connect and socket timeout of the online store on Redis (each read waits at most this; a "
+        "hung Redis gives 503 within it).",
+    )
+    ledger_connect_seconds: int = Field(
+        2, ge=2, le=60, description="Connect timeout of a PostgreSQL ledger (libpq's minimum is 2 s)."
+    )
+    ledger_seconds: float = Field(
+        2.0, gt=0, le=600,
+        description="Statement and lock timeout of the ledger (PostgreSQL statement_timeout and lock_timeout, "
+        "SQLite busy timeout); a service decision's whole transaction, locks included, must commit within it "
+        "or is rolled back (503).",
+    )
+    ledger_batch_seconds: float = Field(
+        600.0, gt=0,
+        description="Statement timeout of the ledger in batch runs and reports (`churn interventions`, `churn "
+        "outcomes`, `churn measure`), whose statements may read or write a whole campaign; their lock waits stay "
+        "bounded by ledger_seconds.",
+    )
+
+
 class ServingSettings(BaseModel):
     """Who may call the scoring service and how much one request may carry."""
 
@@ -194,6 +219,7 @@ class Settings(BaseSettings):
     simulation: SimulationSettings = SimulationSettings()
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
+    timeouts: TimeoutSettings = TimeoutSettings()
     profit: ProfitSettings = ProfitSettings()
     promotion: PromotionSettings = PromotionSettings()
     build: BuildSettings = BuildSettings()

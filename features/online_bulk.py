@@ -40,6 +40,10 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
+from redis.backoff import ConstantBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from churn.errors import ConfigError, DataError, StoreUnavailableError
 from churn.settings import Settings
@@ -263,6 +267,15 @@ def resp_bulk(value: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
+# a Redis that is down (refused, reset) or hung (no answer within the connection string's socket_timeout)
+_REDIS_DOWN = (OSError, RedisConnectionError, RedisTimeoutError)
+
+
+def _unavailable(exc: Exception) -> StoreUnavailableError:
+    hung = " (no answer within timeouts.redis_seconds)" if isinstance(exc, RedisTimeoutError) else ""
+    return StoreUnavailableError(f"Redis online store unreachable while materializing{hung}: {exc}")
+
+
 class _RedisWriter:
     """One HSET per customer with `_ts:<view>` and `mmh3(<view>:<feature>)` fields, as Feast lays them out.
 
@@ -277,7 +290,14 @@ class _RedisWriter:
         if config.online_store.key_ttl_seconds:
             raise ConfigError("bulk materialization does not set Redis key TTLs; unset online_store.key_ttl_seconds")
         self._client = RedisOnlineStore()._get_client(config.online_store)
-        self._conn = self._client.connection_pool.get_connection()
+        # one quick retry on a broken connection, none on a timeout: redis-py's default (three, with
+        # back-off) made a hung Redis cost about ten timeouts before the load failed
+        self._client.set_retry(Retry(ConstantBackoff(0.01), retries=1, supported_errors=(RedisConnectionError,)))
+        try:
+            self._conn = self._client.connection_pool.get_connection()
+        except _REDIS_DOWN as exc:
+            self._client.close()
+            raise _unavailable(exc) from exc
         self._sender = ThreadPoolExecutor(max_workers=1)
         self._pending: Future | None = None
         self._project = PROJECT.encode()
@@ -331,8 +351,8 @@ class _RedisWriter:
         if self._pending is not None:
             try:
                 self._pending.result()
-            except OSError as exc:  # redis.ConnectionError subclasses it
-                raise StoreUnavailableError(f"Redis online store unreachable while materializing: {exc}") from exc
+            except _REDIS_DOWN as exc:
+                raise _unavailable(exc) from exc
             finally:
                 self._pending = None
 

@@ -36,10 +36,23 @@ from features.definitions import (
 PROJECT = "churn"
 
 
+def redis_connection_string(settings: Settings) -> str:
+    """`redis_url` with the connect and socket timeouts of `timeouts.redis_seconds` unless it sets its own.
+
+    Feast passes the `key=value` parts of its connection string to `redis.Redis` as keyword
+    arguments (`RedisOnlineStore._parse_connection_string`): without them redis-py waits
+    forever on a Redis that accepts connections but does not answer (stopped, overloaded).
+    """
+    given = {part.split("=", 1)[0].strip() for part in settings.redis_url.split(",") if "=" in part}
+    seconds = settings.timeouts.redis_seconds
+    extra = [f"{key}={seconds:g}" for key in ("socket_timeout", "socket_connect_timeout") if key not in given]
+    return ",".join([settings.redis_url, *extra])
+
+
 def _config(settings: Settings) -> dict:
     repo = settings.feature_repo_dir.resolve()
     if settings.online_store == "redis":
-        online = {"type": "redis", "connection_string": settings.redis_url}
+        online = {"type": "redis", "connection_string": redis_connection_string(settings)}
     else:
         online = {"type": "sqlite", "path": str(repo / "online_store.db")}
     return {

@@ -17,7 +17,7 @@ from churn import clock
 from churn.settings import Settings
 from features.store import active_customers, historical_features, latest_snapshot
 from serving.holdout import assign_holdouts
-from serving.ledger import Ledger
+from serving.ledger import Ledger, TablesRecreatedError
 from serving.policy import NO_ACTION, ActionCatalog, cooldown_blocks, decide, max_cooldown_days
 from serving.scoring import Scorer
 from serving.uplift import TRAIT_SOURCES, UpliftModel, fit_uplift
@@ -79,23 +79,70 @@ def decide_campaign(
     as_of: datetime,
     effects: np.ndarray | None = None,
     decided_at: datetime | None = None,
+    deadline: float | None = None,
 ) -> pd.DataFrame:
-    """Decide for scored customers and record it: cooldowns from the ledger, budget, holdouts.
+    """Decide for scored customers and record it, in one ledger transaction: cooldowns, budget, holdouts.
 
     `as_of` is the date the scores describe, `decided_at` the engine's clock at the decision
     (default `as_of`, for replays of past dates); cooldowns count back from `decided_at`.
-    Returns the ledger's rows for the scored customers. A campaign run again finds its own
-    first decisions in the ledger and keeps them, so nobody is contacted twice.
+    The campaign's budget and capacities are what its earlier calls and runs left; a
+    customer decided in another campaign within a cooldown is blocked, also when that
+    decision is being made at the same moment elsewhere (the transaction holds the
+    customers' locks, `Ledger.deciding`). `deadline` (`time.monotonic()` seconds): the
+    transaction must commit by then or records nothing (the service's calls).
+
+    Returns the ledger's rows for the scored customers, by customer id. A campaign run
+    again finds its own first decisions in the ledger and keeps them, so nobody is
+    contacted twice.
     """
     now = decided_at or as_of
+    try:
+        return _decide_in_ledger(scores, catalog, ledger, campaign, as_of, effects, now, deadline)
+    except TablesRecreatedError:  # a ledger re-created empty: its tables are back, decide again
+        return _decide_in_ledger(scores, catalog, ledger, campaign, as_of, effects, now, deadline)
+
+
+def _decide_in_ledger(
+    scores: pd.DataFrame,
+    catalog: ActionCatalog,
+    ledger: Ledger,
+    campaign: str,
+    as_of: datetime,
+    effects: np.ndarray | None,
+    now: datetime,
+    deadline: float | None,
+) -> pd.DataFrame:
     since = pd.Timestamp(now) - pd.Timedelta(days=max_cooldown_days(catalog))
-    recent = ledger.recent_actions(since, pd.Timestamp(now), exclude_campaign=campaign)
-    blocked = cooldown_blocks(scores["customer_id"].to_numpy(), recent, catalog, now)
-    decisions = decide(scores, catalog, effects=effects, blocked=blocked, campaign=campaign)
-    decisions = assign_holdouts(decisions, campaign, catalog.holdout_share).merge(
-        scores[["customer_id", "segment", "risk_band", "churn_probability", "clv", "model_version"]], on="customer_id"
-    )
-    return ledger.record(decisions, campaign, decided_at=now, as_of=as_of)
+    with ledger.deciding(campaign, scores["customer_id"].tolist(), deadline=deadline) as decision:
+        new = ~scores["customer_id"].isin(decision.decided()["customer_id"]).to_numpy()
+        if new.any():
+            todo = scores[new].reset_index(drop=True)
+            recent = decision.recent_actions(since, pd.Timestamp(now))
+            blocked = cooldown_blocks(todo["customer_id"].to_numpy(), recent, catalog, now)
+            left = remaining(catalog, decision.spent())
+            chosen = decide(todo, left, effects=None if effects is None else effects[new], blocked=blocked, campaign=campaign)
+            chosen = assign_holdouts(chosen, campaign, catalog.holdout_share).merge(
+                todo[["customer_id", "segment", "risk_band", "churn_probability", "clv", "model_version"]], on="customer_id"
+            )
+            decision.insert(chosen, decided_at=now, as_of=as_of)
+        return decision.recorded()
+
+
+def remaining(catalog: ActionCatalog, spent: pd.DataFrame) -> ActionCatalog:
+    """The catalog with the budget and capacities a campaign has left after `spent`.
+
+    `spent` columns: action, contacts, cost (what the campaign committed so far, held-out
+    customers included, as `decide` allocates before holdouts are drawn).
+    """
+    if spent.empty:
+        return catalog
+    contacts = dict(zip(spent["action"], spent["contacts"], strict=True))
+    budget = None if catalog.budget is None else max(catalog.budget - float(spent["cost"].sum()), 0.0)
+    actions = [
+        a if a.capacity is None else a.model_copy(update={"capacity": max(a.capacity - int(contacts.get(a.name, 0)), 0)})
+        for a in catalog.actions
+    ]
+    return catalog.model_copy(update={"budget": budget, "actions": actions})
 
 
 def learn_uplift(settings: Settings, scorer: Scorer, ledger: Ledger) -> UpliftModel | None:
@@ -137,7 +184,7 @@ def run_interventions(settings: Settings, as_of: datetime | None = None, campaig
     campaign = campaign or settings.campaign or f"run-{as_of:%Y%m%d}"
     scores = score_active(settings, scorer, as_of)
     scores_path = write_scores(settings, scores, as_of)
-    ledger = Ledger(settings.resolved_ledger_url)
+    ledger = Ledger.for_settings(settings, batch=True)
     try:
         uplift = learn_uplift(settings, scorer, ledger)
         effects = None

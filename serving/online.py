@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 from feast import FeatureStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
+from google.protobuf.timestamp_pb2 import Timestamp
 from feast.infra.online_stores.redis import RedisOnlineStore, _versioned_fv_name
 from redis.backoff import ConstantBackoff
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from churn.errors import DataError, StoreUnavailableError
-from features.definitions import CATEGORICAL_FEATURES
+from features.definitions import CATEGORICAL_FEATURES, FEATURE_TTL
 from serving.policy import risk_band_of, segment_of
 from serving.scoring import Scorer
 from training.calibration import apply_map
@@ -50,11 +53,16 @@ class OnlineRows:
     columns: dict[str, np.ndarray]
     known: np.ndarray
     missing: list[list[str]]
+    # per customer, the event time (epoch seconds) of its oldest view, NaN when none; and whether
+    # a view is older than its TTL at the `now` the rows were read for (never, without a `now`)
+    oldest: np.ndarray | None = None
+    stale: np.ndarray | None = None
 
     @property
     def complete(self) -> np.ndarray:
-        """Customers with every required feature."""
-        return self.known & np.array([not m for m in self.missing], dtype=bool)
+        """Customers with every required feature, none of them older than its TTL."""
+        complete = self.known & np.array([not m for m in self.missing], dtype=bool)
+        return complete if self.stale is None else complete & ~self.stale
 
     def take(self, mask: np.ndarray) -> OnlineRows:
         """The rows where `mask` holds."""
@@ -63,6 +71,8 @@ class OnlineRows:
             columns={name: values[mask] for name, values in self.columns.items()},
             known=self.known[mask],
             missing=[m for m, keep in zip(self.missing, mask, strict=True) if keep],
+            oldest=None if self.oldest is None else self.oldest[mask],
+            stale=None if self.stale is None else self.stale[mask],
         )
 
 
@@ -94,33 +104,44 @@ class OnlineReader:
         all of them in one pipeline, reads every feature in a single round trip (instead
         of one per feature view). The client gets one quick retry instead of redis-py's
         default three with back-off (about 5 s), so an outage is a 503 in milliseconds;
-        it reconnects by itself on the next request once Redis is back.
+        it reconnects by itself on the next request once Redis is back. The retry is for a
+        broken connection only (a pooled one that Redis closed): a read that timed out
+        (`timeouts.redis_seconds`, in the connection string) is not tried again, so a Redis
+        that hangs costs one timeout, not two.
         """
         online = self._provider.online_store
         if not isinstance(online, RedisOnlineStore):
             return None
         client = online._get_client(self.store.config.online_store)
-        client.set_retry(Retry(ConstantBackoff(0.01), retries=1))
+        client.set_retry(Retry(ConstantBackoff(0.01), retries=1, supported_errors=(RedisConnectionError,)))
         fields: list[bytes | str] = []
         for view, names in self._views:
             requested, hset_keys = online._generate_hset_keys_for_features(
                 view, list(names), fv_name_override=_versioned_fv_name(view, self.store.config)
             )
             fields += [key for name, key in zip(requested, hset_keys, strict=True) if not name.startswith("_ts:")]
+        # each view's event time last, one field per view, so that a read can judge staleness
+        fields += [f"_ts:{_versioned_fv_name(view, self.store.config)}" for view, _ in self._views]
         return client, fields
 
-    def read(self, customer_ids: list[int]) -> OnlineRows:
-        """The latest features of each id; a store that cannot be reached raises `StoreUnavailableError`."""
+    def read(self, customer_ids: list[int], now: datetime | None = None) -> OnlineRows:
+        """The latest features of each id; a store that cannot be reached raises `StoreUnavailableError`.
+
+        With `now` (the engine's clock), a customer whose features of a view are older than
+        the view's TTL is marked stale (`OnlineRows.stale`), as Feast's own reads would
+        leave those features out.
+        """
         keys = [
             EntityKey(join_keys=["customer_id"], entity_values=[Value(int64_val=int(c))]) for c in customer_ids
         ]
         n = len(customer_ids)
         columns = {name: np.full(n, None, dtype=object) for name in self.feature_names}
+        observed = np.full((n, len(self._views)), np.nan)  # event time of each view, epoch seconds
         try:
             if self._redis is not None:
-                self._read_redis(keys, columns)
+                self._read_redis(keys, columns, observed)
             else:
-                self._read_views(keys, columns)
+                self._read_views(keys, columns, observed)
         except _STORE_ERRORS as exc:
             raise StoreUnavailableError(
                 f"online store ({self.store.config.online_store.type}) is unreachable: {type(exc).__name__}"
@@ -133,26 +154,40 @@ class OnlineReader:
             [name for name in self._required if columns[name][i] is None] if known[i] else []
             for i in range(n)
         ]
-        return OnlineRows(np.asarray(customer_ids, dtype=np.int64), columns, known, missing)
+        oldest = np.where(np.isnan(observed), np.inf, observed).min(axis=1, initial=np.inf)
+        oldest[np.isinf(oldest)] = np.nan
+        stale = None
+        if now is not None:
+            limits = np.array([now.timestamp() - view.ttl.total_seconds() if view.ttl else -np.inf for view, _ in self._views])
+            stale = known & (observed < limits).any(axis=1)  # NaN (no row of that view) compares False
+        return OnlineRows(np.asarray(customer_ids, dtype=np.int64), columns, known, missing, oldest, stale)
 
-    def _read_redis(self, keys: list[EntityKey], columns: dict[str, np.ndarray]) -> None:
+    def _read_redis(self, keys: list[EntityKey], columns: dict[str, np.ndarray], observed: np.ndarray) -> None:
         client, fields = self._redis
         redis_keys = self._provider.online_store._generate_redis_keys_for_entities(self.store.config, keys)
         with client.pipeline(transaction=False) as pipe:
             for key in redis_keys:
                 pipe.hmget(key, fields)
             rows = pipe.execute()
+        n_features = len(self.feature_names)
         for i, row in enumerate(rows):
-            for name, raw in zip(self.feature_names, row, strict=True):
+            for name, raw in zip(self.feature_names, row[:n_features], strict=True):
                 if raw:
                     _put(columns[name], i, Value.FromString(raw))
+            for j, raw in enumerate(row[n_features:]):
+                if raw:
+                    stamp = Timestamp.FromString(raw)
+                    observed[i, j] = stamp.seconds + stamp.nanos / 1e9
 
-    def _read_views(self, keys: list[EntityKey], columns: dict[str, np.ndarray]) -> None:
-        for view, names in self._views:
+    def _read_views(self, keys: list[EntityKey], columns: dict[str, np.ndarray], observed: np.ndarray) -> None:
+        for j, (view, names) in enumerate(self._views):
             rows = self._provider.online_read(
                 config=self.store.config, table=view, entity_keys=keys, requested_features=names
             )
-            for i, (_, values) in enumerate(rows):
+            for i, (event_time, values) in enumerate(rows):
+                if values and event_time is not None:
+                    stamp = event_time if event_time.tzinfo else event_time.replace(tzinfo=timezone.utc)
+                    observed[i, j] = stamp.timestamp()
                 for name in names if values else ():
                     if name in values:
                         _put(columns[name], i, values[name])
@@ -160,6 +195,61 @@ class OnlineReader:
     def ping(self) -> None:
         """Read one (possibly absent) customer: raises `StoreUnavailableError` when the store is down."""
         self.read([0])
+
+    def check_ready(self, now: datetime) -> None:
+        """Raise `StoreUnavailableError` unless requests can be answered: the store answers, holds features, fresh ones.
+
+        Fresh: every view was materialized up to a date within `FEATURE_TTL` of `now` (the
+        engine's clock), as the registry records it; scoring older features would act on
+        customers as they were weeks ago. Not empty: a Redis restarted without its data (or a
+        SQLite store never filled) answers every customer 404.
+        """
+        self.ping()
+        for view, _ in self._views:
+            intervals = self.store.get_feature_view(view.name, allow_registry_cache=False).materialization_intervals
+            if not intervals:
+                raise StoreUnavailableError(
+                    f"online store: feature view {view.name!r} was never materialized; run `churn features materialize`"
+                )
+            latest = max(end for _, end in intervals)
+            latest = latest if latest.tzinfo else latest.replace(tzinfo=timezone.utc)
+            if now - latest > FEATURE_TTL:
+                raise StoreUnavailableError(
+                    f"online store: the features of {view.name!r} are stale: materialized up to {latest:%Y-%m-%d %H:%M} UTC, "
+                    f"{(now - latest).days} days before now ({now:%Y-%m-%d %H:%M} UTC, the engine's clock), past the "
+                    f"{FEATURE_TTL.days}-day TTL; materialize newer features (`churn features materialize`)"
+                )
+        try:
+            empty = self._redis_empty() if self._redis is not None else self._sqlite_empty()
+        except _STORE_ERRORS as exc:
+            raise StoreUnavailableError(
+                f"online store ({self.store.config.online_store.type}) is unreachable: {type(exc).__name__}"
+            ) from exc
+        if empty:
+            raise StoreUnavailableError(
+                f"online store ({self.store.config.online_store.type}) holds no features of project "
+                f"{self.store.project!r} (restarted without its data?); run `churn features materialize`"
+            )
+
+    def _redis_empty(self, samples: int = 16) -> bool:
+        """No key of this project among `samples` random keys (Feast's keys end with the project's name)."""
+        client, _ = self._redis
+        suffix = self.store.project.encode()
+        for _ in range(samples):
+            key = client.randomkey()
+            if key is None:
+                return True
+            if key.endswith(suffix):
+                return False
+        return True
+
+    def _sqlite_empty(self) -> bool:
+        from feast.infra.online_stores.sqlite import _table_id
+
+        conn = self._provider.online_store._get_conn(self.store.config)
+        view = self._views[0][0]
+        row = conn.execute(f'SELECT 1 FROM "{_table_id(self.store.project, view)}" LIMIT 1').fetchone()
+        return row is None
 
 
 def _put(column: np.ndarray, i: int, value: Value) -> None:

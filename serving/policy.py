@@ -77,7 +77,7 @@ class Action(BaseModel):
     lifecycle_stages: list[LifecycleStage] = Field(
         default_factory=lambda: list(LifecycleStage), min_length=1, description="Lifecycle stages it applies to."
     )
-    capacity: int | None = Field(None, ge=0, description="Most contacts per run (e.g. advisor calls a week); none: no cap.")
+    capacity: int | None = Field(None, ge=0, description="Most contacts per campaign, over all its runs and calls (e.g. advisor calls a week); none: no cap.")
     cooldown_days: int = Field(
         0, ge=0, description="No customer gets this same action again within this many days."
     )
@@ -124,7 +124,7 @@ class ActionCatalog(BaseModel):
 
     risk_bands: RiskBands
     lifecycle: LifecycleEdges = LifecycleEdges()
-    budget: float | None = Field(None, ge=0, description="Most total contact cost per run; none: no budget limit.")
+    budget: float | None = Field(None, ge=0, description="Most total contact cost per campaign, over all its runs and calls; none: no budget limit.")
     cooldown_days: int = Field(
         0, ge=0, description="No customer gets any action again within this many days of the last one."
     )
@@ -333,14 +333,18 @@ def cooldown_blocks(
     blocked = np.zeros((len(customer_ids), len(catalog.actions)), bool)
     if recent.empty:
         return blocked
-    age_days = (pd.Timestamp(now) - pd.to_datetime(recent["decided_at"], utc=True)).dt.total_seconds() / 86_400
-    recent = recent.assign(age_days=age_days.to_numpy())
-    rows = pd.Index(customer_ids)
-    any_recent = recent[recent["age_days"] < catalog.cooldown_days]
-    blocked[rows.isin(any_recent["customer_id"]), :] = True
+    # NumPy, not pandas filters: an online call has one customer and a few rows, where pandas' overhead is all the cost
+    decided = pd.to_datetime(recent["decided_at"], utc=True).to_numpy(dtype="datetime64[ns]")
+    now64 = np.datetime64(pd.Timestamp(now).tz_convert("UTC").tz_localize(None), "ns")
+    age_days = (now64 - decided) / np.timedelta64(1, "D")
+    ids = recent["customer_id"].to_numpy()
+    actions = recent["action"].to_numpy()
+    rows = np.asarray(customer_ids)
+    blocked[np.isin(rows, ids[age_days < catalog.cooldown_days]), :] = True
     for j, action in enumerate(catalog.actions):
-        same = recent[(recent["action"] == action.name) & (recent["age_days"] < action.cooldown_days)]
-        blocked[rows.isin(same["customer_id"]), j] = True
+        same = (actions == action.name) & (age_days < action.cooldown_days)
+        if same.any():
+            blocked[np.isin(rows, ids[same]), j] = True
     return blocked
 
 

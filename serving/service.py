@@ -19,11 +19,15 @@ after the store is back succeeds: nothing is cached in a broken state).
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Annotated, Any
 
+import anyio
+import anyio.to_thread
 import bentoml
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
@@ -42,6 +46,10 @@ if TYPE_CHECKING:
     from serving.online import OnlineRows, Scores
 
 MAX_IDS = 1_000
+# Threads of the ledger lane (`ChurnService._in_ledger_lane`): decisions and outcomes in flight per worker.
+LEDGER_LANE = 4
+# Seconds a call waits past its store's timeout before it gives up on a store that answers nothing at all.
+_GRACE = 1.0
 MAX_PAGE = 1_000
 _INT64_MAX = 2**63 - 1
 
@@ -146,10 +154,12 @@ class InterventionPage(BaseModel):
 class Readiness(BaseModel):
     """Whether the service can answer, part by part."""
 
-    ready: bool = Field(description="True when the models are loaded and both stores answer.")
+    ready: bool = Field(description="True when the models are loaded and both stores can serve requests.")
     models: str = Field(description="Loaded model versions.")
-    online_store: str = Field(description="'ok' or why the online store cannot be read.")
-    ledger: str = Field(description="'ok' or why the ledger cannot be reached.")
+    online_store: str = Field(
+        description="'ok', or why the online store cannot serve: unreachable, empty, or features older than their TTL."
+    )
+    ledger: str = Field(description="'ok', or why the ledger cannot record: unreachable, read-only, locked, or wrong schema.")
 
 
 class ErrorBody(BaseModel):
@@ -173,7 +183,17 @@ def _status_of(exc: ChurnError) -> int:
 
 
 def _http_errors(api: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the engine's errors into JSON error answers with their status and message."""
+    """Turn the engine's errors into JSON error answers with their status and message (sync or async APIs)."""
+    if inspect.iscoroutinefunction(api):
+
+        @functools.wraps(api)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await api(*args, **kwargs)
+            except ChurnError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=_status_of(exc))
+
+        return async_wrapper
 
     @functools.wraps(api)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -219,6 +239,7 @@ class ChurnService:
         self.fast = FastScorer(self.scorer)
         self._ledger: Ledger | None = None
         self._ledger_lock = threading.Lock()
+        self._ledger_lane: anyio.CapacityLimiter | None = None  # made in the event loop, on first use
         try:
             self.ledger()
         except StoreUnavailableError:
@@ -230,18 +251,27 @@ class ChurnService:
             if self._ledger is None:
                 from serving.ledger import Ledger
 
-                self._ledger = Ledger(self.settings.resolved_ledger_url)
+                self._ledger = Ledger.for_settings(self.settings)
             return self._ledger
 
     # ------------------------------------------------------------ scoring
     def _read(self, customer_ids: list[int]) -> tuple[OnlineRows, list[CustomerError]]:
-        rows = self.reader.read(customer_ids)
+        now = clock.now(self.settings)
+        rows = self.reader.read(customer_ids, now=now)
         errors = [
             CustomerError(customer_id=int(c), error="unknown customer: the online store has no features for this id")
             if not known
             else CustomerError(customer_id=int(c), error=f"features missing in the online store: {missing}")
-            for c, known, missing in zip(rows.customer_ids, rows.known, rows.missing, strict=True)
-            if not known or missing
+            if missing
+            else CustomerError(
+                customer_id=int(c),
+                error=f"features stale: the oldest are of {datetime.fromtimestamp(oldest, timezone.utc):%Y-%m-%d}, past "
+                f"their TTL at now ({now:%Y-%m-%d}, the engine's clock); materialize newer features",
+            )
+            for c, known, missing, stale, oldest in zip(
+                rows.customer_ids, rows.known, rows.missing, rows.stale, rows.oldest, strict=True
+            )
+            if not known or missing or stale
         ]
         complete = rows.take(rows.complete)
         if not len(complete.customer_ids):
@@ -273,15 +303,67 @@ class ChurnService:
         ]
         return ScoreResponse(scores=items, errors=errors)
 
+    async def _in_ledger_lane(self, work: Callable[..., Any], *args: Any) -> Any:
+        """Run `work(*args)` on a thread of the ledger lane, apart from the thread that scores; give up after a bound.
+
+        Why a lane: BentoML runs every synchronous API of a worker on one thread (its
+        `threads` setting, default 1), so a decision waiting on a locked or slow ledger held
+        up every `/score` behind it. The APIs that write the ledger are async and hand their
+        work to this lane of `LEDGER_LANE` threads; `/score` keeps BentoML's thread to
+        itself. More BentoML threads would not do: a few blocked decisions would fill them.
+
+        Why a bound here too: the ledger's timeouts run on the server, so a server or link
+        that stops answering altogether (hung, black-holed) would hold the call forever. The
+        call answers 503 `_GRACE` seconds after `timeouts.ledger_seconds`; the abandoned
+        thread finds its deadline gone before it could commit, and rolls back.
+        """
+        if self._ledger_lane is None:
+            self._ledger_lane = anyio.CapacityLimiter(LEDGER_LANE)
+        seconds = self.settings.timeouts.ledger_seconds + _GRACE
+        return await self._bounded(functools.partial(work, *args), seconds, "ledger", self._ledger_lane)
+
+    async def _bounded(
+        self, work: Callable[[], Any], seconds: float, store: str, limiter: anyio.CapacityLimiter | None = None
+    ) -> Any:
+        """`work()` on a thread; `StoreUnavailableError` naming `store` if it has not returned within `seconds`."""
+        try:
+            with anyio.fail_after(seconds):
+                return await anyio.to_thread.run_sync(work, limiter=limiter, abandon_on_cancel=True)
+        except TimeoutError as exc:
+            where = (
+                f"ledger at {self.ledger_url_shown}" if store == "ledger" else f"online store ({self.settings.online_store})"
+            )
+            raise StoreUnavailableError(f"{where} did not answer within {seconds:g} s (hung server or network?)") from exc
+
+    @property
+    def ledger_url_shown(self) -> str:
+        """The ledger's URL without its password."""
+        import sqlalchemy as sa  # imported at start-up (by serving.ledger)
+
+        return sa.engine.make_url(self.settings.resolved_ledger_url).render_as_string(hide_password=True)
+
     @bentoml.api
     @_http_errors
-    def interventions(self, customer_ids: CustomerIds, campaign: Campaign | None = None) -> InterventionResponse:
+    async def interventions(self, customer_ids: CustomerIds, campaign: Campaign | None = None) -> InterventionResponse:
         """Choose an action for each customer id and record it in the ledger.
 
         A decision is recorded once per (campaign, customer): asking again, or concurrently,
-        returns the first recorded decision. When the ledger cannot be reached the answer is
-        503 and no decision is reported as made.
+        returns the first recorded decision. The campaign's budget and capacities hold across
+        calls, and a customer contacted in another campaign within the cooldown gets no action,
+        also from another replica at the same moment. When the ledger cannot be reached or does
+        not commit within `timeouts.ledger_seconds` of the request, the answer is 503 and no
+        decision is recorded.
         """
+        deadline = time.monotonic() + self.settings.timeouts.ledger_seconds
+        try:
+            return await self._in_ledger_lane(self._interventions, customer_ids, campaign, deadline)
+        except StoreUnavailableError as exc:
+            raise StoreUnavailableError(
+                f"{exc}; the decisions were not confirmed: retry with the same campaign "
+                "(a decision already recorded is returned unchanged, none is recorded twice)"
+            ) from exc
+
+    def _interventions(self, customer_ids: list[int], campaign: str | None, deadline: float) -> InterventionResponse:
         scores, errors, rows = self._score(customer_ids)
         now = clock.now(self.settings)  # one instant for the campaign id, the decision and its cooldowns
         campaign = campaign or self.settings.campaign or f"online-{now:%Y%m%d}"
@@ -298,16 +380,10 @@ class ChurnService:
                 **{f: rows.columns[f] for f in self.scorer.catalog.conditions_features()},
             }
         )
-        try:
-            # the batch run's own rules: cooldowns from the ledger, budget, holdouts, idempotent record
-            recorded = self._decide_campaign(
-                scored, self.scorer.catalog, self.ledger(), campaign, as_of=now, decided_at=now
-            )
-        except StoreUnavailableError as exc:
-            raise StoreUnavailableError(
-                f"{exc}; the decisions were not confirmed: retry with the same campaign "
-                "(a decision already recorded is returned unchanged, none is recorded twice)"
-            ) from exc
+        # the batch run's own rules, in one ledger transaction: cooldowns, the campaign's budget left, holdouts
+        recorded = self._decide_campaign(
+            scored, self.scorer.catalog, self.ledger(), campaign, as_of=now, decided_at=now, deadline=deadline
+        )
         return InterventionResponse(
             decisions=[Decision(**row) for row in recorded.to_dict("records")],
             errors=errors,
@@ -315,7 +391,7 @@ class ChurnService:
 
     @bentoml.api
     @_http_errors
-    def outcomes(
+    async def outcomes(
         self,
         outcomes: Annotated[
             list[Outcome], Field(min_length=1, max_length=MAX_IDS, description=f"1 to {MAX_IDS} outcomes.")
@@ -325,10 +401,16 @@ class ChurnService:
 
         Every outcome must name a recorded decision, or nothing is recorded (400 naming it).
         """
+        deadline = time.monotonic() + self.settings.timeouts.ledger_seconds
+        return await self._in_ledger_lane(self._outcomes, outcomes, deadline)
+
+    def _outcomes(self, outcomes: list[Outcome], deadline: float) -> OutcomeReceipt:
         import pandas as pd
 
         rows = pd.DataFrame([o.model_dump() for o in outcomes])
-        recorded = self.ledger().record_outcomes(rows, source="api", recorded_at=clock.now(self.settings))
+        recorded = self.ledger().record_outcomes(
+            rows, source="api", recorded_at=clock.now(self.settings), deadline=deadline
+        )
         return OutcomeReceipt(received=len(rows), recorded=recorded)
 
     # ------------------------------------------------------------ campaign lists, readiness
@@ -337,7 +419,7 @@ class ChurnService:
         response_model=InterventionPage,
         responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}},
     )
-    def list_interventions(
+    async def list_interventions(
         self,
         campaign: Annotated[Campaign, Query(description="Campaign whose decisions to list.")],
         after: Annotated[
@@ -347,7 +429,9 @@ class ChurnService:
     ) -> Response:
         """A campaign's recorded decisions, paged by customer id, for campaign tools."""
         try:
-            rows = self.ledger().page(campaign, after, limit)
+            rows = await self._bounded(
+                lambda: self.ledger().page(campaign, after, limit), self.settings.timeouts.ledger_seconds + _GRACE, "ledger"
+            )
         except StoreUnavailableError as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)
         page = InterventionPage(
@@ -358,28 +442,35 @@ class ChurnService:
         return JSONResponse(page.model_dump(mode="json"))
 
     @campaigns.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}})
-    def ready(self) -> Response:
-        """Readiness with reasons: models loaded, online store and ledger reachable (503 otherwise)."""
-        state = self.readiness()
+    async def ready(self) -> Response:
+        """Readiness with reasons: models loaded, fresh features in the online store, a writable ledger (503 otherwise)."""
+        state = await self.readiness()
         return JSONResponse(state.model_dump(), status_code=200 if state.ready else 503)
 
-    def readiness(self) -> Readiness:
+    async def readiness(self) -> Readiness:
+        """What requests need: an online store with fresh features, a ledger with its tables that takes writes.
+
+        Each check is bounded (its store's timeout and `_GRACE`), so a hung store turns
+        readiness red in seconds instead of holding the probe.
+        """
+        timeouts = self.settings.timeouts
         online = ledger = "ok"
         try:
-            self.reader.ping()
+            now = clock.now(self.settings)
+            await self._bounded(lambda: self.reader.check_ready(now), timeouts.redis_seconds + _GRACE, "online store")
         except StoreUnavailableError as exc:
             online = str(exc)
         try:
-            self.ledger().ping()
-        except ChurnError as exc:  # unreachable, or a ledger this version cannot use
+            await self._bounded(lambda: self.ledger().check_writable(), timeouts.ledger_seconds + _GRACE, "ledger")
+        except ChurnError as exc:  # unreachable, read-only, locked, or a ledger this version cannot use
             ledger = str(exc)
         return Readiness(
             ready=online == ledger == "ok", models=self.scorer.model_version, online_store=online, ledger=ledger
         )
 
-    def __is_ready__(self) -> bool:
+    async def __is_ready__(self) -> bool:
         """BentoML's /readyz: the same check as /ready."""
-        return self.readiness().ready
+        return (await self.readiness()).ready
 
 
 class _MergedSpecService(type(ChurnService)):

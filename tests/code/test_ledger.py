@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -160,7 +163,7 @@ def test_ledger_store_going_away_is_store_unavailable(tmp_path):
     try:
         (folder / "ledger.db").unlink()
         folder.rmdir()
-        with pytest.raises(StoreUnavailableError, match=r"ledger at sqlite:///.*gone/ledger\.db is unreachable"):
+        with pytest.raises(StoreUnavailableError, match=r"ledger at sqlite:///.*gone/ledger\.db cannot be written \(the file or its folder is read-only or gone\)"):
             ledger.record(_decisions([1]), "c1", decided_at=FIRST)
     finally:
         ledger.close()
@@ -298,3 +301,179 @@ def test_a_decision_needs_a_time_from_the_caller(tmp_path):
         assert as_of_only["decided_at"].tolist() == [pd.Timestamp(FIRST)]
     finally:
         ledger.close()
+
+
+# --- rules across calls and replicas, bounded waits ------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_campaign_decided_in_13_calls_spends_at_most_its_budget(backend, tmp_path):
+    catalog = load_catalog()
+    scores = _scores(3_000)
+    with _ledger(backend, tmp_path) as ledger:
+        calls = [decide_campaign(part, catalog, ledger, "split", FIRST) for part in _parts(scores, 13)]
+        first_call = calls[0].loc[calls[0]["action"] != "none", "cost"].sum()
+        assert first_call * 13 > 2 * catalog.budget  # each call alone would spend a good part of the budget
+        recorded = ledger.campaign_decisions("split")
+        assert len(recorded) == 3_000
+        committed = recorded.loc[recorded["action"] != "none", "cost"].sum()  # contacted and held out
+        assert committed <= catalog.budget + 1e-9
+        assert committed > 0.9 * catalog.budget  # the budget is spent, not just capped at the first call
+
+
+def _with_advisor_capacity(capacity: int | None):
+    catalog = load_catalog()
+    actions = [a.model_copy(update={"capacity": capacity}) if a.name == "advisor_call" else a for a in catalog.actions]
+    return catalog.model_copy(update={"budget": None, "actions": actions})
+
+
+def _parts(scores: pd.DataFrame, n: int) -> list[pd.DataFrame]:
+    return [scores.iloc[idx] for idx in np.array_split(np.arange(len(scores)), n)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_capacities_hold_across_calls(backend, tmp_path):
+    scores = _scores(3_000)
+    with _ledger(backend, tmp_path) as ledger:
+        uncapped = [decide_campaign(p, _with_advisor_capacity(None), ledger, "free", FIRST) for p in _parts(scores, 13)]
+        assert sum(int((c["action"] == "advisor_call").sum()) for c in uncapped) > 30  # 15 would bind
+        others = scores.assign(customer_id=scores["customer_id"] + 10_000)  # not in the first campaign's cooldown
+        capped = [decide_campaign(p, _with_advisor_capacity(15), ledger, "cap", FIRST) for p in _parts(others, 13)]
+        per_call = [int((c["action"] == "advisor_call").sum()) for c in capped]
+        assert per_call[0] > 0 and per_call[-1] == 0
+        assert (ledger.campaign_decisions("cap")["action"] == "advisor_call").sum() == 15
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_ledgers_deciding_the_same_customers_for_two_campaigns_contact_each_once(backend, tmp_path):
+    """Two replicas (two Ledger objects, two connections), same customers, two campaigns, at the same moment."""
+    catalog = load_catalog().model_copy(update={"budget": None, "holdout_share": 0.0})
+    with _ledger(backend, tmp_path) as ledger:
+        other = Ledger(ledger.url)
+        try:
+            for round_ in range(6):
+                scores = _scores(20, seed=round_).assign(customer_id=np.arange(20) + 100 * round_, risk_band="high")
+                with ThreadPoolExecutor(2) as pool:
+                    runs = [
+                        pool.submit(decide_campaign, scores, catalog, replica, f"{name}-{round_}", FIRST)
+                        for replica, name in ((ledger, "a"), (other, "b"))
+                    ]
+                    a, b = (run.result() for run in runs)
+                acted = lambda frame: set(frame.loc[frame["action"] != "none", "customer_id"])  # noqa: E731
+                assert acted(a) or acted(b)
+                assert not acted(a) & acted(b), f"round {round_}: contacted twice: {sorted(acted(a) & acted(b))}"
+        finally:
+            other.close()
+
+
+def test_a_locked_decisions_table_fails_the_decision_within_the_timeout_and_records_nothing(tmp_path):
+    with _ledger("postgresql", tmp_path) as ledger:
+        bounded = Ledger(ledger.url, timeout_seconds=1.0)
+        holder = psycopg.connect(ledger.url.replace("postgresql+psycopg", "postgresql"))
+        try:
+            holder.execute("LOCK TABLE decisions IN ACCESS EXCLUSIVE MODE")  # in a transaction until rollback
+            began = time.perf_counter()
+            with pytest.raises(StoreUnavailableError, match=r"ledger at postgresql\+psycopg://.* (did not answer within 1 s|was not granted within 1 s|ran out of its time \(1 s)"):
+                decide_campaign(_scores(5), load_catalog(), bounded, "locked", FIRST, deadline=time.monotonic() + 1.0)
+            assert time.perf_counter() - began < 1.6
+            with pytest.raises(StoreUnavailableError, match=r"(did not answer|was not granted) within 1 s"):
+                bounded.check_writable()
+        finally:
+            holder.rollback()
+            holder.close()
+        assert ledger.campaign_decisions("locked").empty
+        assert len(decide_campaign(_scores(5), load_catalog(), bounded, "locked", FIRST, deadline=time.monotonic() + 1.0)) == 5
+        bounded.close()
+
+
+def test_sqlite_decision_waits_for_another_writer_at_most_the_timeout(tmp_path):
+    path = tmp_path / "ledger.db"
+    ledger = Ledger(f"sqlite:///{path}", timeout_seconds=0.5)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        began = time.perf_counter()
+        with pytest.raises(StoreUnavailableError, match=r"ledger at sqlite:///.* is locked by another writer for more than 0.5 s"):
+            decide_campaign(_scores(5), load_catalog(), ledger, "c1", FIRST, deadline=time.monotonic() + 1.0)
+        assert time.perf_counter() - began < 1.5
+        holder.execute("ROLLBACK")
+        assert len(decide_campaign(_scores(5), load_catalog(), ledger, "c1", FIRST, deadline=time.monotonic() + 1.0)) == 5
+    finally:
+        holder.close()
+        ledger.close()
+
+
+def test_read_only_ledger_is_named_and_missing_tables_are_made_again(tmp_path):
+    with _ledger("postgresql", tmp_path) as ledger:
+        db = ledger.url.rsplit("/", 1)[1]
+        decide_campaign(_scores(5), load_catalog(), ledger, "c1", FIRST)
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+            admin.execute(f"ALTER DATABASE {db} SET default_transaction_read_only = on")
+        ledger.close()  # new sessions are read-only, as after a failover to a standby
+        with pytest.raises(StoreUnavailableError, match=r"ledger at .* is read-only \(a standby after a failover\?\)"):
+            ledger.check_writable()
+        with pytest.raises(StoreUnavailableError, match=r"is read-only"):
+            decide_campaign(_scores(5), load_catalog(), ledger, "c2", FIRST)
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
+            admin.execute(f"ALTER DATABASE {db} RESET default_transaction_read_only")
+        ledger.close()
+        ledger.check_writable()
+        drop = "DROP TABLE outcomes, decisions, customer_locks, campaign_spend"
+        with psycopg.connect(ledger.url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+            conn.execute(drop)
+        # a decision meeting the missing tables makes them again and decides (once more) on the empty ledger
+        again = decide_campaign(_scores(5, seed=3), load_catalog(), ledger, "c1", FIRST + timedelta(hours=1))
+        assert (again["decided_at"] == pd.Timestamp(FIRST + timedelta(hours=1))).all()
+        with psycopg.connect(ledger.url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+            conn.execute(drop)
+        ledger.check_writable()  # readiness makes them again too
+        assert ledger.campaign_decisions("c1").empty
+
+
+def test_one_customer_decision_costs_the_same_on_500_000_recent_decisions():
+    """The ledger benchmark (benchmarks/ledger.py) as a bar: within 2x of the empty ledger's median."""
+    from benchmarks.ledger import measure
+
+    figures = measure(POSTGRES_ADMIN, rows=500_000, calls=80, baseline=False)
+    print(f"1-customer decision: empty {np.median(figures.empty):.1f} ms, 500,000 decisions {np.median(figures.full):.1f} ms")
+    assert figures.ratio < 2.0
+
+
+def test_outcomes_past_their_deadline_are_rolled_back(tmp_path):
+    with _ledger("sqlite", tmp_path) as ledger:
+        recorded = decide_campaign(_scores(200), load_catalog(), ledger, "c1", FIRST)
+        outcomes = _outcomes(recorded, "c1")
+        ended = FIRST + timedelta(days=30)
+        with pytest.raises(StoreUnavailableError, match=r"recording the outcomes from api ran out of its time .*nothing recorded"):
+            ledger.record_outcomes(outcomes, "api", recorded_at=ended, deadline=time.monotonic() - 0.001)
+        assert ledger.decisions_with_outcomes().empty
+        assert ledger.record_outcomes(outcomes, "api", recorded_at=ended, deadline=time.monotonic() + 5) == len(outcomes)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_ledger_from_before_issue_16_gets_its_index_and_campaign_spend(backend, tmp_path):
+    """Decisions recorded before campaign_spend existed still count against the campaign's budget."""
+    import sqlalchemy as sa
+
+    catalog = load_catalog()
+    with _ledger(backend, tmp_path) as ledger:
+        first = decide_campaign(_scores(1_500), catalog, ledger, "ongoing", FIRST)
+        engine = sa.create_engine(ledger.url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE campaign_spend"))
+            conn.execute(sa.text("DROP TABLE customer_locks"))
+            conn.execute(sa.text("DROP INDEX decisions_customer_decided_at"))
+        engine.dispose()
+        reopened = Ledger(ledger.url)
+        try:
+            engine = sa.create_engine(ledger.url)
+            assert "decisions_customer_decided_at" in {i["name"] for i in sa.inspect(engine).get_indexes("decisions")}
+            engine.dispose()
+            spent_before = first.loc[first["action"] != "none", "cost"].sum()
+            assert spent_before > 0.9 * catalog.budget  # without the recount, the second call would get it all again
+            others = _scores(1_500, seed=5).assign(customer_id=lambda f: f["customer_id"] + 5_000)
+            rest = decide_campaign(others, catalog, reopened, "ongoing", FIRST)
+            spent_after = rest.loc[rest["action"] != "none", "cost"].sum()
+            assert spent_before + spent_after <= catalog.budget + 1e-9
+        finally:
+            reopened.close()

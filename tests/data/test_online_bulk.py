@@ -97,3 +97,27 @@ def test_bulk_needs_registered_views(tmp_path):
     feature_store(settings)  # an empty repository: nothing applied
     with pytest.raises(DataError, match="feature view 'behavioral' is not registered.*churn features apply"):
         materialize_bulk(settings, pd.Timestamp("2025-01-01", tz="UTC"), pd.Timestamp("2025-01-15", tz="UTC"))
+
+
+def test_materializing_into_a_hung_redis_fails_within_the_timeout(engine, tmp_path):
+    """A Redis that takes connections but answers nothing (SIGSTOP): StoreUnavailableError in about a second."""
+    import time
+
+    from churn.errors import StoreUnavailableError
+    from tests.e2e.servers import RedisServer, free_port
+
+    server = RedisServer(free_port(), tmp_path / "redis")
+    server.start()
+    try:
+        settings = make_settings(tmp_path, online_store="redis", redis_url=server.url)
+        _copy_tables(engine, settings)
+        apply_definitions(settings)
+        as_of = engine.features.as_of
+        server.pause()
+        began = time.perf_counter()
+        with pytest.raises(StoreUnavailableError, match=r"Redis online store unreachable while materializing \(no answer within timeouts.redis_seconds\)"):
+            materialize_bulk(settings, as_of - FEATURE_TTL, as_of)
+        assert time.perf_counter() - began < 5  # one timeout (1 s), not redis-py's default retries with back-off
+    finally:
+        server.resume()
+        server.stop()

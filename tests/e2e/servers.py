@@ -8,6 +8,7 @@ servers are not disturbed.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -94,6 +95,13 @@ class RedisServer:
                     raise AssertionError(f"redis-server on port {self.port} did not start") from None
                 time.sleep(0.1)
 
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its port and accepts connections, but answers nothing (a hung Redis)."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         """Save to disk and stop (what a restart of a persistent Redis does)."""
         if self.proc is None:
@@ -107,7 +115,11 @@ class RedisServer:
 
 
 class TcpRelay:
-    """Forwards 127.0.0.1:<port> to a target; `cut()` drops the link and every open connection."""
+    """Forwards 127.0.0.1:<port> to a target; `cut()` drops the link and every open connection.
+
+    `freeze()` black-holes it instead: connections stay open and what is sent is taken (TCP
+    acknowledges it) but not passed on, as with a hung server or a silent network, until `thaw()`.
+    """
 
     def __init__(self, port: int, target: tuple[str, int]):
         self.port = port
@@ -115,6 +127,14 @@ class TcpRelay:
         self._server: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     def start(self) -> None:
         server = socket.socket()
@@ -143,10 +163,10 @@ class TcpRelay:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass
