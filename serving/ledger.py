@@ -9,7 +9,7 @@ action they would have received), so effects can be measured from this store alo
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pandas as pd
 import sqlalchemy as sa
