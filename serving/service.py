@@ -26,14 +26,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import bentoml
 from fastapi import FastAPI, Query
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from churn import clock
 from churn.errors import ChurnError, ConfigError, DataError, StoreUnavailableError, UnknownCustomerError
 from churn.settings import load_settings
-from serving.guard import ApiKeyMiddleware, BodyLimitMiddleware, JsonOnlyMiddleware, quiet_tracebacks
+from serving.guard import ApiKeyMiddleware, BodyLimitMiddleware, JsonOnlyMiddleware, quiet_tracebacks, validation_message
 from serving.launch import champions_fetched_aside
 from training.reason import Reason
 
@@ -54,7 +55,8 @@ def _no_duplicates(ids: list[int]) -> list[int]:
     return ids
 
 
-CustomerId = Annotated[int, Field(ge=0, le=_INT64_MAX, description="A customer id as in the raw tables.")]
+# strict: a JSON integer only (`true`, `1.0` or `"1"` is not customer 1)
+CustomerId = Annotated[int, Field(strict=True, ge=0, le=_INT64_MAX, description="A customer id as in the raw tables.")]
 CustomerIds = Annotated[
     list[CustomerId],
     Field(min_length=1, max_length=MAX_IDS, description=f"Distinct customer ids (1 to {MAX_IDS})."),
@@ -114,10 +116,14 @@ class Decision(CustomerScore):
 class Outcome(BaseModel):
     """What became of one decided customer of one campaign (contacted or held out)."""
 
+    # strict: JSON's own types only (`1` is not `true`, `"40"` not a revenue, a number not a date)
+    model_config = ConfigDict(strict=True)
+
     campaign: Campaign
     customer_id: CustomerId
     churned: bool = Field(description="Whether the customer cancelled by the end of the horizon.")
-    revenue: float = Field(ge=0, description="Revenue from the customer over the horizon.")
+    # finite: 1e999 parses as inf, which no measurement could use or correct
+    revenue: float = Field(ge=0, allow_inf_nan=False, description="Revenue from the customer over the horizon.")
     horizon_end: datetime = Field(description="End of the horizon the outcome covers (UTC).")
 
 
@@ -187,6 +193,12 @@ def _http_errors(api: Callable[..., Any]) -> Callable[..., Any]:
 
 # GET routes (BentoML APIs are POST only), mounted on the service; its OpenAPI is merged into the service's.
 campaigns = FastAPI(title="churn_engine campaign lists")
+
+
+@campaigns.exception_handler(RequestValidationError)
+async def _bad_query(_request: Any, exc: RequestValidationError) -> JSONResponse:
+    """A bad query parameter: 400 `{"error": ...}` naming it, as the POST APIs answer (FastAPI's own is 422)."""
+    return JSONResponse({"error": validation_message(exc.errors())}, status_code=400)
 
 
 # No per-request access log: /metrics counts requests and latencies per endpoint and status,
@@ -335,7 +347,7 @@ class ChurnService:
     @campaigns.get(
         "/interventions",
         response_model=InterventionPage,
-        responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+        responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 503: {"model": ErrorBody}},
     )
     def list_interventions(
         self,
@@ -401,6 +413,12 @@ class _MergedSpecService(type(ChurnService)):
             if spec.paths[path].post is None:
                 spec.paths[path] = attrs.evolve(spec.paths[path], post=item.post)
         return spec
+
+    def to_asgi(self, is_main: bool = True):
+        """The worker's app: BentoML's, with bounded metric labels, field-naming 400s and status logs (serving/app.py)."""
+        from serving.app import build_app
+
+        return build_app(self, is_main)
 
 
 object.__setattr__(ChurnService, "__class__", _MergedSpecService)

@@ -1,4 +1,5 @@
-"""`churn serve` as an operator stops it: a real `churn serve` process, signalled as systemd or a shell would."""
+"""The service's processes as an operator runs them: `churn serve` stopped by a signal as systemd or a shell
+would send it, and `churn serve` and `bentoml serve` started with a malformed API key list."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+
+from churn.settings import load_settings
+from serving.launch import serve_command
 
 from tests.e2e.servers import AUTH, ROOT, free_port, service_env
 
@@ -71,3 +75,47 @@ def test_a_killed_churn_serve_takes_the_server_with_it(engine, tmp_path):
     """SIGKILL cannot be forwarded: the kernel's parent-death signal stops the server instead."""
     proc, under = _start(service_env(engine.settings, tmp_path / "bentoml_home"), free_port(), tmp_path / "serve.log")
     assert _stop(proc, under, signal.SIGKILL) == -signal.SIGKILL
+
+
+MALFORMED_KEYS = '["e2e-secret-key-7a6b5c4d3e2f",'  # a JSON list that does not end
+ONE_LINE_ERROR = "invalid settings: CHURN_SERVING__API_KEYS is not valid JSON (Expecting"
+
+
+def _bad_key_env(tmp_path: Path) -> dict[str, str]:
+    settings = load_settings(data_dir=tmp_path / "data", mlruns_dir=tmp_path / "mlruns")
+    env = {**service_env(settings, tmp_path / "bentoml_home", COLUMNS="500"), "CHURN_SERVING__API_KEYS": MALFORMED_KEYS}
+    return {name: value for name, value in env.items() if name != "CHURN_CONFIG"}
+
+
+def test_churn_serve_with_a_malformed_key_list_says_so_in_one_line(tmp_path):
+    run = subprocess.run(
+        [CHURN, "serve", "--port", str(free_port())], env=_bad_key_env(tmp_path), cwd=tmp_path,
+        capture_output=True, text=True, timeout=120,
+    )
+    out = (run.stdout + run.stderr).strip()
+    assert run.returncode == 1
+    assert out.splitlines() == [out] and out.startswith(f"error: {ONE_LINE_ERROR}"), out
+    assert "e2e-secret-key" not in out
+
+
+def test_the_service_with_a_malformed_key_list_does_not_start_and_says_so_in_one_line(tmp_path):
+    """`bentoml serve` itself (a Bento, a container): each worker start logs one line and exits; nothing answers."""
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            serve_command("127.0.0.1", port), env=_bad_key_env(tmp_path), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while ONE_LINE_ERROR not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        with pytest.raises(httpx.TransportError):  # no worker: nothing answers, not even /healthz
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=3)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = log.read_text()
+    assert "[ERROR]" in next(line for line in text.splitlines() if ONE_LINE_ERROR in line)
+    assert "Traceback" not in text and "e2e-secret-key" not in text
