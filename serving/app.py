@@ -17,12 +17,16 @@ BentoML 1.4 builds a service's Starlette app in `ServiceAppFactory`; `ChurnServi
 - The settings are read before the worker starts: an invalid setting (a malformed
   `CHURN_SERVING__API_KEYS`) stops the worker with one log line, where the server otherwise
   ran on without its middlewares and answered 500 with a long traceback to every request.
-- `/docs.json` documents what the service answers (`conform_spec`), so that clients and
-  schemathesis can rely on it.
+- A 405 lists every method of its path in `Allow` (`/interventions` is served by two routes).
+- `/docs.json` documents what the service answers (`conform_spec`): the bearer key, every
+  status and the `{"error"}` body, so that clients and schemathesis (`--checks all`, in
+  `make test-load`) can rely on it.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +35,7 @@ from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddle
 from pydantic import ValidationError
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Match, Mount, Route
 
 from churn.errors import ConfigError
 from churn.settings import load_settings
@@ -63,41 +67,48 @@ def build_app(service: Any, is_main: bool) -> Starlette:
     return ChurnAppFactory(service, is_main=is_main)()
 
 
-class RouteLabels:
-    """The metrics label of a request path: the path of a route the app serves, a mount's path, or `other`."""
+class Routes:
+    """What the built app serves, asked of its router: a request's metrics label, and a path's allowed methods.
+
+    The routes are matched as the router matches them (the mounted FastAPI app's included
+    routers too), at request time: BentoML completes the mounted app's routes after the app
+    is built.
+    """
 
     def __init__(self) -> None:
-        self.paths: frozenset[str] = frozenset()
-        self.mounts: tuple[str, ...] = ()
+        self.app: Starlette | None = None
 
-    def learn(self, app: Starlette) -> None:
-        """Read the routes of the built app, those of a mounted app (FastAPI) included."""
-        paths, mounts = set(), []
-        for route in app.routes:
-            if isinstance(route, Mount) and hasattr(route.app, "routes"):  # a mounted app: its own routes
-                paths |= {route.path + child.path for child in route.app.routes if isinstance(child, Route)}
-            elif isinstance(route, Mount):  # static files: one label for the lot
-                mounts.append(route.path)
-            elif isinstance(route, Route):
-                paths.add(route.path)
-        self.paths, self.mounts = frozenset(paths), tuple(mounts)
+    def label(self, scope: dict) -> str:
+        """The route's path for a path the app serves (any method), a mount's path under a mount, else `other`."""
+        for route in self.app.routes if self.app is not None else ():
+            match, _ = route.matches(scope)
+            if match is not Match.NONE:
+                is_static = isinstance(route, Mount) and not hasattr(route.app, "routes")
+                return route.path if is_static or isinstance(route, Route) else scope["path"]
+        return OTHER_PATHS
 
-    def __call__(self, path: str) -> str:
-        if path in self.paths:
-            return path
-        return next((mount for mount in self.mounts if path.startswith(mount + "/")), OTHER_PATHS)
+    def allowed(self, scope: dict) -> list[str]:
+        """The methods some route of the app answers on this path."""
+        routes = self.app.routes if self.app is not None else ()
+        return [
+            method for method in _METHODS
+            if any(route.matches({**scope, "method": method})[0] is Match.FULL for route in routes)
+        ]
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 class RouteLabelledMetrics(RunnerTrafficMetricsMiddleware):
     """BentoML's request metrics with the route's label for `endpoint` in place of the raw path."""
 
-    def __init__(self, app: Any, labels: RouteLabels, **options: Any):
+    def __init__(self, app: Any, routes: Routes, **options: Any):
         super().__init__(_RealPath(app), **options)
-        self._labels = labels
+        self._routes = routes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] in ("http", "websocket"):
-            label = self._labels(scope["path"])
+            label = self._routes.label(scope)
             if label != scope["path"]:
                 scope = {**scope, "path": label, _REAL_PATH: scope["path"]}
         await super().__call__(scope, receive, send)
@@ -115,22 +126,48 @@ class _RealPath:
         await self.app(scope, receive, send)
 
 
+class AllowEveryMethod:
+    """A 405 lists every method of the path in `Allow`, also where two routes serve it.
+
+    `/interventions` is BentoML's POST and the mounted app's GET: the router answers a third
+    method with the `Allow` of whichever route it tried first.
+    """
+
+    def __init__(self, app: Any, routes: Routes):
+        self.app = app
+        self._routes = routes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_allowing(message: dict) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                allowed = ", ".join(self._routes.allowed(scope)).encode()
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+                message = {**message, "headers": [*headers, (b"allow", allowed)]}
+            await send(message)
+
+        await self.app(scope, receive, send_allowing)
+
+
 class ChurnAppFactory(ServiceAppFactory):
     """BentoML's app factory with bounded metric labels, field-naming 400s, status logs and a conforming spec."""
 
     def __init__(self, service: Any, is_main: bool = False):
         super().__init__(service, is_main=is_main)
-        self.route_labels = RouteLabels()
+        self.routes_served = Routes()
 
     def __call__(self) -> Starlette:
         app = super().__call__()
-        self.route_labels.learn(app)  # the middlewares are built at the first request, after this
+        self.routes_served.app = app
         return app
 
     @property
     def middlewares(self) -> list[Middleware]:
         built = [
-            Middleware(RouteLabelledMetrics, *m.args, labels=self.route_labels, **m.kwargs)
+            Middleware(RouteLabelledMetrics, *m.args, routes=self.routes_served, **m.kwargs)
             if m.cls is RunnerTrafficMetricsMiddleware
             else m
             for m in super().middlewares
@@ -138,6 +175,7 @@ class ChurnAppFactory(ServiceAppFactory):
         # outermost but for the metrics: it sees the 504 of BentoML's timeout and every guard's answer
         at = 1 if built and built[0].cls is RouteLabelledMetrics else 0
         built.insert(at, Middleware(StatusLogMiddleware, logger=logger))
+        built.append(Middleware(AllowEveryMethod, routes=self.routes_served))
         return built
 
     async def api_endpoint(self, name: str, request: Request) -> Response:
@@ -147,3 +185,73 @@ class ChurnAppFactory(ServiceAppFactory):
             if exc.title != self.service.apis[name].input_spec.__name__:
                 raise  # not the request's body: a bug of the service, BentoML's 500
             return JSONResponse({"error": validation_message(exc.errors())}, status_code=400)
+
+    async def openapi_spec_view(self, req: Request) -> Response:
+        response = await super().openapi_spec_view(req)
+        if response.status_code != 200:
+            return response
+        return JSONResponse(conform_spec(json.loads(response.body)))
+
+
+# Liveness: answered without a key.
+_OPEN_PATHS = frozenset({"/healthz", "/livez"})
+_ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
+# what each authenticated operation can answer besides its success, beyond what its own spec says
+_POST_ANSWERS = {
+    "400": "Bad input: the message names the field, the rule and the value.",
+    "404": "None of the customer ids is known (or, for outcomes, no decision is recorded for one).",
+    "413": "The body is larger than serving.max_body_bytes.",
+    "415": "The body is not JSON.",
+    "500": "An unexpected error (logged).",
+    "503": "A store is down: the message names it.",
+    "504": "The request ran out of time.",
+}
+_GET_ANSWERS = {
+    "400": "A bad query parameter: the message names it, the rule and the value.",
+    "503": "The ledger is down.",
+    "504": "The request ran out of time.",
+}
+_OUTCOME_ANSWERS = {"409": "An outcome whose horizon_end is after now: it cannot be known yet; nothing was recorded."}
+
+
+def conform_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI spec BentoML generates, made to say what the service answers.
+
+    Every operation but liveness needs the bearer key (declared as a security scheme) and
+    may answer 401; the POST APIs need their body and answer 400/404/413/415/500/503/504
+    with the service's `{"error": ...}` (BentoML documents its own error models, with a
+    `detail` the service never sends); `GET /interventions` answers 400, not FastAPI's 422.
+    """
+    spec = copy.deepcopy(spec)
+    components = spec.setdefault("components", {})
+    components.setdefault("schemas", {})["ErrorBody"] = _error_body_schema()
+    components["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "One of serving.api_keys."}
+    }
+    spec["security"] = [{"bearer": []}]
+    for path, item in spec.get("paths", {}).items():
+        for method, operation in item.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            responses = operation.setdefault("responses", {})
+            if path in _OPEN_PATHS:
+                operation["security"] = []
+                continue
+            answers = {"401": "No key, or not one of the service's keys."}
+            if method == "post":
+                operation.get("requestBody", {})["required"] = True
+                answers |= _POST_ANSWERS | (_OUTCOME_ANSWERS if path == "/outcomes" else {})
+            elif path == "/interventions":
+                responses.pop("422", None)
+                answers |= _GET_ANSWERS
+            for status, description in answers.items():
+                responses[status] = {"description": description, "content": {"application/json": {"schema": _ERROR_BODY}}}
+            if path == "/readyz":  # BentoML's probe: no body either way
+                responses["503"] = {"description": "Not ready: a store or the models are not there."}
+    return spec
+
+
+def _error_body_schema() -> dict[str, Any]:
+    from serving.service import ErrorBody
+
+    return ErrorBody.model_json_schema()

@@ -32,7 +32,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from churn import clock
-from churn.errors import ChurnError, ConfigError, DataError, StoreUnavailableError, UnknownCustomerError
+from churn.errors import (
+    ChurnError,
+    ConfigError,
+    DataError,
+    OutcomeNotYetKnownError,
+    StoreUnavailableError,
+    UnknownCustomerError,
+    UnknownDecisionError,
+)
 from churn.settings import load_settings
 from serving.guard import ApiKeyMiddleware, BodyLimitMiddleware, JsonOnlyMiddleware, quiet_tracebacks, validation_message
 from serving.launch import champions_fetched_aside
@@ -59,7 +67,10 @@ def _no_duplicates(ids: list[int]) -> list[int]:
 CustomerId = Annotated[int, Field(strict=True, ge=0, le=_INT64_MAX, description="A customer id as in the raw tables.")]
 CustomerIds = Annotated[
     list[CustomerId],
-    Field(min_length=1, max_length=MAX_IDS, description=f"Distinct customer ids (1 to {MAX_IDS})."),
+    Field(
+        min_length=1, max_length=MAX_IDS, description=f"Distinct customer ids (1 to {MAX_IDS}).",
+        json_schema_extra={"uniqueItems": True},
+    ),
     AfterValidator(_no_duplicates),
 ]
 Campaign = Annotated[
@@ -171,7 +182,11 @@ SCORES_SERVED = bentoml.metrics.Counter(
     labelnames=["model_version"],
 )
 
-_STATUS = {UnknownCustomerError: 404, DataError: 400, StoreUnavailableError: 503}
+# the first kind that matches decides: subclasses of DataError before it
+_STATUS = {
+    UnknownCustomerError: 404, UnknownDecisionError: 404, OutcomeNotYetKnownError: 409, DataError: 400,
+    StoreUnavailableError: 503,
+}
 
 
 def _status_of(exc: ChurnError) -> int:
@@ -335,7 +350,8 @@ class ChurnService:
     ) -> OutcomeReceipt:
         """Record campaign outcomes in the ledger (idempotent); they feed measurement and uplift learning.
 
-        Every outcome must name a recorded decision, or nothing is recorded (400 naming it).
+        Every outcome must name a recorded decision (404 naming one that does not) and have a
+        horizon that has ended (409); otherwise nothing is recorded.
         """
         import pandas as pd
 

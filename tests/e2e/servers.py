@@ -14,6 +14,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import redis
 
 from churn.settings import Settings
@@ -48,6 +49,14 @@ def bentoml_service(env: dict[str, str], log: Path, port: int | None = None, rea
     base = f"http://127.0.0.1:{port}"
     with running(serve_command("127.0.0.1", port), env, f"{base}/healthz", log, within=ready_within, cwd=ROOT):
         yield base
+
+
+def service_workers() -> list[psutil.Process]:
+    """The BentoML worker processes started by this process (the service of a test module)."""
+    return [
+        child for child in psutil.Process().children(recursive=True)
+        if "_bentoml_impl.worker.service" in " ".join(child.cmdline())
+    ]
 
 
 class RedisServer:

@@ -76,6 +76,37 @@ def test_with_the_key_every_endpoint_answers(api):
     assert {"post", "get"} <= set(spec["paths"]["/interventions"])
 
 
+def test_the_spec_documents_the_key_and_every_status_the_service_answers(api):
+    spec = httpx.get(f"{api[0]}/docs.json", headers=AUTH, timeout=30).json()
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert spec["security"] == [{"bearer": []}]
+    assert spec["paths"]["/healthz"]["get"]["security"] == []
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    documented = {
+        ("/score", "post"): {"200", "400", "401", "404", "413", "415", "500", "503", "504"},
+        ("/interventions", "post"): {"200", "400", "401", "404", "413", "415", "500", "503", "504"},
+        ("/outcomes", "post"): {"200", "400", "401", "404", "409", "413", "415", "500", "503", "504"},
+        ("/interventions", "get"): {"200", "400", "401", "503", "504"},
+        ("/metrics", "get"): {"200", "401"},
+    }
+    for (path, method), statuses in documented.items():
+        operation = spec["paths"][path][method]
+        assert set(operation["responses"]) == statuses, (path, method)
+        assert operation["responses"]["401"]["content"]["application/json"]["schema"] == error
+        if method == "post":
+            assert operation["requestBody"]["required"] is True
+            assert operation["responses"]["400"]["content"]["application/json"]["schema"] == error
+    assert spec["components"]["schemas"]["ErrorBody"]["required"] == ["error"]
+
+
+@pytest.mark.parametrize("path,allowed", [("/interventions", "GET, POST"), ("/score", "POST"), ("/ready", "GET")])
+def test_a_method_the_path_does_not_serve_gets_405_allowing_every_method_it_does(api, path, allowed):
+    for method in ("DELETE", "OPTIONS", "PUT"):
+        response = httpx.request(method, f"{api[0]}{path}", headers=AUTH, timeout=30)
+        assert response.status_code == 405
+        assert response.headers["allow"] == allowed
+
+
 BAD_BODIES = {
     "malformed JSON": ('{"customer_ids": [1, 2', 400, ""),
     "wrong type of the list": ({"customer_ids": "17"}, 400, "customer_ids"),
@@ -287,7 +318,7 @@ def test_outcomes_are_recorded_once_and_must_name_a_decision(engine, api):
     }
     future = {**body["outcomes"][0], "horizon_end": (engine.settings.now + pd.Timedelta(days=1)).isoformat()}
     early = _post(base, "/outcomes", {"outcomes": [future]})
-    assert early.status_code == 400
+    assert early.status_code == 409  # valid, but not knowable yet
     assert "horizon_end after now" in early.json()["error"] and "nothing was recorded" in early.json()["error"]
     first = _post(base, "/outcomes", body)
     assert first.status_code == 200, first.text
@@ -296,7 +327,7 @@ def test_outcomes_are_recorded_once_and_must_name_a_decision(engine, api):
 
     stranger = {**body["outcomes"][0], "campaign": "never-run"}
     refused = _post(base, "/outcomes", {"outcomes": [body["outcomes"][1], stranger]})
-    assert refused.status_code == 400
+    assert refused.status_code == 404  # no such decision
     assert "never-run" in refused.json()["error"] and "nothing was recorded" in refused.json()["error"]
 
     negative = _post(base, "/outcomes", {"outcomes": [{**body["outcomes"][0], "revenue": -1}]})
