@@ -11,9 +11,10 @@ serve` imports it once in its own process before it starts the workers, and each
 imports it again. Feast, LightGBM, MLflow and pandas are imported by `ChurnService.__init__`,
 once per worker, at start-up.
 
-Errors become statuses here and only here: bad input 400 (the message names the field),
-no known customer 404, a store down 503 (readiness goes red too, and the next request
-after the store is back succeeds: nothing is cached in a broken state).
+Errors become statuses here and only here: bad input 400 (the message names the field; a
+body or query that does not validate is worded by serving/app.py), no known customer or
+decision 404, an outcome not known yet 409, a store down 503 (readiness goes red too, and
+the next request after the store is back succeeds: nothing is cached in a broken state).
 """
 
 from __future__ import annotations
@@ -411,10 +412,11 @@ class ChurnService:
 
 
 class _MergedSpecService(type(ChurnService)):
-    """BentoML's service whose OpenAPI keeps both operations of a path served twice.
+    """BentoML's service whose OpenAPI keeps both operations of a path served twice, and whose app is ours.
 
     BentoML merges a mounted app's paths over its own API paths, so `GET /interventions`
-    (campaign lists) would hide `POST /interventions` from the spec and its clients.
+    (campaign lists) would hide `POST /interventions` from the spec and its clients. Each
+    worker builds its HTTP app with serving/app.py (metric labels, 400s, logs, spec).
     """
 
     __slots__ = ()
