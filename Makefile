@@ -26,7 +26,7 @@ test: install
 test-slow: install
 	$(BIN)/pytest -m slow
 
-# the service under load (concurrency 16, 60 s) and schemathesis on its OpenAPI spec, about 3 minutes
+# the service under load (concurrency 16, 60 s), 20,000 made-up paths, schemathesis --checks all on its OpenAPI spec: about 4 minutes
 test-load: install
 	$(BIN)/pytest -m load
 

@@ -6,7 +6,6 @@ Heavy modules (Feast, MLflow, LightGBM, BentoML) are imported inside the command
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -501,11 +500,12 @@ def serve(
             "serving.api_keys is empty: set CHURN_SERVING__API_KEYS='[\"<a key of 16+ characters>\"]'; "
             "clients then send 'Authorization: Bearer <key>'"
         )
-    from serving.launch import serve_command, serve_env
+    from serving.launch import serve_command, serve_env, serve_until_stopped
 
     command, env = serve_command(host, port), serve_env(settings)
-    console.print(f"serving on http://{host}:{port} (OpenAPI docs at /docs); Ctrl-C stops")
-    raise typer.Exit(subprocess.call(command, env=env))
+    console.print(f"serving on http://{host}:{port} (OpenAPI docs at /docs); Ctrl-C or SIGTERM stops")
+    # the signal goes on to the server, and this command exits once the server (workers included) has
+    raise typer.Exit(serve_until_stopped(command, env))
 
 
 # ---------------------------------------------------------------- demo

@@ -1,7 +1,7 @@
 """One root exception and its specific kinds.
 
-They become HTTP statuses only in `serving/` (400 bad input, 404 unknown customer,
-503 a store is down); everywhere else they carry a message that names the thing,
+They become HTTP statuses only in `serving/` (400 bad input, 404 unknown customer or
+decision, 409 an outcome not known yet, 503 a store is down); everywhere else they carry a message that names the thing,
 the rule it broke and the value it got.
 """
 
@@ -20,6 +20,14 @@ class DataError(ChurnError):
 
 class UnknownCustomerError(DataError):
     """A customer id that the feature store does not know."""
+
+
+class UnknownDecisionError(DataError):
+    """An outcome for a campaign and customer with no recorded decision."""
+
+
+class OutcomeNotYetKnownError(DataError):
+    """An outcome whose horizon has not ended by the engine's clock."""
 
 
 class ModelNotFoundError(ChurnError):

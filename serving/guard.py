@@ -1,7 +1,8 @@
 """What stands between the network and the service: API keys, body size, quiet logs.
 
 Plain ASGI middlewares (BentoML mounts them around every route, its own `/metrics`,
-`/readyz` and docs included) and a logging filter. They know nothing of churn.
+`/readyz` and docs included), a log line per failed answer, the wording of validation
+errors and a logging filter. They know nothing of churn.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 Scope = dict
 Message = dict
@@ -122,6 +125,96 @@ class JsonOnlyMiddleware:
                 await _json_error(send, 415, f"request body must be JSON (Content-Type: application/json); got '{shown}'")
                 return
         await self.app(scope, receive, send)
+
+
+class StatusLogMiddleware:
+    """One log line per answer that went wrong: 400 at WARNING (the client's fault), 5xx at ERROR.
+
+    The line names the method, path, status, time taken and the answer's `error` message
+    (which names the field or store), so that a 503 of a store or a 504 of a request that
+    ran out of time is in the log. Other 4xx (no or wrong key, unknown path, body too large)
+    are counted in `/metrics` only: they are what a scanner produces by the thousand.
+    """
+
+    def __init__(self, app: ASGIApp, logger: logging.Logger):
+        self.app = app
+        self.logger = logger
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status, body = 0, b""
+
+        async def watched(message: Message) -> None:
+            nonlocal status, body
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and _logged_level(status) and len(body) < 4096:
+                body += message.get("body", b"")
+            await send(message)
+
+        await self.app(scope, receive, watched)
+        level = _logged_level(status)
+        if level:
+            took = (time.perf_counter() - began) * 1000
+            self.logger.log(
+                level, "%s %s answered %d in %.0f ms: %s", scope.get("method"), scope["path"][:200], status, took,
+                _error_of(body),
+            )
+
+
+def _logged_level(status: int) -> int:
+    return logging.ERROR if status >= 500 else logging.WARNING if status == 400 else 0
+
+
+def _error_of(body: bytes) -> str:
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    text = error if isinstance(error, str) else body.decode("utf-8", "replace")
+    return " ".join(text.split())[:500]
+
+
+def validation_message(errors: Sequence[Mapping[str, Any]], limit: int = 5) -> str:
+    """Pydantic's validation errors in one line, each naming its field, the rule and the value.
+
+    `outcomes[0].revenue: Input should be a finite number (got inf)`; a FastAPI query
+    parameter reads `query parameter limit: ...`. Values that are lists or objects are not
+    echoed (they can be large); scalars are, shortened.
+    """
+    parts = [f"{_where(e.get('loc', ()))}: {e.get('msg', 'invalid')}{_got(e)}" for e in errors[:limit]]
+    more = f"; and {len(errors) - limit} more" if len(errors) > limit else ""
+    return "; ".join(parts) + more
+
+
+def _where(loc: Sequence[Any]) -> str:
+    if loc and loc[0] in ("query", "path", "header") and len(loc) > 1:
+        return f"{loc[0]} parameter {_dotted(loc[1:])}"
+    if loc and loc[0] == "body":
+        loc = loc[1:]
+    return _dotted(loc) or "request body"
+
+
+def _dotted(loc: Sequence[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out
+
+
+# a missing field's input is the whole object, malformed JSON's the whole body: neither is worth a log line
+_NOT_ECHOED = frozenset({"missing", "json_invalid"})
+
+
+def _got(error: Mapping[str, Any]) -> str:
+    if "input" not in error or isinstance(error["input"], (dict, list, tuple)) or error.get("type") in _NOT_ECHOED:
+        return ""
+    value = error["input"]
+    shown = json.dumps(value) if isinstance(value, (bool, int, float)) or value is None else repr(value)
+    return f" (got {shown[:60]}{'...' if len(shown) > 60 else ''})"
 
 
 def _replay(messages: list[Message], then: Receive | None = None) -> Receive:

@@ -27,8 +27,10 @@ configure BentoML's `tracing` exporter, to export traces.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -46,6 +48,11 @@ if TYPE_CHECKING:
     from training.registered import FetchedModel
 
 SERVICE = "serving.service:ChurnService"
+# signals on which `churn serve` stops the server (with SIGTERM: the server reads SIGHUP as "reload")
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# how long the server may take to stop after a forwarded signal before its process group is killed:
+# circus gives each worker 30 s to finish its requests, and the workers stop one after another
+STOP_WITHIN_SECONDS = 60
 
 
 def serve_command(host: str, port: int) -> list[str]:
@@ -75,6 +82,57 @@ def serve_env(settings: Settings, base: Mapping[str, str] | None = None, **extra
         env.setdefault("OTEL_SDK_DISABLED", "true")
     env.update(extra)
     return env
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends it SIGTERM when its parent dies (Linux), even by SIGKILL."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+
+
+def serve_until_stopped(command: list[str], env: Mapping[str, str], stop_within: float = STOP_WITHIN_SECONDS) -> int:
+    """Run the server in the foreground until it exits; returns its exit code.
+
+    SIGTERM, SIGINT (Ctrl-C) and SIGHUP to this process are passed on to the server as SIGTERM,
+    on which it stops its workers and exits; this process then exits with it. The server runs in its own
+    process group: when it has not stopped within `stop_within` seconds of a forwarded signal,
+    or once it has exited, whatever is left of the group (a stuck worker) is killed, so that
+    nothing keeps the port. If this process itself is killed (SIGKILL), the kernel sends the
+    server SIGTERM (Linux's parent-death signal).
+    """
+    proc = subprocess.Popen(
+        command, env=dict(env), start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None
+    )
+    stop_asked_at: float | None = None
+
+    def forward(_signum: int, _frame: object) -> None:
+        nonlocal stop_asked_at
+        stop_asked_at = stop_asked_at or time.monotonic()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
+    try:
+        while True:
+            try:
+                code = proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if stop_asked_at is not None and time.monotonic() - stop_asked_at > stop_within:
+                    _kill_group(proc.pid)
+    finally:
+        _kill_group(proc.pid)  # a worker that outlived the server would keep the port
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return code
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # the group is gone: nothing left to stop
 
 
 @contextmanager

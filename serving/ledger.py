@@ -32,7 +32,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, InternalError, OperationalError
 
-from churn.errors import DataError, StoreUnavailableError
+from churn.errors import DataError, OutcomeNotYetKnownError, StoreUnavailableError, UnknownDecisionError
 
 if TYPE_CHECKING:
     from churn.settings import Settings
@@ -318,7 +318,7 @@ class Ledger:
         unknown = pd.MultiIndex.from_frame(asked)[~pd.MultiIndex.from_frame(asked).isin(keys)]
         if len(unknown):
             shown = ", ".join(f"{c}/{i}" for c, i in list(unknown)[:5])
-            raise DataError(
+            raise UnknownDecisionError(
                 f"outcomes from {source}: {len(unknown)} rows name a campaign/customer with no recorded decision "
                 f"(first: {shown}); nothing was recorded"
             )
@@ -326,7 +326,7 @@ class Ledger:
         early = horizon_end > pd.Timestamp(recorded_at)
         if early.any():
             first = rows[early.to_numpy()].iloc[0]
-            raise DataError(
+            raise OutcomeNotYetKnownError(
                 f"outcomes from {source}: {int(early.sum())} rows have a horizon_end after now ({recorded_at:%Y-%m-%d %H:%M} "
                 f"UTC, the engine's clock): an outcome is known only once its horizon has ended (first: "
                 f"{first['campaign']}/{first['customer_id']}, horizon_end {horizon_end[early].iloc[0]:%Y-%m-%d}); "

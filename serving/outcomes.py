@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from churn import clock
@@ -25,7 +26,7 @@ def read_outcome_file(path: Path) -> pd.DataFrame:
 
     Required columns:
     - campaign, customer_id (integer)
-    - churned (true/false or 1/0), revenue (number, >= 0), horizon_end (timestamp)
+    - churned (true/false or 1/0), revenue (finite number, >= 0), horizon_end (timestamp)
     """
     path = Path(path)
     if not path.exists():
@@ -43,10 +44,13 @@ def read_outcome_file(path: Path) -> pd.DataFrame:
     truthy = {"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False}
     out["churned"] = _column(path, frame, "churned", lambda s: s.astype(str).str.strip().str.lower().map(truthy))
     out["revenue"] = _column(path, frame, "revenue", lambda s: pd.to_numeric(s, errors="coerce"))
-    negative = out["revenue"] < 0
-    if negative.any():
-        row = int(negative.to_numpy().argmax())
-        raise DataError(f"column 'revenue' in {path} must be >= 0; got {float(out['revenue'].iloc[row])} in row {row + 1}")
+    # finite: '1e999' and 'inf' parse as infinity, which no measurement could use
+    invalid = ~((out["revenue"] >= 0) & np.isfinite(out["revenue"]))
+    if invalid.any():
+        row = int(invalid.to_numpy().argmax())
+        raise DataError(
+            f"column 'revenue' in {path} must be a finite number >= 0; got {float(out['revenue'].iloc[row])} in row {row + 1}"
+        )
     out["horizon_end"] = _column(path, frame, "horizon_end", lambda s: pd.to_datetime(s, utc=True, errors="coerce"))
     out["churned"] = out["churned"].astype(bool)
     return out

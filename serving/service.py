@@ -11,9 +11,10 @@ serve` imports it once in its own process before it starts the workers, and each
 imports it again. Feast, LightGBM, MLflow and pandas are imported by `ChurnService.__init__`,
 once per worker, at start-up.
 
-Errors become statuses here and only here: bad input 400 (the message names the field),
-no known customer 404, a store down 503 (readiness goes red too, and the next request
-after the store is back succeeds: nothing is cached in a broken state).
+Errors become statuses here and only here: bad input 400 (the message names the field; a
+body or query that does not validate is worded by serving/app.py), no known customer or
+decision 404, an outcome not known yet 409, a store down 503 (readiness goes red too, and
+the next request after the store is back succeeds: nothing is cached in a broken state).
 """
 
 from __future__ import annotations
@@ -30,14 +31,23 @@ import anyio
 import anyio.to_thread
 import bentoml
 from fastapi import FastAPI, Query
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from churn import clock
-from churn.errors import ChurnError, ConfigError, DataError, StoreUnavailableError, UnknownCustomerError
+from churn.errors import (
+    ChurnError,
+    ConfigError,
+    DataError,
+    OutcomeNotYetKnownError,
+    StoreUnavailableError,
+    UnknownCustomerError,
+    UnknownDecisionError,
+)
 from churn.settings import load_settings
-from serving.guard import ApiKeyMiddleware, BodyLimitMiddleware, JsonOnlyMiddleware, quiet_tracebacks
+from serving.guard import ApiKeyMiddleware, BodyLimitMiddleware, JsonOnlyMiddleware, quiet_tracebacks, validation_message
 from serving.launch import champions_fetched_aside
 from training.reason import Reason
 
@@ -62,10 +72,14 @@ def _no_duplicates(ids: list[int]) -> list[int]:
     return ids
 
 
-CustomerId = Annotated[int, Field(ge=0, le=_INT64_MAX, description="A customer id as in the raw tables.")]
+# strict: a JSON integer only (`true`, `1.0` or `"1"` is not customer 1)
+CustomerId = Annotated[int, Field(strict=True, ge=0, le=_INT64_MAX, description="A customer id as in the raw tables.")]
 CustomerIds = Annotated[
     list[CustomerId],
-    Field(min_length=1, max_length=MAX_IDS, description=f"Distinct customer ids (1 to {MAX_IDS})."),
+    Field(
+        min_length=1, max_length=MAX_IDS, description=f"Distinct customer ids (1 to {MAX_IDS}).",
+        json_schema_extra={"uniqueItems": True},
+    ),
     AfterValidator(_no_duplicates),
 ]
 Campaign = Annotated[
@@ -122,10 +136,14 @@ class Decision(CustomerScore):
 class Outcome(BaseModel):
     """What became of one decided customer of one campaign (contacted or held out)."""
 
+    # strict: JSON's own types only (`1` is not `true`, `"40"` not a revenue, a number not a date)
+    model_config = ConfigDict(strict=True)
+
     campaign: Campaign
     customer_id: CustomerId
     churned: bool = Field(description="Whether the customer cancelled by the end of the horizon.")
-    revenue: float = Field(ge=0, description="Revenue from the customer over the horizon.")
+    # finite: 1e999 parses as inf, which no measurement could use or correct
+    revenue: float = Field(ge=0, allow_inf_nan=False, description="Revenue from the customer over the horizon.")
     horizon_end: datetime = Field(description="End of the horizon the outcome covers (UTC).")
 
 
@@ -175,7 +193,11 @@ SCORES_SERVED = bentoml.metrics.Counter(
     labelnames=["model_version"],
 )
 
-_STATUS = {UnknownCustomerError: 404, DataError: 400, StoreUnavailableError: 503}
+# the first kind that matches decides: subclasses of DataError before it
+_STATUS = {
+    UnknownCustomerError: 404, UnknownDecisionError: 404, OutcomeNotYetKnownError: 409, DataError: 400,
+    StoreUnavailableError: 503,
+}
 
 
 def _status_of(exc: ChurnError) -> int:
@@ -207,6 +229,12 @@ def _http_errors(api: Callable[..., Any]) -> Callable[..., Any]:
 
 # GET routes (BentoML APIs are POST only), mounted on the service; its OpenAPI is merged into the service's.
 campaigns = FastAPI(title="churn_engine campaign lists")
+
+
+@campaigns.exception_handler(RequestValidationError)
+async def _bad_query(_request: Any, exc: RequestValidationError) -> JSONResponse:
+    """A bad query parameter: 400 `{"error": ...}` naming it, as the POST APIs answer (FastAPI's own is 422)."""
+    return JSONResponse({"error": validation_message(exc.errors())}, status_code=400)
 
 
 # No per-request access log: /metrics counts requests and latencies per endpoint and status,
@@ -399,7 +427,8 @@ class ChurnService:
     ) -> OutcomeReceipt:
         """Record campaign outcomes in the ledger (idempotent); they feed measurement and uplift learning.
 
-        Every outcome must name a recorded decision, or nothing is recorded (400 naming it).
+        Every outcome must name a recorded decision (404 naming one that does not) and have a
+        horizon that has ended (409); otherwise nothing is recorded.
         """
         deadline = time.monotonic() + self.settings.timeouts.ledger_seconds
         return await self._in_ledger_lane(self._outcomes, outcomes, deadline)
@@ -417,7 +446,7 @@ class ChurnService:
     @campaigns.get(
         "/interventions",
         response_model=InterventionPage,
-        responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+        responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 503: {"model": ErrorBody}},
     )
     async def list_interventions(
         self,
@@ -474,10 +503,11 @@ class ChurnService:
 
 
 class _MergedSpecService(type(ChurnService)):
-    """BentoML's service whose OpenAPI keeps both operations of a path served twice.
+    """BentoML's service whose OpenAPI keeps both operations of a path served twice, and whose app is ours.
 
     BentoML merges a mounted app's paths over its own API paths, so `GET /interventions`
-    (campaign lists) would hide `POST /interventions` from the spec and its clients.
+    (campaign lists) would hide `POST /interventions` from the spec and its clients. Each
+    worker builds its HTTP app with serving/app.py (metric labels, 400s, logs, spec).
     """
 
     __slots__ = ()
@@ -492,6 +522,12 @@ class _MergedSpecService(type(ChurnService)):
             if spec.paths[path].post is None:
                 spec.paths[path] = attrs.evolve(spec.paths[path], post=item.post)
         return spec
+
+    def to_asgi(self, is_main: bool = True):
+        """The worker's app: BentoML's, with bounded metric labels, field-naming 400s and status logs (serving/app.py)."""
+        from serving.app import build_app
+
+        return build_app(self, is_main)
 
 
 object.__setattr__(ChurnService, "__class__", _MergedSpecService)

@@ -9,7 +9,14 @@ import pytest
 
 from churn.errors import ConfigError
 from churn.settings import load_settings
-from serving.guard import ApiKeyMiddleware, BodyLimitMiddleware, JsonOnlyMiddleware, NoTracebackFilter
+from serving.guard import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    JsonOnlyMiddleware,
+    NoTracebackFilter,
+    StatusLogMiddleware,
+    validation_message,
+)
 
 KEY = "unit-test-key-0123456789"
 
@@ -114,3 +121,61 @@ def test_json_only(content_type, status):
 
 def test_json_only_leaves_get_alone():
     assert _call(JsonOnlyMiddleware(_echo), headers=[(b"content-type", b"text/plain")], method="GET")[0] == 200
+
+
+@pytest.mark.parametrize(
+    "keys,position",
+    [(["    " * 5], 0), ([KEY, " " + KEY], 1), ([KEY + "\t"], 0), ([KEY, KEY + "\n"], 1)],
+)
+def test_a_key_of_spaces_or_with_surrounding_whitespace_is_refused(keys, position):
+    with pytest.raises(ConfigError, match=rf"keys at positions \[{position}\] are blank or start or end with whitespace"):
+        load_settings(serving={"api_keys": keys})
+
+
+@pytest.mark.parametrize(
+    "errors,message",
+    [
+        ([{"loc": ("outcomes", 0, "revenue"), "msg": "Input should be a finite number", "input": float("inf")}],
+         "outcomes[0].revenue: Input should be a finite number (got Infinity)"),
+        ([{"loc": ("customer_ids", 1), "msg": "Input should be a valid integer", "input": True}],
+         "customer_ids[1]: Input should be a valid integer (got true)"),
+        ([{"loc": ("query", "limit"), "msg": "Input should be greater than or equal to 1", "input": "0"}],
+         "query parameter limit: Input should be greater than or equal to 1 (got '0')"),
+        ([{"loc": (), "type": "json_invalid", "msg": "Invalid JSON: EOF", "input": '{"customer_ids": [1,'}],
+         "request body: Invalid JSON: EOF"),
+        ([{"loc": ("customer_ids",), "type": "missing", "msg": "Field required", "input": {"ids": [1]}}],
+         "customer_ids: Field required"),
+        ([{"loc": ("customer_ids",), "msg": "List should have at most 1000 items", "input": list(range(1001))}],
+         "customer_ids: List should have at most 1000 items"),
+        ([{"loc": ("campaign",), "msg": "String should match pattern", "input": "x" * 100}],
+         "campaign: String should match pattern (got '" + "x" * 59 + "...)"),
+        ([{"loc": (f"f{i}",), "msg": "bad"} for i in range(7)], "f0: bad; f1: bad; f2: bad; f3: bad; f4: bad; and 2 more"),
+    ],
+)
+def test_validation_message_names_field_rule_and_value(errors, message):
+    assert validation_message(errors) == message
+
+
+def _answering(status, body=b'{"error": "online store unavailable: redis timed out"}'):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "status,level", [(200, None), (400, logging.WARNING), (401, None), (404, None), (413, None), (500, logging.ERROR),
+                     (503, logging.ERROR), (504, logging.ERROR)],
+)
+def test_status_log_warns_of_400_and_errs_on_5xx(caplog, status, level):
+    logger = logging.getLogger("test.status")
+    with caplog.at_level(logging.DEBUG, logger="test.status"):
+        assert _call(StatusLogMiddleware(_answering(status), logger))[0] == status
+    records = [r for r in caplog.records if r.name == "test.status"]
+    if level is None:
+        assert records == []
+    else:
+        assert [r.levelno for r in records] == [level]
+        assert records[0].getMessage().startswith(f"POST /score answered {status} in ")
+        assert records[0].getMessage().endswith(": online store unavailable: redis timed out")

@@ -1,10 +1,17 @@
-"""How the service is started: its environment, and what its module imports before a worker starts."""
+"""How the service is started and stopped: its environment, what its module imports before a worker starts,
+and `serve_until_stopped` on a stand-in server (the real one: tests/e2e/test_serve_process.py)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import psutil
+import pytest
 
 from churn.settings import load_settings
 from serving.launch import serve_command, serve_env
@@ -48,3 +55,50 @@ def test_service_module_imports_only_its_schema():
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+# A stand-in for `bentoml serve`: a server process with a worker under it, stopping both on SIGTERM
+# (or, stuck, ignoring it). It prints the worker's pid.
+_SERVER = """
+import signal, subprocess, sys, time
+worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+print(worker.pid, flush=True)
+def stop(*_):
+    worker.terminate(); worker.wait(); sys.exit(0)
+signal.signal(signal.SIGTERM, signal.SIG_IGN if sys.argv[1] == "stuck" else stop)
+while True:
+    time.sleep(0.05)
+"""
+_LAUNCHER = """
+import os, sys
+from serving.launch import serve_until_stopped
+sys.exit(serve_until_stopped([sys.executable, "-c", sys.argv[1], sys.argv[2]], os.environ, stop_within=2))
+"""
+
+
+def _launched(server_mode: str) -> tuple[subprocess.Popen, psutil.Process]:
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", _LAUNCHER, _SERVER, server_mode], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    worker = psutil.Process(int(launcher.stdout.readline()))
+    time.sleep(0.3)  # the launcher's handlers are set once its child runs
+    return launcher, worker
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_serve_until_stopped_stops_the_server_and_its_worker_on_each_signal(signum):
+    launcher, worker = _launched("obedient")
+    launcher.send_signal(signum)
+    assert launcher.wait(timeout=20) == 0  # the server's own exit code
+    assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
+
+
+def test_serve_until_stopped_kills_a_server_that_does_not_stop():
+    launcher, worker = _launched("stuck")
+    began = time.monotonic()
+    launcher.send_signal(signal.SIGTERM)
+    assert launcher.wait(timeout=20) != 0
+    assert 2 <= time.monotonic() - began < 10  # after stop_within, not before
+    psutil.wait_procs([worker], timeout=5)
+    assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE

@@ -149,3 +149,29 @@ def test_loading_settings_creates_nothing_and_ensure_dirs_does(tmp_path):
     settings.ensure_dirs()
     for path in (settings.raw_dir, settings.truth_dir, settings.feature_tables_dir, settings.outputs_dir, tmp_path / "m"):
         assert path.is_dir()
+
+
+@pytest.mark.parametrize("value", ['["unit-test-key-0123456789",', "unit-test-key-0123456789", "['unit-test-key-0123456789']"])
+def test_a_malformed_api_key_list_is_one_line_naming_the_variable_not_the_value(monkeypatch, value):
+    monkeypatch.setenv("CHURN_SERVING__API_KEYS", value)
+    with pytest.raises(ConfigError, match=r"^invalid settings: CHURN_SERVING__API_KEYS is not valid JSON \(Expecting") as info:
+        load_settings()
+    assert "\n" not in str(info.value)
+    assert "unit-test-key" not in str(info.value)
+
+
+def test_the_default_body_limit_takes_the_largest_valid_request():
+    """1,000 outcomes (the documented maximum) at their largest valid size, compact and indented."""
+    import json
+
+    from serving.service import MAX_IDS, Outcome
+
+    longest_campaign = Outcome.model_json_schema()["properties"]["campaign"]["maxLength"]
+    outcome = {
+        "campaign": "c" * longest_campaign, "customer_id": 2**63 - 1, "churned": False,
+        "revenue": 1.7976931348623157e308, "horizon_end": "2026-12-01T00:00:00.000000+00:00",
+    }
+    Outcome.model_validate_json(json.dumps(outcome))  # valid, as the service reads it: a body it must accept
+    limit = load_settings().serving.max_body_bytes
+    for indent in (None, 2):
+        assert len(json.dumps({"outcomes": [outcome] * MAX_IDS}, indent=indent).encode()) <= limit

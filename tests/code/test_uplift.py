@@ -235,7 +235,9 @@ def test_outcome_file_values(tmp_path):
     [
         ({"revenue": None}, r"outcomes.csv lacks columns \['revenue'\]"),
         ({"churned": ["yes", "no"]}, r"column 'churned' in .*outcomes.csv has an invalid value 'yes' in row 1"),
-        ({"revenue": [1.0, -5.0]}, r"column 'revenue' in .*outcomes.csv must be >= 0; got -5.0 in row 2"),
+        ({"revenue": [1.0, -5.0]}, r"column 'revenue' in .*outcomes.csv must be a finite number >= 0; got -5.0 in row 2"),
+        ({"revenue": ["inf", 2.0]}, r"column 'revenue' in .*outcomes.csv must be a finite number >= 0; got inf in row 1"),
+        ({"revenue": [1.0, "-inf"]}, r"column 'revenue' in .*outcomes.csv must be a finite number >= 0; got -inf in row 2"),
         ({"customer_id": [1, "x"]}, r"column 'customer_id' in .*outcomes.csv has an invalid value 'x' in row 2"),
         ({"horizon_end": ["2025-04-01", "soon"]}, r"column 'horizon_end' in .*outcomes.csv has an invalid value 'soon' in row 2"),
     ],

@@ -16,6 +16,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import redis
 
 from churn.settings import Settings
@@ -61,6 +62,14 @@ def _real_clock_env() -> dict[str, str]:
     if kept:
         env["LD_PRELOAD"] = " ".join(kept)
     return env
+
+
+def service_workers() -> list[psutil.Process]:
+    """The BentoML worker processes started by this process (the service of a test module)."""
+    return [
+        child for child in psutil.Process().children(recursive=True)
+        if "_bentoml_impl.worker.service" in " ".join(child.cmdline())
+    ]
 
 
 class RedisServer:

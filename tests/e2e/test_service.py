@@ -6,6 +6,9 @@ One server on the engine's SQLite stores for the request tests; the outage tests
 
 from __future__ import annotations
 
+import json
+import time
+
 import httpx
 import pandas as pd
 import pytest
@@ -19,7 +22,7 @@ from tests.e2e.servers import API_KEY, AUTH, bentoml_service, service_env
 def api(engine, tmp_path_factory):
     """(base URL, server log path, known customer ids) of a service on the engine's stores."""
     log = tmp_path_factory.mktemp("service") / "serve.log"
-    env = service_env(engine.settings, tmp_path_factory.mktemp("bentoml_home"), CHURN_SERVING__MAX_BODY_BYTES="20000")
+    env = service_env(engine.settings, tmp_path_factory.mktemp("bentoml_home"))  # the default body limit
     known = pd.read_parquet(engine.interventions.scores_path)["customer_id"].head(20).tolist()
     with bentoml_service(env, log) as base:
         yield base, log, known
@@ -73,6 +76,37 @@ def test_with_the_key_every_endpoint_answers(api):
     assert {"post", "get"} <= set(spec["paths"]["/interventions"])
 
 
+def test_the_spec_documents_the_key_and_every_status_the_service_answers(api):
+    spec = httpx.get(f"{api[0]}/docs.json", headers=AUTH, timeout=30).json()
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert spec["security"] == [{"bearer": []}]
+    assert spec["paths"]["/healthz"]["get"]["security"] == []
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    documented = {
+        ("/score", "post"): {"200", "400", "401", "404", "413", "415", "500", "503", "504"},
+        ("/interventions", "post"): {"200", "400", "401", "404", "413", "415", "500", "503", "504"},
+        ("/outcomes", "post"): {"200", "400", "401", "404", "409", "413", "415", "500", "503", "504"},
+        ("/interventions", "get"): {"200", "400", "401", "503", "504"},
+        ("/metrics", "get"): {"200", "401"},
+    }
+    for (path, method), statuses in documented.items():
+        operation = spec["paths"][path][method]
+        assert set(operation["responses"]) == statuses, (path, method)
+        assert operation["responses"]["401"]["content"]["application/json"]["schema"] == error
+        if method == "post":
+            assert operation["requestBody"]["required"] is True
+            assert operation["responses"]["400"]["content"]["application/json"]["schema"] == error
+    assert spec["components"]["schemas"]["ErrorBody"]["required"] == ["error"]
+
+
+@pytest.mark.parametrize("path,allowed", [("/interventions", "GET, POST"), ("/score", "POST"), ("/ready", "GET")])
+def test_a_method_the_path_does_not_serve_gets_405_allowing_every_method_it_does(api, path, allowed):
+    for method in ("DELETE", "OPTIONS", "PUT"):
+        response = httpx.request(method, f"{api[0]}{path}", headers=AUTH, timeout=30)
+        assert response.status_code == 405
+        assert response.headers["allow"] == allowed
+
+
 BAD_BODIES = {
     "malformed JSON": ('{"customer_ids": [1, 2', 400, ""),
     "wrong type of the list": ({"customer_ids": "17"}, 400, "customer_ids"),
@@ -83,7 +117,11 @@ BAD_BODIES = {
     "negative id": ({"customer_ids": [-3]}, 400, "customer_ids"),
     "id beyond int64": ({"customer_ids": [2**64]}, 400, "customer_ids"),
     "missing field": ({"ids": [1]}, 400, "customer_ids"),
-    "body over the size limit": ({"customer_ids": list(range(10**9, 10**9 + 3_000))}, 413, "larger than the limit"),
+    "body over the size limit": ({"customer_ids": list(range(10**9, 10**9 + 40_000))}, 413, "larger than the limit"),
+    "true as an id": ('{"customer_ids": [true]}', 400, "customer_ids[0]: Input should be a valid integer (got true)"),
+    "false as an id": ('{"customer_ids": [3, false]}', 400, "customer_ids[1]: Input should be a valid integer (got false)"),
+    "a float as an id": ('{"customer_ids": [3.0]}', 400, "customer_ids[0]"),
+    "a string as an id": ('{"customer_ids": ["3"]}', 400, "customer_ids[0]"),
 }
 
 
@@ -93,7 +131,8 @@ def test_bad_input_gets_4xx_naming_the_field(api, path, case):
     body, status, needle = BAD_BODIES[case]
     response = _post(api[0], path, body)
     assert response.status_code == status, response.text
-    assert needle in response.text
+    assert list(response.json()) == ["error"]  # one message, as documented
+    assert needle in response.json()["error"]
 
 
 @pytest.mark.parametrize("content_type", ["multipart/form-data", "text/plain", "application/x-www-form-urlencoded"])
@@ -126,10 +165,11 @@ def test_unknown_ids(api):
     [({}, "campaign"), ({"campaign": "x", "limit": 0}, "limit"), ({"campaign": "bad campaign!"}, "campaign"),
      ({"campaign": "x", "after": "abc"}, "after")],
 )
-def test_bad_list_queries_get_4xx_naming_the_field(api, params, needle):
+def test_bad_list_queries_get_400_naming_the_field(api, params, needle):
     response = httpx.get(f"{api[0]}/interventions", params=params, headers=AUTH, timeout=30)
-    assert 400 <= response.status_code < 500
-    assert needle in response.text
+    assert response.status_code == 400  # as the POST APIs answer, not FastAPI's 422
+    assert list(response.json()) == ["error"]
+    assert f"query parameter {needle}:" in response.json()["error"]
 
 
 def test_campaign_list_pages_through_every_decision(api):
@@ -159,6 +199,39 @@ def test_metrics_count_requests_and_scores_per_model_version(api):
     assert 'endpoint="/score"' in text and "bentoml_service_request_duration_seconds_bucket" in text
 
 
+def test_paths_the_service_does_not_serve_share_one_metrics_label(api):
+    """A scanner's made-up paths add no series to /metrics (the 20,000-path run with memory: test_service_load.py)."""
+    base = api[0]
+    with httpx.Client(timeout=30) as client:
+        # the series of unknown paths (401 and 404) and of static files, once
+        client.get(f"{base}/scan-warm-up")
+        client.post(f"{base}/scan-warm-up", headers=AUTH, json={})
+        client.get(f"{base}/static_content/scan-warm-up", headers=AUTH)
+        before = httpx.get(f"{base}/metrics", headers=AUTH, timeout=30).text
+        for i in range(500):
+            client.get(f"{base}/scan-{i}/x?y={i}")  # 401: no key
+            client.post(f"{base}/scan-key-{i}", headers=AUTH, json={})  # 404: a key, but no such path
+            client.get(f"{base}/static_content/scan-{i}.js", headers=AUTH)  # 404 under BentoML's static files
+        after = httpx.get(f"{base}/metrics", headers=AUTH, timeout=30).text
+    assert "scan-" not in after
+    assert _requests(after, "other", "401") - _requests(before, "other", "401") == 500
+    assert _requests(after, "other", "404") - _requests(before, "other", "404") == 500
+    assert _requests(after, "/static_content", "404") - _requests(before, "/static_content", "404") == 500
+    assert abs(len(after) - len(before)) < 0.01 * len(before)  # counts grew, not series
+    # the known routes keep their own label
+    assert _post(base, "/score", {"customer_ids": api[2][:1]}).status_code == 200
+    assert _requests(httpx.get(f"{base}/metrics", headers=AUTH, timeout=30).text, "/score", "200") >= 1
+
+
+def _requests(metrics: str, endpoint: str, status: str) -> float:
+    prefix = "bentoml_service_request_total{"
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith(prefix) and f'endpoint="{endpoint}"' in line and f'http_response_code="{status}"' in line
+    )
+
+
 def _scores_served(base: str) -> dict[str, float]:
     text = httpx.get(f"{base}/metrics", headers=AUTH, timeout=30).text
     out = {}
@@ -174,10 +247,61 @@ def test_no_key_or_traceback_in_the_log(api):
     # a request with the key, a failing one with a key-like wrong token: neither may reach the log
     _post(base, "/score", '{"customer_ids": [1,', headers={"Authorization": f"Bearer {API_KEY}"})
     _post(base, "/score", {"customer_ids": [1]}, headers={"Authorization": f"Bearer {API_KEY[::-1]}"})
+    # the client's mistake is logged once, as a warning naming what was wrong
+    line = _logged(log, "request body: Invalid JSON")[-1]
+    assert "[WARNING]" in line and "POST /score answered 400 in" in line
     text = log.read_text()
-    assert "Exception on /score" in text  # the failures were logged, in one line each
     assert API_KEY not in text and API_KEY[::-1] not in text
     assert "Traceback" not in text
+
+
+def test_a_client_error_is_a_warning_not_an_error(api):
+    base, log, _ = api
+    _post(base, "/score", {"customer_ids": ["not-an-id-9d1c"]})
+    httpx.get(f"{base}/interventions", params={"campaign": "x", "limit": "many-8e2f"}, headers=AUTH, timeout=30)
+    for needle in ("customer_ids[0]: Input should be a valid integer (got 'not-an-id-9d1c')", "(got 'many-8e2f')"):
+        logged = _logged(log, needle)
+        assert all("[WARNING]" in line and "[ERROR]" not in line for line in logged), logged
+
+
+def _logged(log, needle: str, within: float = 10) -> list[str]:
+    """The server log's lines with `needle`, once there is one (the worker's output reaches the file a little later)."""
+    deadline = time.monotonic() + within
+    while not (lines := [line for line in log.read_text().splitlines() if needle in line]):
+        assert time.monotonic() < deadline, f"no log line with {needle!r} after {within:g} s"
+        time.sleep(0.2)
+    return lines
+
+
+@pytest.mark.parametrize("revenue", ["1e999", "-1e999", "Infinity", "-Infinity", "NaN"])
+def test_outcomes_refuse_a_revenue_that_is_not_a_finite_number(engine, api, revenue):
+    base, _, known = api
+    assert _post(base, "/interventions", {"customer_ids": known[:1], "campaign": "finite"}).status_code == 200
+    body = (
+        f'{{"outcomes": [{{"campaign": "finite", "customer_id": {known[0]}, "churned": false, '
+        f'"revenue": {revenue}, "horizon_end": "{engine.settings.now.isoformat()}"}}]}}'
+    )
+    response = _post(base, "/outcomes", body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith("outcomes[0].revenue: Input should be a finite number")
+
+
+def test_the_documented_1000_outcomes_fit_the_default_body_limit(engine, api):
+    """1,000 outcomes at their largest (128-character campaign id), indented: recorded, not refused as too large."""
+    base = api[0]
+    campaign = "c" * 128
+    ids = pd.read_parquet(engine.interventions.scores_path)["customer_id"].head(MAX_IDS).tolist()
+    assert _post(base, "/interventions", {"customer_ids": ids, "campaign": campaign}).status_code == 200
+    outcomes = [
+        {"campaign": campaign, "customer_id": c, "churned": c % 2 == 0, "revenue": 1234567.8912345678,
+         "horizon_end": engine.settings.now.isoformat(timespec="microseconds")}
+        for c in ids
+    ]
+    body = json.dumps({"outcomes": outcomes}, indent=2)
+    assert len(body) > 64_000 * 3  # far over the old limit
+    response = _post(base, "/outcomes", body)
+    assert response.status_code == 200, response.text[:300]
+    assert response.json() == {"received": MAX_IDS, "recorded": MAX_IDS}
 
 
 def test_outcomes_are_recorded_once_and_must_name_a_decision(engine, api):
@@ -194,7 +318,7 @@ def test_outcomes_are_recorded_once_and_must_name_a_decision(engine, api):
     }
     future = {**body["outcomes"][0], "horizon_end": (engine.settings.now + pd.Timedelta(days=1)).isoformat()}
     early = _post(base, "/outcomes", {"outcomes": [future]})
-    assert early.status_code == 400
+    assert early.status_code == 409  # valid, but not knowable yet
     assert "horizon_end after now" in early.json()["error"] and "nothing was recorded" in early.json()["error"]
     first = _post(base, "/outcomes", body)
     assert first.status_code == 200, first.text
@@ -203,7 +327,7 @@ def test_outcomes_are_recorded_once_and_must_name_a_decision(engine, api):
 
     stranger = {**body["outcomes"][0], "campaign": "never-run"}
     refused = _post(base, "/outcomes", {"outcomes": [body["outcomes"][1], stranger]})
-    assert refused.status_code == 400
+    assert refused.status_code == 404  # no such decision
     assert "never-run" in refused.json()["error"] and "nothing was recorded" in refused.json()["error"]
 
     negative = _post(base, "/outcomes", {"outcomes": [{**body["outcomes"][0], "revenue": -1}]})
