@@ -145,6 +145,20 @@ def remaining(catalog: ActionCatalog, spent: pd.DataFrame) -> ActionCatalog:
     return catalog.model_copy(update={"budget": budget, "actions": actions})
 
 
+def with_learned_effects(scores: pd.DataFrame, uplift: UpliftModel | None) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """The scores and the effects to decide with: the learned model's, or None (the catalog's priors).
+
+    Batch runs and the service's `/interventions` both decide through this, so a learned
+    model changes both alike; the scores' model_version then names the learned actions.
+    `scores` columns: those of `decide`, and every trait of `serving.uplift.TRAIT_SOURCES`
+    when a model is given.
+    """
+    if uplift is None:
+        return scores, None
+    tagged = scores.assign(model_version=scores["model_version"] + f";uplift:{'+'.join(uplift.learned_)}")
+    return tagged, uplift.predict_effects(scores)
+
+
 def learn_uplift(settings: Settings, scorer: Scorer, ledger: Ledger) -> UpliftModel | None:
     """The uplift model learned from every outcome in the ledger, or None while there are none.
 
@@ -186,11 +200,7 @@ def run_interventions(settings: Settings, as_of: datetime | None = None, campaig
     scores_path = write_scores(settings, scores, as_of)
     ledger = Ledger.for_settings(settings, batch=True)
     try:
-        uplift = learn_uplift(settings, scorer, ledger)
-        effects = None
-        if uplift is not None:
-            effects = uplift.predict_effects(scores)
-            scores = scores.assign(model_version=scores["model_version"] + f";uplift:{'+'.join(uplift.learned_)}")
+        scores, effects = with_learned_effects(scores, learn_uplift(settings, scorer, ledger))
         recorded = decide_campaign(scores, scorer.catalog, ledger, campaign, as_of, effects, decided_at=now)
     finally:
         ledger.close()

@@ -53,6 +53,7 @@ from training.reason import Reason
 
 if TYPE_CHECKING:
     from serving.ledger import Ledger
+    from serving.uplift import UpliftModel
     from serving.online import OnlineRows, Scores
 
 MAX_IDS = 1_000
@@ -256,11 +257,14 @@ class ChurnService:
         # the request path's modules are imported here, once per worker, rather than with this module
         with champions_fetched_aside(self.settings) as fetched_champions:
             from features.store import feature_store
-            from serving.batch import decide_campaign
+            from serving.batch import decide_campaign, learn_uplift, with_learned_effects
+            from serving.uplift import TRAIT_SOURCES
             from serving.online import FastScorer, OnlineReader
             from serving.scoring import Scorer
 
             self._decide_campaign = decide_campaign
+            self._learn_uplift, self._with_learned_effects = learn_uplift, with_learned_effects
+            self._traits = [t for t in TRAIT_SOURCES if t != "churn_probability"]
             fetched = fetched_champions()
         self.scorer = Scorer.load(self.settings, fetched)
         self.reader = OnlineReader(feature_store(self.settings), self.scorer.feature_services)
@@ -268,10 +272,23 @@ class ChurnService:
         self._ledger: Ledger | None = None
         self._ledger_lock = threading.Lock()
         self._ledger_lane: anyio.CapacityLimiter | None = None  # made in the event loop, on first use
+        self._uplift: UpliftModel | None = None
+        self._uplift_learned = False
         try:
             self.ledger()
+            self._learn()
         except StoreUnavailableError:
             pass  # readiness reports it; every request that needs the ledger retries the connection
+
+    def _learn(self) -> None:
+        """Learn action effects from the ledger's outcomes once per worker, as a batch run does.
+
+        Done at start-up (or at the first decision, when the ledger was down then); a worker
+        started after new outcomes arrive learns from them. Until then the catalog's priors hold.
+        """
+        if not self._uplift_learned:
+            self._uplift = self._learn_uplift(self.settings, self.scorer, self.ledger())
+            self._uplift_learned = True
 
     def ledger(self) -> Ledger:
         """The ledger, connected on first use so that the service starts (not ready) while it is down."""
@@ -405,12 +422,15 @@ class ChurnService:
                 "segment": scores.segment,
                 "risk_band": scores.risk_band,
                 "model_version": scores.model_version,
-                **{f: rows.columns[f] for f in self.scorer.catalog.conditions_features()},
+                **{f: rows.columns[f] for f in {*self.scorer.catalog.conditions_features(), *self._traits}},
             }
         )
+        self._learn()
+        scored, effects = self._with_learned_effects(scored, self._uplift)
         # the batch run's own rules, in one ledger transaction: cooldowns, the campaign's budget left, holdouts
         recorded = self._decide_campaign(
-            scored, self.scorer.catalog, self.ledger(), campaign, as_of=now, decided_at=now, deadline=deadline
+            scored, self.scorer.catalog, self.ledger(), campaign, as_of=now, effects=effects, decided_at=now,
+            deadline=deadline,
         )
         return InterventionResponse(
             decisions=[Decision(**row) for row in recorded.to_dict("records")],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -153,3 +154,65 @@ def test_interventions_endpoint_keeps_the_batch_cooldown_and_records_once(engine
     recorded = ledger.campaign_decisions("e2e-online")
     ledger.close()
     assert sorted(recorded["customer_id"]) == sorted(contacted)
+
+
+@pytest.fixture(scope="module")
+def learned_ledger(engine, tmp_path_factory):
+    """A ledger whose outcomes teach the uplift model one action (synthetic, large enough to pass its gate)."""
+    from churn import clock
+
+    from serving.batch import learn_uplift
+    from serving.holdout import assign_holdouts
+    from serving.scoring import Scorer
+
+    settings = engine.settings.model_copy(
+        update={"ledger_url": f"sqlite:///{tmp_path_factory.mktemp('learned') / 'ledger.db'}"}
+    )
+    as_of = engine.features.as_of - pd.Timedelta(weeks=5)  # a snapshot whose 30-day horizon has ended
+    scores = pd.read_parquet(engine.interventions.scores_path)
+    rng = np.random.default_rng(5)
+    ledger = Ledger(settings.resolved_ledger_url)
+    for k in range(10):
+        campaign = f"past-{k}"
+        decided = scores[["customer_id", "segment", "risk_band", "churn_probability", "clv", "model_version"]].assign(
+            action="reengagement_message", channel="push", cost=0.1, expected_value=0.0, reason="experiment"
+        )
+        decided = assign_holdouts(decided, campaign, 0.5)
+        ledger.record(decided, campaign, decided_at=as_of, as_of=as_of)
+        # contacted customers churn half as often as held-out ones: a large, learnable effect
+        churned = rng.random(len(decided)) < np.where(decided["holdout"], 0.3, 0.15)
+        outcomes = decided[["customer_id"]].assign(
+            campaign=campaign, churned=churned, revenue=10.0, horizon_end=as_of + pd.Timedelta(days=30)
+        )
+        ledger.record_outcomes(outcomes, "synthetic", recorded_at=clock.now(settings))
+    learned = learn_uplift(settings, Scorer.load(settings), ledger)
+    ledger.close()
+    assert learned is not None and learned.learned_ == ["reengagement_message"]
+    return settings, learned
+
+
+def test_interventions_endpoint_uses_the_learned_effects_as_batch_runs_do(engine, learned_ledger, tmp_path_factory):
+    """A service on a ledger with outcomes learns from them at start-up and decides with the learned effects,
+    as `churn interventions` does (`serving.batch.with_learned_effects`). A service on the priors fails the
+    model_version check, and (for the customers whose best action the learned effect changes) the actions."""
+    from serving.batch import with_learned_effects
+
+    settings, learned = learned_ledger
+    home = tmp_path_factory.mktemp("learned_service")
+    env = service_env(settings, home / "bentoml_home")
+    scores = pd.read_parquet(engine.interventions.scores_path)
+    ids = scores.sort_values("churn_probability", ascending=False)["customer_id"].head(40).tolist()
+    with bentoml_service(env, home / "serve.log") as base:
+        response = httpx.post(
+            f"{base}/interventions", json={"customer_ids": ids, "campaign": "e2e-learned"}, timeout=60, headers=AUTH
+        )
+    assert response.status_code == 200, response.text
+    decisions = response.json()["decisions"]
+    assert {d["model_version"].split(";")[-1] for d in decisions} == {"uplift:reengagement_message"}
+    catalog = load_catalog(settings.actions_path)
+    mine = scores.set_index("customer_id").loc[ids].reset_index()
+    mine, effects = with_learned_effects(mine, learned)
+    expected = decide(mine, catalog, effects=effects, campaign="e2e-learned").set_index("customer_id")["action"]
+    assert {d["customer_id"]: d["action"] for d in decisions} == expected.to_dict()
+    priors = decide(mine, catalog, campaign="e2e-learned").set_index("customer_id")["action"]
+    assert (expected != priors).any(), "the learned effect changes no decision: the check would not tell the two apart"
