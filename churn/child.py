@@ -21,6 +21,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from churn.processes import die_with_parent
+
 
 def frame_from_child(fn: Callable[..., tuple[pa.Table, Any]], args: tuple, scratch: Path) -> tuple[pd.DataFrame, Any]:
     """`fn(*args)` in a spawned process; its table as a pandas frame, and the other value it returned.
@@ -55,10 +57,6 @@ def _end_with_parent(parent: int) -> None:
     A pool's process otherwise outlives a killed parent, waiting for work that never comes
     while it holds the memory of its last job (seen: 4.8 GB for 26 minutes).
     """
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before the call above
-            os._exit(1)
+    die_with_parent()
+    if sys.platform.startswith("linux") and os.getppid() != parent:  # the parent died before the call above
+        os._exit(1)

@@ -111,7 +111,7 @@ _SIGNAL_NAMES = {
     "failed_payments": "payment_failures",
     "plan_changes": "plan_changes",
 }
-SIGNAL_DESCRIPTIONS = {
+_SIGNAL_DESCRIPTIONS = {
     "sessions": "Activity rows (sessions, logins, usage) in the {w} days before the snapshot.",
     "active_days": "Days with activity in the {w} days before the snapshot.",
     "tickets": "Support tickets in the {w} days before the snapshot.",
@@ -266,11 +266,11 @@ def _log_table(
 
 
 def _describe(column: str, name: str) -> str:
-    if column in SIGNAL_DESCRIPTIONS:
-        return SIGNAL_DESCRIPTIONS[column]
+    if column in _SIGNAL_DESCRIPTIONS:
+        return _SIGNAL_DESCRIPTIONS[column]
     match = re.fullmatch(r"(sessions|active_days|tickets|complaints|payment_failures|plan_changes)_(\d+)d", column)
     if match:
-        return SIGNAL_DESCRIPTIONS[match[1]].format(w=match[2])
+        return _SIGNAL_DESCRIPTIONS[match[1]].format(w=match[2])
     match = re.fullmatch(rf"{name}_(count|days)_(\d+)d", column)
     if match:
         return _DESCRIPTIONS[match[1]].format(src=name, w=match[2])

@@ -40,15 +40,13 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
-from redis.backoff import ConstantBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from churn.errors import ConfigError, DataError, StoreUnavailableError
 from churn.settings import Settings
 from features.definitions import SCHEMAS
-from features.store import PROJECT, feature_store
+from features.store import PROJECT, feature_store, redis_retry
 
 JOIN_KEY = "customer_id"
 # a double Value is the tag of field 5 (`double_val`, 64-bit) and 8 little-endian bytes: 9 bytes
@@ -290,9 +288,7 @@ class _RedisWriter:
         if config.online_store.key_ttl_seconds:
             raise ConfigError("bulk materialization does not set Redis key TTLs; unset online_store.key_ttl_seconds")
         self._client = RedisOnlineStore()._get_client(config.online_store)
-        # one quick retry on a broken connection, none on a timeout: redis-py's default (three, with
-        # back-off) made a hung Redis cost about ten timeouts before the load failed
-        self._client.set_retry(Retry(ConstantBackoff(0.01), retries=1, supported_errors=(RedisConnectionError,)))
+        self._client.set_retry(redis_retry())
         try:
             self._conn = self._client.connection_pool.get_connection()
         except _REDIS_DOWN as exc:

@@ -19,6 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 from feast import FeatureStore
+from redis.backoff import ConstantBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
 
 from churn.child import frame_from_child
 from churn.errors import DataError
@@ -47,6 +50,16 @@ def redis_connection_string(settings: Settings) -> str:
     seconds = settings.timeouts.redis_seconds
     extra = [f"{key}={seconds:g}" for key in ("socket_timeout", "socket_connect_timeout") if key not in given]
     return ",".join([settings.redis_url, *extra])
+
+
+def redis_retry() -> Retry:
+    """The retry of every Redis client of the engine: once, at once, on a broken connection only.
+
+    A pooled connection that Redis closed is worth one more try; a read that timed out
+    (`timeouts.redis_seconds`) is not: redis-py's default (three tries with back-off) made a
+    hung Redis cost several timeouts, and an outage seconds, before the caller heard of it.
+    """
+    return Retry(ConstantBackoff(0.01), retries=1, supported_errors=(RedisConnectionError,))
 
 
 def _config(settings: Settings) -> dict:

@@ -18,7 +18,7 @@ from churn.settings import Settings
 from features.store import active_customers, historical_features, latest_snapshot
 from serving.holdout import assign_holdouts
 from serving.ledger import Ledger, TablesRecreatedError
-from serving.policy import NO_ACTION, ActionCatalog, cooldown_blocks, decide, max_cooldown_days
+from serving.policy import NO_ACTION, ActionCatalog, cooldown_blocks, decide, max_cooldown_days, remaining
 from serving.scoring import Scorer
 from serving.uplift import TRAIT_SOURCES, UpliftModel, fit_uplift
 
@@ -114,7 +114,7 @@ def _decide_in_ledger(
 ) -> pd.DataFrame:
     since = pd.Timestamp(now) - pd.Timedelta(days=max_cooldown_days(catalog))
     with ledger.deciding(campaign, scores["customer_id"].tolist(), deadline=deadline) as decision:
-        new = ~scores["customer_id"].isin(decision.decided()["customer_id"]).to_numpy()
+        new = ~scores["customer_id"].isin(decision.recorded()["customer_id"]).to_numpy()
         if new.any():
             todo = scores[new].reset_index(drop=True)
             recent = decision.recent_actions(since, pd.Timestamp(now))
@@ -126,23 +126,6 @@ def _decide_in_ledger(
             )
             decision.insert(chosen, decided_at=now, as_of=as_of)
         return decision.recorded()
-
-
-def remaining(catalog: ActionCatalog, spent: pd.DataFrame) -> ActionCatalog:
-    """The catalog with the budget and capacities a campaign has left after `spent`.
-
-    `spent` columns: action, contacts, cost (what the campaign committed so far, held-out
-    customers included, as `decide` allocates before holdouts are drawn).
-    """
-    if spent.empty:
-        return catalog
-    contacts = dict(zip(spent["action"], spent["contacts"], strict=True))
-    budget = None if catalog.budget is None else max(catalog.budget - float(spent["cost"].sum()), 0.0)
-    actions = [
-        a if a.capacity is None else a.model_copy(update={"capacity": max(a.capacity - int(contacts.get(a.name, 0)), 0)})
-        for a in catalog.actions
-    ]
-    return catalog.model_copy(update={"budget": budget, "actions": actions})
 
 
 def with_learned_effects(scores: pd.DataFrame, uplift: UpliftModel | None) -> tuple[pd.DataFrame, np.ndarray | None]:

@@ -27,7 +27,6 @@ configure BentoML's `tracing` exporter, to export traces.
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import signal
@@ -42,6 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from churn.processes import die_with_parent
 from churn.settings import Settings
 
 if TYPE_CHECKING:
@@ -84,13 +84,6 @@ def serve_env(settings: Settings, base: Mapping[str, str] | None = None, **extra
     return env
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: the kernel sends it SIGTERM when its parent dies (Linux), even by SIGKILL."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
-
-
 def serve_until_stopped(command: list[str], env: Mapping[str, str], stop_within: float = STOP_WITHIN_SECONDS) -> int:
     """Run the server in the foreground until it exits; returns its exit code.
 
@@ -101,9 +94,7 @@ def serve_until_stopped(command: list[str], env: Mapping[str, str], stop_within:
     nothing keeps the port. If this process itself is killed (SIGKILL), the kernel sends the
     server SIGTERM (Linux's parent-death signal).
     """
-    proc = subprocess.Popen(
-        command, env=dict(env), start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None
-    )
+    proc = subprocess.Popen(command, env=dict(env), start_new_session=True, preexec_fn=die_with_parent)
     stop_asked_at: float | None = None
 
     def forward(_signum: int, _frame: object) -> None:

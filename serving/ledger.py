@@ -95,6 +95,7 @@ campaign_spend = sa.Table(
 LEDGER_COLUMNS = [c.name for c in decisions.columns]
 OUTCOME_COLUMNS = [c.name for c in outcomes.columns]
 _TIMES = ("decided_at", "as_of", "horizon_end", "recorded_at")
+_RECENT_COLUMNS = ["customer_id", "action", "decided_at"]
 # ids per IN (...) list and rows per INSERT: far below SQLite's 32,766 variables
 _CHUNK = 5_000
 # how far past its deadline a decision's statement may run before its timeouts are set again (seconds)
@@ -148,7 +149,7 @@ class Ledger:
 
     @property
     def _safe_url(self) -> str:
-        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        return shown_url(self.url)
 
     # ------------------------------------------------------------------ schema
     def ensure_schema(self) -> None:
@@ -277,15 +278,16 @@ class Ledger:
         """
         if decided_at is None and as_of is None:
             raise ValueError("Ledger.record needs decided_at or as_of (the ledger reads no clock of its own)")
-        for attempt in (1, 2):
-            try:
-                with self.deciding(campaign, rows["customer_id"].tolist()) as decision:
-                    decision.insert(rows, decided_at=decided_at or as_of, as_of=as_of or decided_at)
-                    return decision.recorded()
-            except TablesRecreatedError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+
+        def insert() -> pd.DataFrame:
+            with self.deciding(campaign, rows["customer_id"].tolist()) as decision:
+                decision.insert(rows, decided_at=decided_at or as_of, as_of=as_of or decided_at)
+                return decision.recorded()
+
+        try:
+            return insert()
+        except TablesRecreatedError:  # a ledger re-created empty: its tables are back, record again
+            return insert()
 
     # ------------------------------------------------------------------ outcomes
     def record_outcomes(
@@ -362,27 +364,14 @@ class Ledger:
             query = query.where(decisions.c.campaign.in_(campaigns))
         return self._frame(query.order_by(decisions.c.campaign, decisions.c.customer_id), LEDGER_COLUMNS)
 
-    def recent_actions(
-        self,
-        since: datetime,
-        until: datetime,
-        exclude_campaign: str | None = None,
-        customer_ids: Sequence[int] | None = None,
-    ) -> pd.DataFrame:
-        """Actions (contacted or held out) decided in [since, until] by the engine's clock.
+    def recent_actions(self, since: datetime, until: datetime, exclude_campaign: str | None = None) -> pd.DataFrame:
+        """Actions (contacted or held out) of everyone, decided in [since, until] by the engine's clock.
 
-        Returns customer_id, action, decided_at, of `customer_ids` (default everyone). Held-out
-        customers count too: contacting them within the cooldown would spoil the measurement
-        they are there for.
+        Returns customer_id, action, decided_at. Held-out customers count too: contacting them
+        within the cooldown would spoil the measurement they are there for. A decision reads
+        only its own customers' (`Decision.recent_actions`).
         """
-        if customer_ids is None:
-            return self._frame(_recent_query(since, until, exclude_campaign), ["customer_id", "action", "decided_at"])
-        ids = sorted({int(c) for c in customer_ids})
-        parts = [
-            self._frame(_recent_query(since, until, exclude_campaign, chunk), ["customer_id", "action", "decided_at"])
-            for chunk in _chunks(ids)
-        ]
-        return pd.concat(parts, ignore_index=True) if parts else _empty_recent()
+        return self._frame(_recent_query(since, until, exclude_campaign), _RECENT_COLUMNS)
 
     def decisions_with_outcomes(self, campaigns: list[str] | None = None) -> pd.DataFrame:
         """Decisions with an action (contacted or held out) joined to their recorded outcomes."""
@@ -551,10 +540,6 @@ class Decision:
                 .with_for_update()
             ).all()
 
-    def decided(self) -> pd.DataFrame:
-        """This campaign's recorded decisions of the transaction's customers."""
-        return self.recorded()
-
     def recent_actions(self, since: datetime, until: datetime) -> pd.DataFrame:
         """The customers' actions in other campaigns decided in [since, until] (customer_id, action, decided_at)."""
         rows = [
@@ -562,7 +547,7 @@ class Decision:
             for chunk in _chunks(self.customer_ids)
             for row in self._execute(_recent_query(since, until, self.campaign, chunk)).mappings().all()
         ]
-        return _as_frame(rows, ["customer_id", "action", "decided_at"])
+        return _as_frame(rows, _RECENT_COLUMNS)
 
     def spent(self) -> pd.DataFrame:
         """What the campaign has committed so far per action: action, contacts, cost (held-out customers included)."""
@@ -625,6 +610,11 @@ class Decision:
         return _as_frame(rows, LEDGER_COLUMNS)
 
 
+def shown_url(url: str) -> str:
+    """A ledger URL as messages show it: without its password."""
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
 def _create_engine(url: str, timeout: float, connect_timeout: int, statement: float) -> sa.Engine:
     """An engine whose every wait is bounded (see `Ledger`)."""
     backend = sa.engine.make_url(url).get_backend_name()
@@ -675,10 +665,6 @@ def _as_frame(rows: list, columns: list[str]) -> pd.DataFrame:
         # SQLite hands back naive datetimes; everything the engine writes is UTC
         frame[column] = pd.to_datetime(frame[column], utc=True)
     return frame
-
-
-def _empty_recent() -> pd.DataFrame:
-    return _as_frame([], ["customer_id", "action", "decided_at"])
 
 
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:

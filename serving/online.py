@@ -21,14 +21,12 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
 from feast.infra.online_stores.redis import RedisOnlineStore, _versioned_fv_name
-from redis.backoff import ConstantBackoff
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from churn.errors import DataError, StoreUnavailableError
 from features.definitions import CATEGORICAL_FEATURES, FEATURE_TTL
+from features.store import redis_retry
 from serving.policy import risk_band_of, segment_of
 from serving.scoring import Scorer
 from training.calibration import apply_map
@@ -113,7 +111,7 @@ class OnlineReader:
         if not isinstance(online, RedisOnlineStore):
             return None
         client = online._get_client(self.store.config.online_store)
-        client.set_retry(Retry(ConstantBackoff(0.01), retries=1, supported_errors=(RedisConnectionError,)))
+        client.set_retry(redis_retry())
         fields: list[bytes | str] = []
         for view, names in self._views:
             requested, hset_keys = online._generate_hset_keys_for_features(

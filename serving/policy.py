@@ -351,3 +351,20 @@ def cooldown_blocks(
 def max_cooldown_days(catalog: ActionCatalog) -> int:
     """How far back a run must look for earlier actions."""
     return max([catalog.cooldown_days, *(a.cooldown_days for a in catalog.actions)])
+
+
+def remaining(catalog: ActionCatalog, spent: pd.DataFrame) -> ActionCatalog:
+    """The catalog with the budget and capacities a campaign has left after `spent`.
+
+    `spent` columns: action, contacts, cost (what the campaign committed so far, held-out
+    customers included, as `decide` allocates before holdouts are drawn).
+    """
+    if spent.empty:
+        return catalog
+    contacts = dict(zip(spent["action"], spent["contacts"], strict=True))
+    budget = None if catalog.budget is None else max(catalog.budget - float(spent["cost"].sum()), 0.0)
+    actions = [
+        a if a.capacity is None else a.model_copy(update={"capacity": max(a.capacity - int(contacts.get(a.name, 0)), 0)})
+        for a in catalog.actions
+    ]
+    return catalog.model_copy(update={"budget": budget, "actions": actions})

@@ -383,9 +383,9 @@ class ChurnService:
     @property
     def ledger_url_shown(self) -> str:
         """The ledger's URL without its password."""
-        import sqlalchemy as sa  # imported at start-up (by serving.ledger)
+        from serving.ledger import shown_url  # imported at start-up (by serving.batch): a dictionary lookup here
 
-        return sa.engine.make_url(self.settings.resolved_ledger_url).render_as_string(hide_password=True)
+        return shown_url(self.settings.resolved_ledger_url)
 
     @bentoml.api
     @_http_errors

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import redis
 
+from churn.settings import Settings
 from features.definitions import FEATURE_TTL, feature_names
 from features.store import apply_definitions, feature_store, historical_features, materialize, online_features
 
@@ -29,15 +30,25 @@ def redis_settings(engine, tmp_path):
     client.flushdb()
 
 
+def _materialized(engine, backend: str, request) -> Settings:
+    """Settings of an online store holding the engine's features at its as_of: its own SQLite, or Redis filled here."""
+    if backend == "sqlite":
+        return engine.settings
+    settings = request.getfixturevalue("redis_settings")
+    apply_definitions(settings)
+    materialize(settings, engine.features.as_of - FEATURE_TTL, engine.features.as_of)
+    return settings
+
+
+def _scored_ids(engine) -> list[int]:
+    return pd.read_parquet(engine.interventions.scores_path)["customer_id"].head(25).tolist()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_online_matches_offline_at_as_of(engine, backend, request):
-    settings = engine.settings if backend == "sqlite" else request.getfixturevalue("redis_settings")
+    settings = _materialized(engine, backend, request)
     as_of = engine.features.as_of
-    if backend == "redis":
-        apply_definitions(settings)
-        materialize(settings, as_of - FEATURE_TTL, as_of)
-    scores = pd.read_parquet(engine.interventions.scores_path)
-    ids = scores["customer_id"].head(25).tolist()
+    ids = _scored_ids(engine)
     names = feature_names("churn_model_v1")
     online = online_features(feature_store(settings), ids, "churn_model_v1").set_index("customer_id")
     offline = historical_features(
@@ -77,12 +88,9 @@ def test_reads_mark_customers_whose_features_are_past_the_ttl(engine, backend, r
     """At the engine's clock, a customer's features older than the view's TTL are stale (Feast would drop them)."""
     from serving.online import OnlineReader
 
-    settings = engine.settings if backend == "sqlite" else request.getfixturevalue("redis_settings")
+    settings = _materialized(engine, backend, request)
     as_of = engine.features.as_of
-    if backend == "redis":
-        apply_definitions(settings)
-        materialize(settings, as_of - FEATURE_TTL, as_of)
-    ids = pd.read_parquet(engine.interventions.scores_path)["customer_id"].head(25).tolist()
+    ids = _scored_ids(engine)
     reader = OnlineReader(feature_store(settings), ["churn_model_v1"])
     fresh = reader.read(ids, now=as_of)
     assert fresh.complete.all() and not fresh.stale.any()

@@ -13,10 +13,6 @@ from features.store import latest_snapshot
 from serving.batch import run_interventions
 
 
-def _at(engine, now):
-    return engine.settings.model_copy(update={"now": now})
-
-
 def test_the_latest_snapshot_at_the_clock(engine):
     end = engine.features.as_of  # the last weekly snapshot is the end of the data
     assert latest_snapshot(engine.settings, end) == end
@@ -27,7 +23,7 @@ def test_the_latest_snapshot_at_the_clock(engine):
 
 def test_features_past_their_ttl_are_refused_with_what_to_do(engine):
     end = engine.features.as_of
-    later = _at(engine, end + FEATURE_TTL + timedelta(days=1))
+    later = engine.settings.model_copy(update={"now": end + FEATURE_TTL + timedelta(days=1)})
     with pytest.raises(DataError, match=rf"the features are stale: the latest snapshot \({end:%Y-%m-%d}\) is 15 days before now .* \(CHURN_NOW={end:%Y-%m-%d}\)"):
         run_interventions(later)
     with pytest.raises(DataError, match=r"no feature snapshot at or before now"):
