@@ -132,7 +132,7 @@ def floor(settings: Settings, ids: list[int], size: int, concurrency: int, secon
     from serving.scoring import Scorer
 
     scorer = Scorer.load(settings)
-    reader = OnlineReader(feature_store(settings), scorer.feature_services)
+    reader = OnlineReader(feature_store(settings), scorer.feature_services, scorer.required_features)
     fast = FastScorer(scorer)
     make = _bodies(ids, size)
     result = LoadResult()

@@ -363,12 +363,17 @@ def models_history() -> None:
 
 
 # ---------------------------------------------------------------- score / interventions
-def _score_contract(settings: Settings, as_of: datetime | None) -> None:
-    from serving.contract_scoring import score_contract
+def _score_ingested(settings: Settings, as_of: datetime | None) -> None:
+    from features.store import latest_snapshot
+    from serving.batch import score_active, write_scores
+    from serving.scoring import Scorer
 
-    with _step("score the ingested data set's customers (churn probability)"):
-        result = score_contract(settings, as_of)
-    console.print(f"  {result.rows:,} customers scored as of {result.as_of:%Y-%m-%d} with {result.model} -> {result.path}")
+    with _step("score the ingested data set's customers"):
+        scorer = Scorer.load(settings)
+        when = as_of or latest_snapshot(settings, clock.now(settings))
+        scores = score_active(settings, scorer, when)
+        path = write_scores(settings, scores, when)
+    console.print(f"  {len(scores):,} customers scored as of {when:%Y-%m-%d} with {scorer.model_version} -> {path}")
 
 
 @app.command()
@@ -381,7 +386,7 @@ def score(as_of: AsOf = None) -> None:
 
     settings = _settings()
     if settings.uses_ingested_data:
-        _score_contract(settings, _utc(as_of))
+        _score_ingested(settings, _utc(as_of))
         return
     when = _utc(as_of) or latest_snapshot(settings, clock.now(settings))
     with _dask_or_none(settings) as client, _step("score active customers (in chunks)"):
@@ -491,10 +496,6 @@ def serve(
 ) -> None:
     """Start the BentoML scoring service on the champion models (needs an API key in the settings)."""
     settings = _settings()
-    if settings.uses_ingested_data:  # say what is missing now, not in a worker's log after start-up
-        from serving.contract_scoring import missing_for_decisions
-
-        raise ConfigError(missing_for_decisions(settings))
     if not settings.serving.api_keys:
         raise ConfigError(
             "serving.api_keys is empty: set CHURN_SERVING__API_KEYS='[\"<a key of 16+ characters>\"]'; "

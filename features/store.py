@@ -196,27 +196,40 @@ def _joined(settings: Settings, entity_df: pd.DataFrame, services: str | list[st
 
 
 def latest_snapshot(settings: Settings, now: datetime) -> datetime:
-    """The latest weekly feature snapshot at or before `now` (the engine's clock), if it is still fresh.
+    """The latest feature snapshot at or before `now` (the engine's clock), if it is still fresh.
 
-    A snapshot older than the features' TTL (`FEATURE_TTL`) at `now` is stale: deciding on it
-    would act on customers as they were weeks ago, so this refuses with what to do instead.
+    A weekly snapshot older than the features' TTL (`FEATURE_TTL`) at `now` is stale: deciding
+    on it would act on customers as they were weeks ago, so this refuses with what to do
+    instead. An ingested data set with logs has weekly snapshots too; one made of a snapshot
+    table alone has one date, its `as_of`, which does not expire (its Feast view has no TTL).
     """
-    path = settings.feature_tables_dir / "behavioral.parquet"
-    if not path.exists():
-        raise DataError(f"{path} is missing; run `churn features build` first")
+    if settings.uses_ingested_data:
+        views = _ingested_views(settings)
+        if not views["log_views"]:
+            return _snapshot_date(settings, views, now)
+        paths = [settings.feature_tables_dir / f"{v}.parquet" for v in views["log_views"]]
+    else:
+        paths = [settings.feature_tables_dir / "behavioral.parquet"]
+    for path in paths:
+        if not path.exists():
+            raise DataError(f"{path} is missing; run `churn features build` first")
+    where = paths[0] if len(paths) == 1 else settings.feature_tables_dir
     con = duckdb.connect()
     try:
         latest = con.execute(
-            f"SELECT max(event_timestamp) FROM read_parquet('{path}') WHERE event_timestamp <= $now", {"now": now}
+            "SELECT max(event_timestamp) FROM ("
+            + " UNION ALL ".join(f"SELECT event_timestamp FROM read_parquet('{p}')" for p in paths)
+            + ") WHERE event_timestamp <= $now",
+            {"now": now},
         ).fetchone()[0]
     finally:
         con.close()
     if latest is None:
-        raise DataError(f"{path}: no feature snapshot at or before now ({now:%Y-%m-%d %H:%M} UTC, the engine's clock)")
+        raise DataError(f"{where}: no feature snapshot at or before now ({now:%Y-%m-%d %H:%M} UTC, the engine's clock)")
     latest = latest.astimezone(timezone.utc)
     if now - latest > FEATURE_TTL:
         raise DataError(
-            f"{path}: the features are stale: the latest snapshot ({latest:%Y-%m-%d}) is {(now - latest).days} days "
+            f"{where}: the features are stale: the latest snapshot ({latest:%Y-%m-%d}) is {(now - latest).days} days "
             f"before now ({now:%Y-%m-%d}, the engine's clock), past the {FEATURE_TTL.days} days features are valid "
             f"for. Build and materialize newer data, or pin the clock to a date the data covers "
             f"(CHURN_NOW={latest:%Y-%m-%d})"
@@ -224,19 +237,77 @@ def latest_snapshot(settings: Settings, now: datetime) -> datetime:
     return latest
 
 
+def _ingested_views(settings: Settings) -> dict:
+    from features.contract_features import read_views
+
+    return read_views(settings.feature_tables_dir)
+
+
+def _snapshot_date(settings: Settings, views: dict, now: datetime) -> datetime:
+    """The date an ingested snapshot describes (its `as_of`), which must not be after `now`."""
+    from features.contract import Contract
+    from features.ingest import read_manifest
+
+    _, source = Contract.model_validate(read_manifest(settings.ingested_dir)["contract"]).snapshot
+    as_of = datetime(source.as_of.year, source.as_of.month, source.as_of.day, tzinfo=timezone.utc)
+    if as_of > now:
+        raise DataError(
+            f"the ingested snapshot describes {as_of:%Y-%m-%d} (its `as_of`), after now ({now:%Y-%m-%d}, the engine's "
+            f"clock); pin the clock to a later date (CHURN_NOW={as_of:%Y-%m-%d})"
+        )
+    return as_of
+
+
 def active_customers(settings: Settings, as_of: datetime) -> pd.DataFrame:
     """Customers with a feature snapshot at `as_of` (the active ones), as an entity frame.
 
+    On ingested data: the whole snapshot table, or for logs the customers in the latest weekly
+    feature rows at or before `as_of`, less those cancelled before it.
     Returns customer_id, event_timestamp (= as_of).
     """
+    stamp = pd.Timestamp(as_of).tz_convert("UTC") if pd.Timestamp(as_of).tzinfo else pd.Timestamp(as_of, tz="UTC")
+    if settings.uses_ingested_data:
+        return _ingested_population(settings, stamp)
     path = settings.feature_tables_dir / "behavioral.parquet"
     if not path.exists():
         raise DataError(f"{path} is missing; run `churn features build` first")
-    stamp = pd.Timestamp(as_of).tz_convert("UTC") if pd.Timestamp(as_of).tzinfo else pd.Timestamp(as_of, tz="UTC")
     ids = pd.read_parquet(path, columns=["customer_id"], filters=[("event_timestamp", "==", stamp)])
     if ids.empty:
         raise DataError(f"{path}: no customer has a snapshot at {stamp.isoformat()}; is as_of on a weekly snapshot?")
     return pd.DataFrame({"customer_id": ids["customer_id"].to_numpy(), "event_timestamp": stamp})
+
+
+def _ingested_population(settings: Settings, stamp: pd.Timestamp) -> pd.DataFrame:
+    from features.contract import Contract, Shape
+    from features.ingest import read_manifest
+
+    contract = Contract.model_validate(read_manifest(settings.ingested_dir)["contract"])
+    views = _ingested_views(settings)
+    if not views["log_views"]:
+        name, _ = contract.snapshot
+        ids = pd.read_parquet(settings.ingested_dir / f"{name}.parquet", columns=["customer_id"])["customer_id"]
+    else:
+        tables = [settings.feature_tables_dir / f"{v}.parquet" for v in views["log_views"]]
+        rows = " UNION ALL ".join(f"SELECT customer_id, event_timestamp FROM read_parquet('{p}')" for p in tables)
+        sql = f"""
+            WITH r AS ({rows}), latest AS (SELECT max(event_timestamp) AS t FROM r WHERE event_timestamp <= $as_of)
+            SELECT DISTINCT customer_id FROM r, latest WHERE r.event_timestamp = latest.t"""
+        cancels = contract.of_shape(Shape.CANCELLATIONS)
+        if cancels:
+            gone = " UNION ALL ".join(
+                f"SELECT customer_id FROM read_parquet('{settings.ingested_dir / n}.parquet') WHERE event_time < $as_of"
+                for n in cancels
+            )
+            sql += f" AND customer_id NOT IN ({gone})"
+        con = duckdb.connect()
+        try:
+            con.execute("SET TimeZone='UTC'")
+            ids = con.execute(sql + " ORDER BY 1", {"as_of": stamp.to_pydatetime()}).df()["customer_id"]
+        finally:
+            con.close()
+    if ids.empty:
+        raise DataError(f"{contract.name}: no customer to score at {stamp:%Y-%m-%d} (no feature rows at or before it)")
+    return pd.DataFrame({"customer_id": ids.astype(str).to_numpy(), "event_timestamp": stamp})
 
 
 def online_features(store: FeatureStore, customer_ids: list[int], services: str | list[str]) -> pd.DataFrame:

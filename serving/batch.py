@@ -65,9 +65,12 @@ def score_active(settings: Settings, scorer: Scorer, as_of: datetime | None = No
 
 
 def write_scores(settings: Settings, scores: pd.DataFrame, as_of: datetime) -> Path:
+    """Write the scores to `outputs/scores_<as_of date>.parquet`, replacing the earlier file only when complete."""
     settings.outputs_dir.mkdir(parents=True, exist_ok=True)
     path = settings.outputs_dir / f"scores_{as_of:%Y%m%d}.parquet"
-    scores.to_parquet(path, index=False)
+    tmp = path.with_suffix(".parquet.tmp")
+    scores.to_parquet(tmp, index=False)
+    tmp.replace(path)
     return path
 
 
@@ -151,6 +154,11 @@ def learn_uplift(settings: Settings, scorer: Scorer, ledger: Ledger) -> UpliftMo
     rows = ledger.decisions_with_outcomes()
     if rows.empty:
         return None
+    lacking = [t for t in TRAIT_SOURCES if t != "churn_probability" and t not in scorer.churn.feature_names]
+    if lacking:
+        # the uplift model's traits are the subscription signals of the simulator's features; a
+        # data set without them decides on the catalog's priors (measurement still works)
+        return None
     entities = rows[["customer_id"]].assign(event_timestamp=rows["as_of"])
     features = historical_features(settings, entities.drop_duplicates(), scorer.feature_services)
     # the ledger's `channel` is the action's; the trait is the acquisition channel
@@ -175,7 +183,7 @@ def run_interventions(settings: Settings, as_of: datetime | None = None, campaig
 
     The list holds the customers to contact; held-out customers are only in the ledger.
     """
-    scorer = Scorer.load(settings)  # first: on ingested data it says what is missing before anything else fails
+    scorer = Scorer.load(settings)
     now = clock.now(settings)
     as_of = as_of or latest_snapshot(settings, now)
     campaign = campaign or settings.campaign or f"run-{as_of:%Y%m%d}"

@@ -25,7 +25,7 @@ from churn.settings import Settings
 from features.build import raw_as_of
 from features.pit import active_arrow_batches
 from serving.scoring import Scorer
-from training.dataset import NULLABLE_FEATURES
+from training.value import value_columns
 
 @dataclass(frozen=True)
 class BulkScoreResult:
@@ -113,18 +113,21 @@ def score_arrow(scorer: Scorer, batch: pa.RecordBatch) -> pa.Table:
     `Scorer.score` itself, which raises the error naming the column and customer.
     """
     cache: dict[str, np.ndarray] = {}
+    required = set(scorer.required_features)
 
     def matrix(model) -> np.ndarray:
         for name in model.feature_names:
             if name not in cache:
-                cache[name] = _float_column(batch, name, model.categories, name not in NULLABLE_FEATURES)
+                cache[name] = _float_column(batch, name, model.categories, name in required)
         return np.column_stack([cache[name] for name in model.feature_names])
 
     try:
-        x_churn, x_clv = matrix(scorer.churn), matrix(scorer.clv)
+        x_churn = matrix(scorer.churn)
+        x_clv = None if scorer.clv is None else matrix(scorer.clv)
+        columns = {c: cache[c] if c in cache else _float_column(batch, c, {}, True) for c in value_columns(scorer.value)}
     except _NotPlain:
         return pa.Table.from_pandas(scorer.score(batch.to_pandas()), preserve_index=False)
-    scores = scorer.scores(x_churn, x_clv)
+    scores = scorer.scores(x_churn, x_clv, columns)
     table = pa.Table.from_batches([batch])
     for name in ("churn_probability", "clv"):
         table = table.append_column(name, pa.array(scores[name]))

@@ -168,18 +168,10 @@ def running(
 
 
 def fetch_scoring_models(settings: Settings) -> list[FetchedModel]:
-    """The champions a scorer needs, from the registry (run in the helper process).
+    """The champions a scorer needs, from the registry (run in the helper process)."""
+    from training.registry import fetch_scoring_champions
 
-    After `churn ingest` there are none to fetch: refuses with what the ingested data set lacks.
-    """
-    if settings.uses_ingested_data:
-        from churn.errors import ConfigError
-        from serving.contract_scoring import missing_for_decisions
-
-        raise ConfigError(missing_for_decisions(settings))
-    from training.registry import fetch_champions
-
-    return fetch_champions(settings, settings.training.scoring_models)
+    return fetch_scoring_champions(settings)
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from churn.errors import DataError, StoreUnavailableError
-from features.definitions import CATEGORICAL_FEATURES, FEATURE_TTL
+from features.definitions import FEATURE_TTL
 from features.store import redis_retry
 from serving.policy import risk_band_of, segment_of
 from serving.scoring import Scorer
@@ -34,6 +34,7 @@ from training.dataset import NULLABLE_FEATURES
 from training.explain import reasons_from_records
 from training.reason import Reason
 from training.registered import RegisteredModel
+from training.value import customer_value, value_columns
 
 # What a store outage looks like from the online stores the engine uses (Redis, SQLite).
 _STORE_ERRORS = (RedisError, sqlite3.OperationalError, ConnectionError, TimeoutError)
@@ -82,7 +83,7 @@ class OnlineReader:
     underneath). Views, feature lists and hash fields are resolved once, here.
     """
 
-    def __init__(self, store: FeatureStore, services: list[str]):
+    def __init__(self, store: FeatureStore, services: list[str], required: list[str] | None = None):
         self.store = store
         self._provider = store._get_provider()
         views: dict[str, list[str]] = {}
@@ -92,7 +93,11 @@ class OnlineReader:
                 names.extend(f.name for f in projection.features if f.name not in names)
         self._views = [(store.get_feature_view(name), names) for name, names in views.items()]
         self.feature_names = [name for _, names in self._views for name in names]
-        self._required = [name for name in self.feature_names if name not in NULLABLE_FEATURES]
+        # features a customer must have to be scored (the models' `required_features`); default:
+        # all but those that may be legitimately absent
+        if required is None:
+            required = [name for name in self.feature_names if name not in NULLABLE_FEATURES]
+        self._required = [name for name in self.feature_names if name in set(required)]
         self._redis = self._redis_plan()
 
     def _redis_plan(self) -> tuple[Redis, list[bytes | str]] | None:
@@ -276,15 +281,16 @@ class FastScorer:
         self.scorer = scorer
         self._codes = {
             model.label: {name: {v: float(k) for k, v in enumerate(model.categories[name])} for name in model.categories}
-            for model in (scorer.churn, scorer.clv)
+            for model in scorer.models
         }
+        self._value_columns = value_columns(scorer.value)
 
     def _matrix(self, rows: OnlineRows, model: RegisteredModel) -> np.ndarray:
         out = np.empty((len(rows.customer_ids), len(model.feature_names)), dtype=np.float64)
         codes = self._codes[model.label]
         for j, name in enumerate(model.feature_names):
             values = rows.columns[name]
-            if name in CATEGORICAL_FEATURES:
+            if name in codes:
                 known = codes[name]
                 for i, value in enumerate(values):
                     if value is None:
@@ -293,7 +299,7 @@ class FastScorer:
                         out[i, j] = known[value]
                     else:
                         raise DataError(
-                            f"feature {name!r} of customer {int(rows.customer_ids[i])}: value {value!r} "
+                            f"feature {name!r} of customer {rows.customer_ids[i]}: value {value!r} "
                             f"was not seen in training; known {list(known)}"
                         )
             else:
@@ -312,7 +318,9 @@ class FastScorer:
         raw = churn.booster.predict(X, num_threads=1)
         # calibrated on held-out data at training time, as in `Scorer.score`
         probability = apply_map(churn.extra["calibration"], raw)
-        clv = np.maximum(clv_model.booster.predict(self._matrix(rows, clv_model), num_threads=1), 0.0)
+        predicted = None if clv_model is None else clv_model.booster.predict(self._matrix(rows, clv_model), num_threads=1)
+        columns = {c: np.array([np.nan if v is None else v for v in rows.columns[c]], dtype=float) for c in self._value_columns}
+        clv = customer_value(self.scorer.value, columns, probability, predicted)
         reasons = None
         if explain:
             contrib = churn.booster.predict(X, pred_contrib=True, num_threads=1)[:, :-1]
@@ -323,7 +331,7 @@ class FastScorer:
             customer_ids=rows.customer_ids,
             churn_probability=probability,
             clv=clv,
-            segment=segment_of(clv, clv_model.extra["segment_edges"]),
+            segment=segment_of(clv, self.scorer.segment_edges),
             risk_band=risk_band_of(probability, self.scorer.catalog.risk_bands),
             model_version=self.scorer.model_version,
             reasons=reasons,

@@ -16,43 +16,42 @@ from churn.settings import Settings
 from features.store import feature_store
 from serving.policy import ActionCatalog, load_catalog, risk_band_of, segment_of
 from training.calibration import apply_map
-from training.dataset import check_features, to_matrix
+from training.dataset import check_features, required_features, to_matrix
 from training.explain import contributions, reason_codes
 from training.reason import Reason
 from training.registered import FetchedModel, RegisteredModel, load_fetched
+from training.value import customer_value, value_columns, value_method
 
 
 @dataclass(frozen=True)
 class Scorer:
-    """The champion churn and CLV models plus the action catalog."""
+    """The champion churn model, the CLV model when the data set has one, and the action catalog.
+
+    Every data set is scored the same way: a calibrated churn probability from the churn
+    model's booster, a customer value (`training/value.py`: the CLV model's prediction, a
+    declared recurring charge times the expected retained periods, a declared column, or one
+    constant), the value segment from the edges learned at training, and the risk band.
+    """
 
     churn: RegisteredModel
-    clv: RegisteredModel
+    clv: RegisteredModel | None
     catalog: ActionCatalog
 
     @classmethod
     def load(cls, settings: Settings, fetched: list[FetchedModel] | None = None) -> Scorer:
-        """Load both champions and the catalog; refuse models whose features the store does not serve.
+        """Load the champions and the catalog; refuse models whose features the store does not serve.
 
-        `fetched`: the champions of `settings.training.scoring_models`, already fetched from the
-        registry (`training.registry.fetch_champions`) by a caller that fetched them elsewhere;
-        fetched here otherwise. After `churn ingest`, refuses with what the ingested data set
-        lacks for decisions (`serving/contract_scoring.py`) rather than with a missing simulator model.
+        `fetched`: the champions (`training.registry.fetch_scoring_champions`), already fetched
+        from the registry by a caller that fetched them elsewhere; fetched here otherwise.
         """
-        if settings.uses_ingested_data:
-            from serving.contract_scoring import missing_for_decisions
-
-            raise ConfigError(missing_for_decisions(settings))
-        names = settings.training.scoring_models
         if fetched is None:
-            from training.registry import fetch_champions  # MLflow, imported only by who fetches
+            from training.registry import fetch_scoring_champions  # MLflow, imported only by who fetches
 
-            fetched = fetch_champions(settings, names)
-        if [f.name for f in fetched] != names:
-            raise ConfigError(f"expected the champions of {names}, got {[f.name for f in fetched]}")
-        churn, clv = (load_fetched(f) for f in fetched)
+            fetched = fetch_scoring_champions(settings)
+        models = [load_fetched(f) for f in fetched]
+        churn, clv = models[0], (models[1] if len(models) > 1 else None)
         served = {s.name for s in feature_store(settings).list_feature_services()}
-        for model in (churn, clv):
+        for model in models:
             if model.feature_service not in served:
                 raise ConfigError(
                     f"model {model.label} was trained on feature service {model.feature_service!r}, "
@@ -60,43 +59,71 @@ class Scorer:
                 )
         if "calibration" not in churn.extra:
             raise ConfigError(f"churn model {churn.label} has no probability calibration; retrain it with `churn train`")
+        if (clv is None) != (value_method(churn) != "model"):
+            raise ConfigError(
+                f"churn model {churn.label} values customers by {value_method(churn)!r}, "
+                f"{'but no CLV model came with it' if clv is None else f'yet a CLV model ({clv.label}) came with it'}"
+            )
         return cls(churn=churn, clv=clv, catalog=load_catalog(settings.actions_path))
 
     @property
+    def models(self) -> list[RegisteredModel]:
+        return [self.churn] if self.clv is None else [self.churn, self.clv]
+
+    @property
     def feature_services(self) -> list[str]:
-        return sorted({self.churn.feature_service, self.clv.feature_service})
+        return sorted({m.feature_service for m in self.models})
 
     @property
     def model_version(self) -> str:
-        return f"{self.churn.label};{self.clv.label}"
+        return ";".join(m.label for m in self.models)
+
+    @property
+    def required_features(self) -> list[str]:
+        """Features a customer must have to be scored (`training.dataset.required_features`)."""
+        return list(dict.fromkeys(f for m in self.models for f in required_features(m)))
+
+    @property
+    def value(self) -> dict:
+        """How customers are valued (`training/value.py`); the simulator's models: the CLV model."""
+        return self.churn.extra.get("value", {"method": "model"})
+
+    @property
+    def segment_edges(self) -> list[float]:
+        return (self.clv or self.churn).extra["segment_edges"]
 
     def score(self, features: pd.DataFrame) -> pd.DataFrame:
         """Churn probability, CLV, segment and risk band for each row.
 
-        `features` columns: customer_id and every feature of both models' FeatureServices.
+        `features` columns: customer_id and every feature of the models' FeatureServices.
         Returns those columns plus churn_probability, clv, segment, risk_band, model_version.
         """
-        check_features(features, self.churn.feature_names, f"scoring with {self.churn.label}")
-        check_features(features, self.clv.feature_names, f"scoring with {self.clv.label}")
+        for model in self.models:
+            check_features(features, model.feature_names, f"scoring with {model.label}", required_features(model))
         out = features.copy()
         scores = self.scores(
             to_matrix(features, self.churn.feature_names, self.churn.categories),
-            to_matrix(features, self.clv.feature_names, self.clv.categories),
+            None if self.clv is None else to_matrix(features, self.clv.feature_names, self.clv.categories),
+            {c: pd.to_numeric(features[c], errors="coerce").to_numpy(dtype=float) for c in value_columns(self.value)},
         )
         for name, values in scores.items():
             out[name] = values
         out["model_version"] = self.model_version
         return out
 
-    def scores(self, x_churn: np.ndarray, x_clv: np.ndarray) -> dict[str, np.ndarray]:
-        """churn_probability, clv, segment and risk_band from both models' input matrices (rows aligned)."""
+    def scores(self, x_churn: np.ndarray, x_clv: np.ndarray | None, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """churn_probability, clv, segment and risk_band from the models' input matrices (rows aligned).
+
+        `columns`: the features the value reads (`value_columns`), as float arrays.
+        """
         # calibrated on held-out data at training time: a 0.2 means about 2 in 10 such customers leave
         probability = apply_map(self.churn.extra["calibration"], self.churn.booster.predict(x_churn))
-        clv = np.maximum(self.clv.booster.predict(x_clv), 0.0)
+        predicted = None if self.clv is None else self.clv.booster.predict(x_clv)
+        clv = customer_value(self.value, columns, probability, predicted)
         return {
             "churn_probability": probability,
             "clv": clv,
-            "segment": segment_of(clv, self.clv.extra["segment_edges"]),
+            "segment": segment_of(clv, self.segment_edges),
             "risk_band": risk_band_of(probability, self.catalog.risk_bands),
         }
 

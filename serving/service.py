@@ -267,7 +267,7 @@ class ChurnService:
             self._traits = [t for t in TRAIT_SOURCES if t != "churn_probability"]
             fetched = fetched_champions()
         self.scorer = Scorer.load(self.settings, fetched)
-        self.reader = OnlineReader(feature_store(self.settings), self.scorer.feature_services)
+        self.reader = OnlineReader(feature_store(self.settings), self.scorer.feature_services, self.scorer.required_features)
         self.fast = FastScorer(self.scorer)
         self._ledger: Ledger | None = None
         self._ledger_lock = threading.Lock()
@@ -422,7 +422,8 @@ class ChurnService:
                 "segment": scores.segment,
                 "risk_band": scores.risk_band,
                 "model_version": scores.model_version,
-                **{f: rows.columns[f] for f in {*self.scorer.catalog.conditions_features(), *self._traits}},
+                # what the catalog's rules and the uplift model read, of what the data set has
+                **{f: rows.columns[f] for f in {*self.scorer.catalog.conditions_features(), *self._traits} if f in rows.columns},
             }
         )
         self._learn()

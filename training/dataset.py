@@ -88,10 +88,25 @@ def training_set(settings: Settings, labels: pd.DataFrame, service: str) -> pd.D
     return historical_features(settings, labels, service)
 
 
-def check_features(frame: pd.DataFrame, feature_names: list[str], where: str) -> None:
-    """Raise `DataError` if a feature that must be present is missing, naming customers and columns."""
-    required = [f for f in feature_names if f not in NULLABLE_FEATURES]
-    absent = [f for f in required if f not in frame.columns]
+def required_features(model) -> list[str]:
+    """The features a registered model needs a value of: those it never saw missing in training.
+
+    Models of ingested data record them (`extra["required"]`); the simulator's models need all
+    but `NULLABLE_FEATURES`.
+    """
+    if "required" in model.extra:
+        return list(model.extra["required"])
+    return [f for f in model.feature_names if f not in NULLABLE_FEATURES]
+
+
+def check_features(frame: pd.DataFrame, feature_names: list[str], where: str, required: list[str] | None = None) -> None:
+    """Raise `DataError` if a feature that must be present is missing, naming customers and columns.
+
+    `required`: the features that must have a value (default: all but `NULLABLE_FEATURES`).
+    """
+    absent = [f for f in feature_names if f not in frame.columns]
+    if required is None:
+        required = [f for f in feature_names if f not in NULLABLE_FEATURES]
     if absent:
         raise DataError(f"{where}: feature columns {absent} did not arrive from the feature store")
     holes = frame[required].isna()

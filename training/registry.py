@@ -93,3 +93,26 @@ def fetch_champions(settings: Settings, names: list[str]) -> list[FetchedModel]:
 def load_alias(settings: Settings, name: str, alias: str) -> RegisteredModel:
     """Load the version of `name` under `alias`, as a raw booster with its spec."""
     return load_fetched(fetch_alias(settings, name, alias))
+
+
+def scoring_model_names(settings: Settings) -> list[str]:
+    """The registered models a scorer starts from: the data set's churn model (then its CLV model).
+
+    The simulator's `settings.training.scoring_models`; after `churn ingest`, `<data set>-churn`
+    and, when it values customers with a CLV model, `<data set>-clv`.
+    """
+    if not settings.uses_ingested_data:
+        return settings.training.scoring_models
+    from features.ingest import read_manifest
+
+    name = read_manifest(settings.ingested_dir)["contract"]["name"]
+    return [f"{name}-churn", f"{name}-clv"]
+
+
+def fetch_scoring_champions(settings: Settings) -> list[FetchedModel]:
+    """The champions a scorer needs: the churn model, then the CLV model when the churn model values by one."""
+    churn_name, clv_name = scoring_model_names(settings)
+    churn = fetch_alias(settings, churn_name, CHAMPION)
+    if churn.spec.get("extra", {}).get("value", {"method": "model"})["method"] != "model":
+        return [churn]
+    return [churn, fetch_alias(settings, clv_name, CHAMPION)]

@@ -1,0 +1,158 @@
+"""One engine for every data set: ingest -> features -> train -> interventions -> `bentoml serve`, per shape.
+
+Two small made-up companies, each run through the real CLI, Feast, MLflow, the ledger and a
+real `bentoml serve` process, with text customer ids:
+- a snapshot (one row per customer, a churn label, a monthly fee valued as fee x expected
+  retained months, tenure in months), like IBM Telco;
+- logs (activity events with tickets and complaints, monthly invoices; churn = no activity
+  within 60 days), like a subscription app, valued by a CLV model of its invoices.
+Each must give an intervention list with several segments and actions, and a service that
+scores (with reasons) and decides for ids taken from that list.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from churn.cli import app
+from churn.settings import load_settings
+
+from tests.e2e.servers import AUTH, bentoml_service, service_env
+
+LIST_COLUMNS = [
+    "customer_id", "segment", "churn_probability", "clv", "action", "channel", "cost", "reason", "model_version",
+    "decided_at",
+]
+
+
+def _cli(args: list[str], env: dict) -> str:
+    result = CliRunner().invoke(app, args, env=env, terminal_width=400)
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())
+
+
+def _snapshot_company(root) -> tuple[dict, datetime]:
+    rng = np.random.default_rng(11)
+    n = 1_500
+    contract = rng.choice(["Month-to-month", "One year", "Two year"], n, p=[0.55, 0.25, 0.2])
+    tenure = rng.integers(0, 72, n)
+    fee = rng.gamma(4.0, 16.0, n).round(2)
+    logit = -1.2 + 1.5 * (contract == "Month-to-month") - 0.04 * tenure + 0.01 * (fee - 60)
+    churned = rng.random(n) < 1 / (1 + np.exp(-logit))
+    pd.DataFrame(
+        {
+            "customerID": [f"{i:04d}-{''.join(rng.choice(list('ABCDEFGH'), 5))}" for i in range(n)],
+            "Contract": contract,
+            "tenure": tenure,
+            "MonthlyCharges": fee,
+            "Churn": np.where(churned, "Yes", "No"),
+        }
+    ).to_csv(root / "accounts.csv", index=False)
+    config = {
+        "name": "accounts",
+        "data_root": str(root),
+        "sources": {
+            "customers": {
+                "shape": "snapshot", "path": "accounts.csv", "customer_id": "customerID", "as_of": "2024-06-01",
+                "label": "Churn", "positive": ["Yes"], "tenure": "tenure", "tenure_unit": "months",
+                "columns": {"tenure": "int", "MonthlyCharges": "float"},
+            }
+        },
+        "churn": {"definition": "label", "horizon_days": 30},
+        "evaluation": {"folds": 3},
+        "value": {"method": "charge", "column": "MonthlyCharges", "period_days": 30, "horizon_days": 365},
+    }
+    return config, datetime(2024, 6, 1, tzinfo=timezone.utc)
+
+
+def _log_company(root) -> tuple[dict, datetime]:
+    rng = np.random.default_rng(12)
+    n, start, days = 700, datetime(2023, 1, 2, tzinfo=timezone.utc), 546
+    ids = np.array([f"user-{i:04d}" for i in range(n)])
+    signup = rng.integers(0, 200, n)
+    life = rng.exponential(400, n).astype(int) + 30
+    rate = rng.uniform(0.1, 0.7, n)
+    events, invoices = [], []
+    for i in range(n):
+        last = min(days, signup[i] + life[i])
+        day = np.arange(signup[i], last)
+        # activity fades over the last 45 days before a customer leaves: an early warning
+        fade = np.clip((last - day) / 45.0, 0.15, 1.0) if last < days else 1.0
+        active = day[rng.random(len(day)) < rate[i] * fade]
+        kinds = rng.choice(["login", "ticket", "complaint"], len(active), p=[0.9, 0.07, 0.03])
+        events.append(pd.DataFrame({"user": ids[i], "day": active, "type": kinds}))
+        months = np.arange(signup[i], last, 30)
+        invoices.append(pd.DataFrame({"user": ids[i], "day": months, "total": (rate[i] * 40 + 5).round(2)}))
+    for name, frames in (("events", events), ("invoices", invoices)):
+        table = pd.concat(frames, ignore_index=True)
+        table["at"] = [(start + timedelta(days=int(d), hours=12)).isoformat() for d in table.pop("day")]
+        table.to_csv(root / f"{name}.csv", index=False)
+    config = {
+        "name": "app",
+        "data_root": str(root),
+        "sources": {
+            "events": {
+                "shape": "events", "path": "events.csv", "customer_id": "user", "timestamp": "at", "kind": "type",
+                "signals": {"activity": ["login"], "support_tickets": ["ticket"], "complaints": ["complaint"]},
+            },
+            "invoices": {"shape": "transactions", "path": "invoices.csv", "customer_id": "user", "timestamp": "at", "amount": "total"},
+        },
+        "churn": {"definition": "inactivity", "horizon_days": 60, "active_days": 91},
+        "evaluation": {"rolling_cutoffs": 1, "train_cutoffs": 3, "train_spacing_days": 14},
+        "value": {"method": "model", "horizon_days": 91},
+    }
+    return config, None
+
+
+@pytest.fixture(scope="module", params=["snapshot", "logs"])
+def company(request, tmp_path_factory):
+    """One company through ingest, features, train and interventions; its settings, list and env."""
+    root = tmp_path_factory.mktemp(request.param)
+    config, now = (_snapshot_company if request.param == "snapshot" else _log_company)(root)
+    (root / "company.yaml").write_text(yaml.safe_dump(config))
+    env = {"CHURN_DATA_DIR": str(root / "data"), "CHURN_MLRUNS_DIR": str(root / "mlruns")}
+    _cli(["ingest", "--config", str(root / "company.yaml")], env)
+    _cli(["features", "build"], env)
+    _cli(["features", "apply"], env)
+    if now is None:  # logs: the clock at the end of the data, as `churn demo` pins it
+        views = pd.read_json(root / "data" / "feast" / "tables" / "views.json", typ="series")
+        now = datetime.fromisoformat(views["data_end"])
+    env["CHURN_NOW"] = now.isoformat()
+    _cli(["features", "materialize"], env)
+    _cli(["train"], env)
+    out = _cli(["interventions", "--campaign", "first"], env)
+    listing = pd.read_csv(next((root / "data").rglob("interventions_first.csv")), dtype={"customer_id": str})
+    settings = load_settings(data_dir=root / "data", mlruns_dir=root / "mlruns", now=now)
+    return request.param, settings, listing, out, root
+
+
+def test_the_intervention_list_has_segments_actions_and_text_ids(company):
+    shape, _, listing, out, _ = company
+    assert set(LIST_COLUMNS) <= set(listing.columns), listing.columns
+    assert len(listing) > 0, out
+    assert listing["segment"].nunique() > 1, listing["segment"].value_counts()
+    assert listing["action"].nunique() > 1, listing["action"].value_counts()
+    assert listing["customer_id"].str.contains(r"[A-Za-z-]").all()  # text ids kept as text
+    assert listing["churn_probability"].between(0, 1).all() and (listing["clv"] >= 0).all()
+
+
+def test_the_service_scores_and_decides_for_ids_from_the_list(company, tmp_path):
+    shape, settings, listing, _, _ = company
+    env = service_env(settings, tmp_path / "bentoml_home")
+    ids = listing["customer_id"].head(5).tolist()
+    with bentoml_service(env, tmp_path / "service.log") as base:
+        scored = httpx.post(f"{base}/score", json={"customer_ids": ids}, headers=AUTH, timeout=30)
+        assert scored.status_code == 200, scored.text
+        body = scored.json()
+        assert [s["customer_id"] for s in body["scores"]] == ids, body
+        assert all(s["reasons"] for s in body["scores"]), body
+        decided = httpx.post(f"{base}/interventions", json={"customer_ids": ids, "campaign": "online"}, headers=AUTH, timeout=30)
+        assert decided.status_code == 200, decided.text
+        assert sorted(d["customer_id"] for d in decided.json()["decisions"]) == sorted(ids)
