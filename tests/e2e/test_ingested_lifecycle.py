@@ -1,4 +1,4 @@
-"""After `churn ingest`: train -> promote -> score -> interventions / serve, through the real CLI.
+"""After `churn ingest`: train -> promote -> score, through the real CLI (interventions and the service: test_ingested_service.py).
 
 A small snapshot table (1,200 customers, churn driven by plan, tenure and fee) keeps each
 `churn train` to seconds: real Feast, MLflow (SQLite) and LightGBM, no mocks.
@@ -132,7 +132,7 @@ def test_a_model_fitted_on_shuffled_labels_is_refused(project):
 
 
 def _scores(root) -> pd.DataFrame:
-    return pd.read_parquet(next((root / "data").rglob("scores_accounts_20240601.parquet")))
+    return pd.read_parquet(next((root / "data").rglob("scores_20240601.parquet")))
 
 
 def test_score_writes_a_churn_probability_per_customer(project):
@@ -167,28 +167,6 @@ def test_score_writes_a_churn_probability_per_customer(project):
     assert auc > 0.7, said
     assert auc >= ceiling - MAX_AUC_BELOW_TRUTH, said
     assert recorded - auc <= MAX_EVALUATION_OVERSTATEMENT, said  # the gate's figure is not a flattering one
-
-
-def test_interventions_and_serve_name_what_the_ingested_data_lacks(project):
-    root, env = project
-    for args in (["interventions"], ["serve", "--port", "3301"]):
-        out = _cli(args, env, ok=False)
-        assert "the ingested data set 'accounts' lacks" in out, out
-        assert "a CLV model" in out and "no transactions to train one on" in out
-        assert "tenure_days" in out  # the catalog's lifecycle stages read it; this data set has no such feature
-        assert "`churn score` works on it" in out
-
-
-def test_the_service_start_up_refuses_with_the_same_list(project):
-    """`bentoml serve` without `churn serve`: the worker's champion fetch says what is missing."""
-    from churn.errors import ConfigError
-    from churn.settings import load_settings
-    from serving.launch import fetch_scoring_models
-
-    root, _ = project
-    settings = load_settings(data_dir=root / "data", mlruns_dir=root / "mlruns")
-    with pytest.raises(ConfigError, match="the ingested data set 'accounts' lacks: .*a CLV model"):
-        fetch_scoring_models(settings)
 
 
 def test_a_model_evaluated_on_other_data_cannot_be_compared(project):
