@@ -202,9 +202,11 @@ class ActionCatalog(BaseModel):
         whichever of its two names is there. Without, the stage inputs under their ingested names.
         """
         features = {c.feature for a in self.actions for c in a.when}
-        if any(a.stage_bound() for a in self.actions):
-            features |= {TENURE, RECENCY[0], TREND} if available is None else set(_stage_inputs(available).values())
-        return features if available is None else (features & set(available)) - {None}
+        stage_bound = any(a.stage_bound() for a in self.actions)
+        if available is None:
+            return features | ({TENURE, RECENCY[0], TREND} if stage_bound else set())
+        inputs = {c for c in _stage_inputs(available).values() if c} if stage_bound else set()
+        return (features & set(available)) | inputs
 
     def unusable(self, available_features: set[str]) -> dict[str, list[str]]:
         """Actions no customer can be eligible for on a data set with `available_features`, and what each lacks.
