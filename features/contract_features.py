@@ -37,7 +37,7 @@ from features.contract import LOG_SHAPES, ColumnType, Contract, Shape
 from features.ingest import read_manifest
 
 WINDOWS = (7, 30, 90, 365)
-DAYS_PER = {"days": 1.0, "weeks": 7.0, "months": 30.44}  # a snapshot `tenure_unit` in days
+_DAYS_PER = {"days": 1.0, "weeks": 7.0, "months": 30.44}  # a snapshot `tenure_unit` in days
 SNAPSHOT_DAYS = 7
 TOP_KINDS = 8
 VIEWS_FILE = "views.json"
@@ -86,7 +86,7 @@ def _snapshot_table(path: Path, contract: Contract, types: dict[str, str]) -> tu
                 f"{path}: `tenure` {source.tenure!r} must be a numeric column (declare it int or float); "
                 f"it was ingested as {types.get(source.tenure)}"
             )
-        out["tenure_days"] = frame[source.tenure].astype("float64") * DAYS_PER[source.tenure_unit]
+        out["tenure_days"] = frame[source.tenure].astype("float64") * _DAYS_PER[source.tenure_unit]
         schema.append(("tenure_days", "float", f"{source.tenure} ({source.tenure_unit}) in days as of the snapshot date."))
     skip = {"customer_id", "churned", "signup_at"}
     for column in frame.columns:
