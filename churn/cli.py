@@ -141,6 +141,10 @@ def ingest(
 
     settings = _settings()
     contract, root = load_contract(config, data_root)
+    if contract.actions:  # the data set's own catalog: a bad one fails the ingest, not the first decision
+        from serving.policy import load_catalog
+
+        load_catalog(Path(contract.actions))
     with _step(f"ingest {contract.name} ({len(contract.sources)} sources)"):
         result = run_ingest(contract, root, settings.ingested_dir)
     rows = ", ".join(f"{name} {n:,} rows" for name, n in result.rows.items())

@@ -222,7 +222,11 @@ class Settings(BaseSettings):
     online_store: Literal["sqlite", "redis"] = Field("sqlite", description="Feast online store.")
     redis_url: str = Field("127.0.0.1:6379", description="Redis connection string when online_store is redis.")
     ledger_url: str | None = Field(None, description="SQLAlchemy URL of the decision ledger; default SQLite in data_dir.")
-    actions_path: Path | None = Field(None, description="Action catalog YAML; default the packaged serving/actions.yaml.")
+    actions_path: Path | None = Field(
+        None,
+        description="Action catalog YAML; default the ingested data set's own (its config's `actions`, kept by "
+        "`churn ingest`), else the packaged serving/actions.yaml.",
+    )
     campaign: str | None = Field(None, description="Campaign id for intervention runs; default 'run-<as-of date>'.")
     now: datetime | None = Field(
         None,
@@ -244,6 +248,16 @@ class Settings(BaseSettings):
     @classmethod
     def _now_in_utc(cls, value: datetime | None) -> datetime | None:
         return None if value is None else utc(value)
+
+    @model_validator(mode="after")
+    def _ingested_catalog(self) -> Settings:
+        # the data set's own catalog when `churn ingest` kept one (features/ingest.py: ACTIONS) and none is set;
+        # decided when the settings are read: a command or service reads them once, at its start
+        if self.actions_path is None and self.uses_ingested_data:
+            kept = self.ingested_dir / "actions.yaml"
+            if kept.is_file():
+                self.actions_path = kept
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -125,6 +125,8 @@ class Source(_Strict):
     label: str | None = Field(None, description="snapshot: the churn label column.")
     positive: list[str] = Field(default_factory=lambda: ["1", "Yes", "yes", "True", "true"], description="Label values that mean churned.")
     signup: str | None = Field(None, description="snapshot: signup timestamp column; log rows before it are errors.")
+    tenure: str | None = Field(None, description="snapshot: numeric column holding tenure (no `signup`): gives `tenure_days`.")
+    tenure_unit: Literal["days", "weeks", "months"] = Field("days", description="Unit of `tenure` (a month is 30.44 days).")
     as_of: date | None = Field(None, description="snapshot: the date its attributes and label describe.")
 
     @model_validator(mode="after")
@@ -142,12 +144,14 @@ class Source(_Strict):
             raise ValueError("a transactions source needs an `amount` column")
         if self.signals.declared() and not self.kind:
             raise ValueError("`signals` name values of the `kind` column: give `kind` too")
+        if self.tenure and (self.shape != Shape.SNAPSHOT or self.signup):
+            raise ValueError("`tenure` is for a snapshot source without `signup` (either gives tenure_days)")
         return self
 
     def required_columns(self) -> list[str]:
         """Columns the source must have after `derive` (named in the config)."""
         named = [
-            self.customer_id, self.timestamp, self.amount, self.kind, self.label, self.signup, *self.values,
+            self.customer_id, self.timestamp, self.amount, self.kind, self.label, self.signup, self.tenure, *self.values,
             self.signals.survey_score,
         ]
         return [c for c in dict.fromkeys(named) if c]
@@ -188,6 +192,7 @@ class Contract(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Data set name (lower case), used in view names.")
     data_root: str = Field(".", description="Folder that source paths are relative to (itself relative to the config file).")
     sources: dict[str, Source] = Field(description="Sources by name (lower case: a name becomes a Feast view).")
+    actions: str | None = Field(None, description="The data set's action catalog (YAML), relative to the config file; `churn ingest` keeps a copy.")
     churn: Churn
     evaluation: Evaluation = Evaluation()
 
@@ -241,5 +246,10 @@ def load_contract(path: Path, data_root: Path | None = None) -> tuple[Contract, 
             f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"{path}: invalid config:\n  {problems}") from exc
+    if contract.actions:
+        catalog = (path.parent / contract.actions).resolve()
+        if not catalog.is_file():
+            raise ConfigError(f"{path}: actions: action catalog {catalog} not found")
+        contract = contract.model_copy(update={"actions": str(catalog)})
     root = Path(data_root) if data_root else (path.parent / contract.data_root)
     return contract, root.resolve()

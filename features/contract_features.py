@@ -1,7 +1,8 @@
 """Generic feature tables from ingested data, with no per-data-set code.
 
 - The snapshot source becomes one view: its attributes as of its `as_of` date (numbers stay
-  numbers, categories stay categories; a signup column becomes `tenure_days`).
+  numbers, categories stay categories; a signup column, or a `tenure` column in its
+  `tenure_unit`, becomes `tenure_days`).
 - Every events/transactions source becomes one view of weekly snapshots, stamped at UTC
   midnight every 7 days back from the end of the data. A row stamped `s` summarizes only
   log rows strictly before `s` and exists while the customer was active within
@@ -10,6 +11,11 @@
   trends (30 d vs 90 d, 90 d vs 365 d); recency, tenure (days since the first row), lifetime
   frequency (active days) and, for transactions, monetary value per active day (RFM);
   mean gap between active days; counts per value of the `kind` column (its 8 most frequent).
+- Lifecycle inputs under the engine's own names (the action catalog's stages read them on any
+  data set): `tenure_days`, from the snapshot when it has one, else in the view of the first
+  events source (else transactions source) as days since the customer's first row there;
+  `days_since_last_active`, from the `activity` signal when declared, else in that same view as
+  days since the customer's latest row there. Snapshot-only data have no activity.
 
 `features/definitions.py` turns the schema written next to the tables (`views.json`)
 into Feast feature views.
@@ -31,6 +37,7 @@ from features.contract import LOG_SHAPES, ColumnType, Contract, Shape
 from features.ingest import read_manifest
 
 WINDOWS = (7, 30, 90, 365)
+_DAYS_PER = {"days": 1.0, "weeks": 7.0, "months": 30.44}  # a snapshot `tenure_unit` in days
 SNAPSHOT_DAYS = 7
 TOP_KINDS = 8
 VIEWS_FILE = "views.json"
@@ -73,6 +80,14 @@ def _snapshot_table(path: Path, contract: Contract, types: dict[str, str]) -> tu
     if "signup_at" in frame:
         out["tenure_days"] = (as_of - pd.to_datetime(frame["signup_at"], utc=True)).dt.days.astype("Int64")
         schema.append(("tenure_days", "int", f"Days from {source.signup} to the snapshot date."))
+    elif source.tenure:
+        if types.get(source.tenure) not in (ColumnType.INT.value, ColumnType.FLOAT.value):
+            raise DataError(
+                f"{path}: `tenure` {source.tenure!r} must be a numeric column (declare it int or float); "
+                f"it was ingested as {types.get(source.tenure)}"
+            )
+        out["tenure_days"] = frame[source.tenure].astype("float64") * _DAYS_PER[source.tenure_unit]
+        schema.append(("tenure_days", "float", f"{source.tenure} ({source.tenure_unit}) in days as of the snapshot date."))
     skip = {"customer_id", "churned", "signup_at"}
     for column in frame.columns:
         if column in skip:
@@ -145,9 +160,37 @@ def _signal_window_columns(signals: dict[str, list[str]]) -> list[str]:
     return columns
 
 
-def _signal_columns(signals: dict[str, list[str]]) -> str:
-    """Trend, recency and latest survey score of the declared signals (the final step)."""
-    columns = []
+def _lifecycle_columns(contract: Contract) -> dict[str, str]:
+    """Generic lifecycle inputs a log source carries: column -> source name.
+
+    `tenure_days` unless the snapshot gives it, `days_since_last_active` unless an `activity`
+    signal gives it; both in the first events source (else transactions source).
+    """
+    logs = contract.of_shape(Shape.EVENTS) or contract.of_shape(Shape.TRANSACTIONS)
+    if not logs:
+        return {}
+    first = next(iter(logs))
+    snapshot = contract.snapshot
+    out = {}
+    if not (snapshot and (snapshot[1].signup or snapshot[1].tenure)):
+        out["tenure_days"] = first
+    if not any(s.signals.activity for s in contract.sources.values()):
+        out["days_since_last_active"] = first
+    return out
+
+
+def _lifecycle_sql(columns: list[str]) -> list[str]:
+    """The generic lifecycle inputs of a log source (from its first and latest rows)."""
+    sql = {
+        "tenure_days": "CAST(date_diff('day', l.first_d, w.s) AS BIGINT) AS tenure_days",
+        "days_since_last_active": "CAST(date_diff('day', l.d, w.s) AS BIGINT) AS days_since_last_active",
+    }
+    return [sql[c] for c in columns]
+
+
+def _signal_columns(signals: dict[str, list[str]], lifecycle: list[str] = ()) -> str:
+    """Trend, recency and latest survey score of the declared signals, and generic lifecycle inputs (the final step)."""
+    columns = _lifecycle_sql(lifecycle)
     if "activity" in signals:
         columns += [
             "CAST((active_days_7d + 1.0) / (active_days_28d / 4.0 + 1.0) AS DOUBLE) AS activity_trend_7d_28d",
@@ -260,12 +303,19 @@ def _log_table(
             CAST(l.n_all AS BIGINT) AS {name}_count_all,
             CASE WHEN l.days_all > 1 THEN date_diff('day', l.first_d, l.d) / (l.days_all - 1.0) END
                 AS {name}_mean_gap_days
-            {rfm}{_signal_columns(signals)}
+            {rfm}{_signal_columns(signals, [c for c, n in _lifecycle_columns(contract).items() if n == name])}
         FROM windowed w ASOF JOIN lifetime l ON w.customer_id = l.customer_id AND w.s > l.d
         ORDER BY event_timestamp, customer_id"""
 
 
-def _describe(column: str, name: str) -> str:
+def _describe(column: str, name: str, generic: dict[str, str] | None = None) -> str:
+    """A feature's description; `generic`: the lifecycle inputs taken from log rows (`_lifecycle_columns`)."""
+    if generic and generic.get(column) == name:
+        return {
+            "tenure_days": f"Days from the customer's first row of {name} to the snapshot (tenure).",
+            "days_since_last_active": f"Days from the customer's latest row of {name} to the snapshot "
+            "(no `activity` signal is declared: any row counts as activity).",
+        }[column]
     if column in _SIGNAL_DESCRIPTIONS:
         return _SIGNAL_DESCRIPTIONS[column]
     match = re.fullmatch(r"(sessions|active_days|tickets|complaints|payment_failures|plan_changes)_(\d+)d", column)
@@ -311,7 +361,8 @@ def build_contract_features(ingested_dir: Path, out_dir: Path) -> ContractFeatur
         elif source.shape in LOG_SHAPES:
             frame = con.execute(_log_table(con, path, name, contract, end, manifest["types"][name])).df()
             frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
-            fields = [(c, _kind_of(frame[c].dtype), _describe(c, name)) for c in frame.columns[2:]]
+            generic = _lifecycle_columns(contract)
+            fields = [(c, _kind_of(frame[c].dtype), _describe(c, name, generic)) for c in frame.columns[2:]]
         else:
             continue
         if frame.empty:

@@ -8,7 +8,9 @@ Written layout (`<data_dir>/ingested/`):
 - `<source>.parquet` per source: `customer_id` (string), `event_time` (UTC, logs and
   cancellations), `signup_at` (snapshot, if configured), the label as `churned` (0/1),
   and the other columns under their own names;
-- `manifest.json`: the config, each source's column types, and the end of the data.
+- `actions.yaml`: a copy of the config's action catalog (`actions`), if it names one;
+- `manifest.json`: the config, each source's column types, the end of the data, and the
+  catalog (`actions`: the copy's file name and where it came from, or null).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from features.validate import (
 )
 
 MANIFEST = "manifest.json"
+ACTIONS = "actions.yaml"  # the data set's own action catalog, when the config names one (churn/settings.py reads it)
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,14 @@ def validate(contract: Contract, root: Path) -> list[IngestedSource]:
 
 
 def ingest(contract: Contract, root: Path, out_dir: Path) -> IngestResult:
-    """Validate every source, then replace `out_dir` with the new tables in one step."""
+    """Validate every source, then replace `out_dir` with the new tables (and the action catalog) in one step.
+
+    `contract.actions`, when given, is the path of the catalog file (`load_contract` resolves it
+    against the config file's folder).
+    """
+    catalog = Path(contract.actions) if contract.actions else None
+    if catalog is not None and not catalog.is_file():
+        raise DataError(f"actions: action catalog {catalog} not found")
     tables = validate(contract, root)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -201,10 +211,13 @@ def ingest(contract: Contract, root: Path, out_dir: Path) -> IngestResult:
             frame.to_parquet(staging / f"{table.name}.parquet", index=False)
             rows[table.name] = len(frame)
         end = _data_end(tables)
+        if catalog is not None:
+            shutil.copyfile(catalog, staging / ACTIONS)
         manifest = {
             "contract": contract.model_dump(mode="json"),
             "types": {t.name: {c: k.value for c, k in t.types.items()} for t in tables},
             "data_end": end.isoformat(),
+            "actions": {"file": ACTIONS, "from": str(catalog)} if catalog is not None else None,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         _swap(staging, out_dir)

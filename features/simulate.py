@@ -44,6 +44,7 @@ ACTIONS = (
     "reengagement_message",
     "service_recovery",
     "payment_rescue",
+    "early_warning_offer",
 )
 RESPONSE_TYPES = ("sure_thing", "lost_cause", "persuadable", "sleeping_dog")
 
@@ -372,6 +373,7 @@ def _write_truth(
         "reengagement_message": 0.06 + 0.05 * (base < 0.5),
         "service_recovery": 0.20 + 0.0 * base,
         "payment_rescue": 0.30 + 0.0 * base,
+        "early_warning_offer": 0.08 + 0.06 * (base < 0.5),  # drawn last: the other actions' truth is unchanged
     }
     rows = []
     for action in ACTIONS:

@@ -36,11 +36,24 @@ class Segment(str, Enum):
 
 
 class LifecycleStage(str, Enum):
-    """Where a customer is in their life with us, by tenure (edges in the catalog)."""
+    """Where a customer is in their life with us, by tenure and activity (edges in the catalog).
+
+    Precedence: new (short tenure), then lapsing (no activity for a while), then at_risk
+    (activity falling), else established. A stage whose input the data set lacks is never
+    assigned (a snapshot without activity has only new and established).
+    """
 
     NEW = "new"
+    LAPSING = "lapsing"
+    AT_RISK = "at_risk"
     ESTABLISHED = "established"
-    LOYAL = "loyal"
+
+
+# The stage inputs. Recency is `days_since_last_active` in ingested data and
+# `days_since_last_activity` in the simulator's features: either is read, the first preferred.
+TENURE = "tenure_days"
+RECENCY = ("days_since_last_active", "days_since_last_activity")
+TREND = "activity_trend_7d_28d"
 
 
 class RiskBand(str, Enum):
@@ -51,15 +64,37 @@ class RiskBand(str, Enum):
     HIGH = "high"
 
 
-_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
+_OPS = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
+}
+_ORDERED_OPS = ("<", "<=", ">", ">=")
 
 
 class Condition(BaseModel):
-    """A rule on one feature, e.g. complaints_28d >= 1."""
+    """A rule on one feature, e.g. complaints_28d >= 1 or contract == "Month-to-month"."""
 
-    feature: str = Field(description="Feature name from the model's FeatureService.")
-    op: Literal["<", "<=", ">", ">=", "=="] = Field(description="Comparison.")
-    value: float = Field(description="Threshold.")
+    feature: str = Field(description="Feature name (a snapshot column's is its slug: `Contract` -> `contract`).")
+    op: Literal["<", "<=", ">", ">=", "==", "!=", "in"] = Field(description="Comparison; `in`: one of a list.")
+    value: float | str | list[float | str] = Field(
+        description="Threshold (number), category (string, for == and !=) or list of either (for `in`)."
+    )
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> Condition:
+        if self.op == "in" and not isinstance(self.value, list):
+            raise ValueError(f"condition on {self.feature!r}: op 'in' needs a list value; got {self.value!r}")
+        if self.op != "in" and isinstance(self.value, list):
+            raise ValueError(f"condition on {self.feature!r}: a list value needs op 'in'; got op {self.op!r}")
+        if self.op in _ORDERED_OPS and isinstance(self.value, str):
+            raise ValueError(
+                f"condition on {self.feature!r}: op {self.op!r} compares numbers; got the string {self.value!r}"
+            )
+        return self
+
+    def is_categorical(self) -> bool:
+        """True when the condition compares categories (string values)."""
+        values = self.value if isinstance(self.value, list) else [self.value]
+        return any(isinstance(v, str) for v in values)
 
 
 class Action(BaseModel):
@@ -75,7 +110,9 @@ class Action(BaseModel):
     segments: list[Segment] = Field(min_length=1, description="CLV segments it applies to.")
     risk_bands: list[RiskBand] = Field(min_length=1, description="Risk bands it applies to.")
     lifecycle_stages: list[LifecycleStage] = Field(
-        default_factory=lambda: list(LifecycleStage), min_length=1, description="Lifecycle stages it applies to."
+        default_factory=lambda: list(LifecycleStage),
+        min_length=1,
+        description="Lifecycle stages it applies to ('loyal', a former stage, reads as 'established').",
     )
     capacity: int | None = Field(None, ge=0, description="Most contacts per campaign, over all its runs and calls (e.g. advisor calls a week); none: no cap.")
     cooldown_days: int = Field(
@@ -89,6 +126,18 @@ class Action(BaseModel):
         if name == NO_ACTION:
             raise ValueError(f"'{NO_ACTION}' is reserved for 'no action'")
         return name
+
+    @field_validator("lifecycle_stages", mode="before")
+    @classmethod
+    def _loyal_is_established(cls, stages):
+        # catalogs written for the former new/established/loyal stages keep loading
+        if isinstance(stages, list):
+            return list(dict.fromkeys("established" if s == "loyal" else s for s in stages))
+        return stages
+
+    def stage_bound(self) -> bool:
+        """True when the action applies to some lifecycle stages only."""
+        return set(self.lifecycle_stages) != set(LifecycleStage)
 
 
 class RiskBands(BaseModel):
@@ -105,18 +154,16 @@ class RiskBands(BaseModel):
 
 
 class LifecycleEdges(BaseModel):
-    """Tenure (days) at which a customer becomes established, then loyal."""
+    """The edges of the lifecycle stages (see `LifecycleStage`)."""
 
-    established: int = Field(90, gt=0)
-    loyal: int = Field(365, gt=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> LifecycleEdges:
-        if not self.established < self.loyal:
-            raise ValueError(
-                f"lifecycle.established ({self.established}) must be below lifecycle.loyal ({self.loyal})"
-            )
-        return self
+    established: int = Field(90, gt=0, description="Tenure (days) from which a customer is no longer new.")
+    lapsing_days: int = Field(30, gt=0, description="Days without activity from which a customer is lapsing.")
+    at_risk_trend: float = Field(
+        0.8, gt=0, description="activity_trend_7d_28d below this (activity falling) makes a customer at risk."
+    )
+    loyal: int | None = Field(
+        None, gt=0, description="Deprecated and ignored: the former 'loyal' stage is part of 'established'."
+    )
 
 
 class ActionCatalog(BaseModel):
@@ -148,12 +195,35 @@ class ActionCatalog(BaseModel):
             raise ValueError(f"action names must be unique; repeated: {dupes}")
         return self
 
-    def conditions_features(self) -> set[str]:
-        """Features the eligibility rules read (tenure_days too when an action is stage-bound)."""
+    def conditions_features(self, available: set[str] | None = None) -> set[str]:
+        """Features the eligibility rules read: the conditions' and, when an action is stage-bound, the stage inputs.
+
+        With `available` (the columns at hand), only those among them: the recency input under
+        whichever of its two names is there. Without, the stage inputs under their ingested names.
+        """
         features = {c.feature for a in self.actions for c in a.when}
-        if any(set(a.lifecycle_stages) != set(LifecycleStage) for a in self.actions):
-            features.add("tenure_days")
-        return features
+        stage_bound = any(a.stage_bound() for a in self.actions)
+        if available is None:
+            return features | ({TENURE, RECENCY[0], TREND} if stage_bound else set())
+        inputs = {c for c in _stage_inputs(available).values() if c} if stage_bound else set()
+        return (features & set(available)) | inputs
+
+    def unusable(self, available_features: set[str]) -> dict[str, list[str]]:
+        """Actions no customer can be eligible for on a data set with `available_features`, and what each lacks.
+
+        An action lacks a condition's feature, or, when stage-bound, the inputs of every stage
+        it names (no stage input at all: all of them). Such an action is never chosen; callers
+        report this dict so that a catalog written for other data does not fail silently.
+        """
+        inputs = _stage_inputs(available_features)
+        missing = {}
+        for action in self.actions:
+            lacks = sorted({c.feature for c in action.when} - set(available_features))
+            if action.stage_bound() and not any(_stage_assignable(s, inputs) for s in action.lifecycle_stages):
+                lacks += [f for f in _stage_needs(action.lifecycle_stages) if f not in lacks]
+            if lacks:
+                missing[action.name] = lacks
+        return missing
 
     @property
     def names(self) -> list[str]:
@@ -205,34 +275,116 @@ def risk_band_of(probability: np.ndarray, bands: RiskBands) -> np.ndarray:
     return labels[np.searchsorted([bands.medium, bands.high], np.asarray(probability), side="right")]
 
 
-def lifecycle_stage_of(tenure_days: np.ndarray, edges: LifecycleEdges) -> np.ndarray:
-    """Lifecycle stage names for tenures in days."""
-    labels = np.array([s.value for s in LifecycleStage])
-    return labels[np.searchsorted([edges.established, edges.loyal], np.asarray(tenure_days), side="right")]
+def _stage_inputs(columns: set[str]) -> dict[str, str | None]:
+    """The column of each stage input among `columns` (None: absent)."""
+    return {
+        "tenure": TENURE if TENURE in columns else None,
+        "recency": next((c for c in RECENCY if c in columns), None),
+        "trend": TREND if TREND in columns else None,
+    }
+
+
+# the input each stage is decided by; established is what remains, so any input decides it
+_STAGE_INPUT = {LifecycleStage.NEW: "tenure", LifecycleStage.LAPSING: "recency", LifecycleStage.AT_RISK: "trend"}
+
+
+def _stage_assignable(stage: LifecycleStage, inputs: dict[str, str | None]) -> bool:
+    """Whether any customer can be in `stage` given the stage inputs present."""
+    if stage == LifecycleStage.ESTABLISHED:
+        return any(inputs.values())
+    return inputs[_STAGE_INPUT[stage]] is not None
+
+
+def _stage_needs(stages: list[LifecycleStage]) -> list[str]:
+    """The input features (ingested names) that `stages` are decided by, in stage order."""
+    names = {"tenure": TENURE, "recency": RECENCY[0], "trend": TREND}
+    keys = ["tenure", "recency", "trend"] if LifecycleStage.ESTABLISHED in stages else []
+    keys += [_STAGE_INPUT[s] for s in stages if s != LifecycleStage.ESTABLISHED]
+    return [names[k] for k in dict.fromkeys(keys)]
+
+
+def lifecycle_stage_of(scored: pd.DataFrame, edges: LifecycleEdges) -> np.ndarray | None:
+    """Lifecycle stage names per customer (see `LifecycleStage`), None when no stage input is there.
+
+    `scored` columns, each optional: tenure_days, days_since_last_active (or the simulator's
+    days_since_last_activity), activity_trend_7d_28d. A stage whose input is absent is never
+    assigned; a missing value (NaN) does not put a customer in the stage it decides.
+    """
+    inputs = _stage_inputs(set(scored.columns))
+    if not any(inputs.values()):
+        return None
+    rules = (
+        (LifecycleStage.NEW, inputs["tenure"], lambda x: x < edges.established),
+        (LifecycleStage.LAPSING, inputs["recency"], lambda x: x >= edges.lapsing_days),
+        (LifecycleStage.AT_RISK, inputs["trend"], lambda x: x < edges.at_risk_trend),
+    )
+    stages = np.full(len(scored), LifecycleStage.ESTABLISHED.value, dtype=object)
+    undecided = np.ones(len(scored), bool)
+    for stage, column, rule in rules:
+        if column is not None:
+            hit = undecided & rule(scored[column].to_numpy(dtype=float, na_value=np.nan))
+            stages[hit] = stage.value
+            undecided &= ~hit
+    return stages
+
+
+def _is_numeric(column: pd.Series) -> bool:
+    if pd.api.types.is_bool_dtype(column.dtype):
+        return False
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        return True
+    return pd.api.types.is_object_dtype(column.dtype) and pd.api.types.infer_dtype(column, skipna=True) in (
+        "integer", "floating", "mixed-integer-float", "decimal",
+    )
+
+
+def _holds(column: pd.Series, cond: Condition, action: str) -> np.ndarray:
+    """Where `cond` holds on `column`; a missing value never satisfies a condition."""
+    if column.isna().all():  # nothing known, nor any type to check the condition against
+        return np.zeros(len(column), bool)
+    numeric = _is_numeric(column)
+    if cond.is_categorical():
+        if numeric:
+            raise DataError(
+                f"action {action!r}: condition {cond.feature} {cond.op} {cond.value!r} compares text, "
+                f"but feature {cond.feature!r} is numeric ({column.dtype})"
+            )
+        text = column.astype("string")
+        if cond.op == "in":
+            ok = text.isin([str(v) for v in cond.value])
+        else:
+            ok = _OPS[cond.op](text, str(cond.value))
+        return ok.fillna(False).to_numpy(dtype=bool) & text.notna().to_numpy()
+    if not numeric:
+        raise DataError(
+            f"action {action!r}: condition {cond.feature} {cond.op} {cond.value!r} compares numbers, "
+            f"but feature {cond.feature!r} is categorical ({column.dtype}); compare it with a string"
+        )
+    x = column.to_numpy(dtype=float, na_value=np.nan)
+    ok = np.isin(x, [float(v) for v in cond.value]) if cond.op == "in" else _OPS[cond.op](x, float(cond.value))
+    return ok & ~np.isnan(x)
 
 
 def eligibility(scored: pd.DataFrame, catalog: ActionCatalog) -> np.ndarray:
     """Which customer may get which action: a (customers x actions) boolean matrix.
 
-    `scored` columns: segment, risk_band, tenure_days (when an action is stage-bound) and
-    every feature named in a catalog condition.
+    `scored` columns: segment, risk_band, and whichever of the features the catalog reads
+    (conditions, stage inputs) the data set has. An action whose condition feature is absent,
+    or whose stages cannot be told from the stage inputs present, is eligible for no one
+    (`ActionCatalog.unusable` names them).
     """
-    missing = sorted(catalog.conditions_features() - set(scored.columns))
-    if missing:
-        raise DataError(f"action catalog conditions need features {missing}, which the scores do not carry")
+    columns = set(scored.columns)
     eligible = np.zeros((len(scored), len(catalog.actions)), bool)
-    stages = (
-        lifecycle_stage_of(scored["tenure_days"].to_numpy(dtype=float), catalog.lifecycle)
-        if "tenure_days" in scored.columns
-        else None
-    )
+    stages = lifecycle_stage_of(scored, catalog.lifecycle) if any(a.stage_bound() for a in catalog.actions) else None
     for j, action in enumerate(catalog.actions):
+        if any(c.feature not in columns for c in action.when) or (action.stage_bound() and stages is None):
+            continue
         ok = scored["segment"].isin([s.value for s in action.segments]).to_numpy()
         ok &= scored["risk_band"].isin([b.value for b in action.risk_bands]).to_numpy()
-        if set(action.lifecycle_stages) != set(LifecycleStage):
+        if action.stage_bound():
             ok &= np.isin(stages, [s.value for s in action.lifecycle_stages])
         for cond in action.when:
-            ok &= _OPS[cond.op](scored[cond.feature].to_numpy(dtype=float), cond.value)
+            ok &= _holds(scored[cond.feature], cond, action.name)
         eligible[:, j] = ok
     return eligible
 
@@ -268,7 +420,7 @@ def decide(
     `scored` columns:
     - customer_id
     - churn_probability, clv, segment, risk_band
-    - every feature named in a catalog condition (tenure_days for stage-bound actions)
+    - the features the catalog reads, where the data set has them (`ActionCatalog.conditions_features`)
 
     `effects`: learned relative effects (customers x actions), default the catalog priors.
     `blocked`: (customers x actions) True where a cooldown forbids the action.

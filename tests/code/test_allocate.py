@@ -120,7 +120,7 @@ def _catalogs(draw):
             "reason": "r",
             "segments": draw(st.lists(st.sampled_from(["low", "medium", "high"]), min_size=1, unique=True)),
             "risk_bands": ["low", "medium", "high"],
-            "lifecycle_stages": draw(st.lists(st.sampled_from(["new", "established", "loyal"]), min_size=1, unique=True)),
+            "lifecycle_stages": draw(st.lists(st.sampled_from(["new", "lapsing", "at_risk", "established"]), min_size=1, unique=True)),
             "capacity": draw(st.one_of(st.none(), st.integers(0, 15))),
         }
         for j in range(m)
@@ -146,6 +146,8 @@ def test_decide_never_exceeds_budget_or_capacity(catalog, seed):
             "segment": rng.choice(["low", "medium", "high"], n),
             "risk_band": rng.choice(["low", "medium", "high"], n),
             "tenure_days": rng.integers(0, 900, n),
+            "days_since_last_active": rng.integers(0, 60, n),
+            "activity_trend_7d_28d": rng.uniform(0, 2, n),
         }
     )
     blocked = rng.random((n, len(catalog.actions))) < 0.2

@@ -9,7 +9,18 @@ import yaml
 
 from churn.errors import ConfigError, DataError
 from features.simulate import ACTIONS
-from serving.policy import NO_ACTION, ActionCatalog, RiskBands, decide, load_catalog, risk_band_of, segment_of
+from serving.policy import (
+    NO_ACTION,
+    ActionCatalog,
+    LifecycleEdges,
+    RiskBands,
+    decide,
+    eligibility,
+    lifecycle_stage_of,
+    load_catalog,
+    risk_band_of,
+    segment_of,
+)
 
 
 def _action(name: str, **overrides) -> dict:
@@ -45,6 +56,7 @@ def test_packaged_catalog_loads_and_uses_the_simulator_action_names():
     assert catalog.risk_bands.high == 0.20
     assert catalog.conditions_features() == {
         "tenure_days",
+        "days_since_last_active",
         "activity_trend_7d_28d",
         "complaints_28d",
         "payment_failures_28d",
@@ -118,7 +130,7 @@ def test_every_problem_is_listed(tmp_path):
 
 
 def test_unknown_condition_operator(tmp_path):
-    action = _action("call", when=[{"feature": "complaints_28d", "op": "!=", "value": 1}])
+    action = _action("call", when=[{"feature": "complaints_28d", "op": "~=", "value": 1}])
     path = _write_yaml(tmp_path, _catalog_dict(action))
     with pytest.raises(ConfigError, match=r"actions\.0\.when\.0\.op: Input should be"):
         load_catalog(path)
@@ -262,12 +274,15 @@ def test_harmful_action_is_never_chosen_even_when_free():
     assert decisions["expected_value"].tolist() == [0.0]
 
 
-def test_missing_condition_feature_is_a_data_error():
-    scored = _scored([(1, 0.5, 200.0, "high", "high", 0)]).drop(columns="complaints_28d")
-    with pytest.raises(
-        DataError, match=r"action catalog conditions need features \['complaints_28d'\], which the scores do not carry"
-    ):
-        decide(scored, CATALOG)
+def test_an_action_whose_feature_is_missing_is_eligible_for_no_one():
+    # customer 2 has a complaint; without the feature, 'email' cannot be told and is never chosen
+    scored = _scored([(1, 0.5, 200.0, "high", "high", 0), (2, 0.5, 200.0, "low", "high", 2)])
+    assert decide(scored, CATALOG)["action"].tolist() == ["call", "email"]
+    without = scored.drop(columns="complaints_28d")
+    assert decide(without, CATALOG)["action"].tolist() == ["call", NO_ACTION]
+    assert eligibility(without, CATALOG)[:, 1].tolist() == [False, False]
+    assert CATALOG.unusable(set(without.columns)) == {"email": ["complaints_28d"]}
+    assert CATALOG.unusable(set(scored.columns)) == {}
 
 
 def test_decide_on_no_customers_returns_an_empty_frame():
@@ -309,7 +324,8 @@ def test_packaged_catalog_decisions():
         ({"cooldown_days": -3}, r"cooldown_days: Input should be greater than or equal to 0 \(got -3\)"),
         ({"holdout_share": 0.8}, r"holdout_share: Input should be less than or equal to 0.5 \(got 0.8\)"),
         ({"explore_share": -0.1}, r"explore_share: Input should be greater than or equal to 0 \(got -0.1\)"),
-        ({"lifecycle": {"established": 400, "loyal": 365}}, r"lifecycle.established \(400\) must be below lifecycle.loyal \(365\)"),
+        ({"lifecycle": {"established": 0}}, r"lifecycle.established: Input should be greater than 0 \(got 0\)"),
+        ({"lifecycle": {"lapsing_days": -1}}, r"lifecycle.lapsing_days: Input should be greater than 0 \(got -1\)"),
     ],
 )
 def test_catalog_limits_are_validated(tmp_path, overrides, message):
@@ -323,7 +339,10 @@ def test_catalog_limits_are_validated(tmp_path, overrides, message):
     [
         ({"capacity": -5}, r"actions.0.capacity: Input should be greater than or equal to 0 \(got -5\)"),
         ({"cooldown_days": 1.5}, r"actions.0.cooldown_days: Input should be a valid integer"),
-        ({"lifecycle_stages": ["teen"]}, r"actions.0.lifecycle_stages.0: Input should be 'new', 'established' or 'loyal'"),
+        (
+            {"lifecycle_stages": ["teen"]},
+            r"actions.0.lifecycle_stages.0: Input should be 'new', 'lapsing', 'at_risk' or 'established'",
+        ),
         ({"lifecycle_stages": []}, r"actions.0.lifecycle_stages: List should have at least 1 item"),
     ],
 )
@@ -364,3 +383,155 @@ def test_cooldowns_block_any_action_then_the_same_action_longer():
     # 1: called a week ago, within 28 days: nothing; 2: called 60 days ago: no call yet, mail is fine;
     # 3: mailed 30 days ago: free again; 4: never contacted
     assert blocked.tolist() == [[True, True], [True, False], [False, False], [False, False]]
+
+
+# --- lifecycle stages ----------------------------------------------------------------------
+
+
+def test_lifecycle_stages_in_order_of_precedence():
+    scored = pd.DataFrame(
+        {
+            # new beats lapsing and at risk; lapsing beats at risk; at risk; established; edges
+            "tenure_days": [10, 400, 400, 400, 90, 89, 400, np.nan],
+            "days_since_last_active": [60, 45, 3, 3, 29, 0, 30, 0],
+            "activity_trend_7d_28d": [0.1, 0.1, 0.5, 1.2, 0.8, 1.0, 1.0, 1.0],
+        }
+    )
+    stages = lifecycle_stage_of(scored, LifecycleEdges())
+    assert stages.tolist() == [
+        "new", "lapsing", "at_risk", "established", "established", "new", "lapsing", "established",
+    ]
+
+
+def test_lifecycle_edges_come_from_the_catalog():
+    scored = pd.DataFrame({"tenure_days": [100], "days_since_last_active": [10], "activity_trend_7d_28d": [0.9]})
+    assert lifecycle_stage_of(scored, LifecycleEdges(established=120)).tolist() == ["new"]
+    assert lifecycle_stage_of(scored, LifecycleEdges(lapsing_days=10)).tolist() == ["lapsing"]
+    assert lifecycle_stage_of(scored, LifecycleEdges(at_risk_trend=1.0)).tolist() == ["at_risk"]
+
+
+def test_a_stage_whose_input_is_missing_is_never_assigned():
+    edges = LifecycleEdges()
+    # a snapshot: tenure only, so new or established
+    assert lifecycle_stage_of(pd.DataFrame({"tenure_days": [10, 400]}), edges).tolist() == ["new", "established"]
+    # logs with no tenure: lapsing, at risk or established, never new
+    logs = pd.DataFrame({"days_since_last_active": [40, 2, 2], "activity_trend_7d_28d": [1.0, 0.3, 1.0]})
+    assert lifecycle_stage_of(logs, edges).tolist() == ["lapsing", "at_risk", "established"]
+    # the simulator's name of recency is read too
+    simulator = pd.DataFrame({"tenure_days": [400], "days_since_last_activity": [40]})
+    assert lifecycle_stage_of(simulator, edges).tolist() == ["lapsing"]
+    assert lifecycle_stage_of(pd.DataFrame({"x": [1]}), edges) is None
+
+
+def _customers(**columns) -> pd.DataFrame:
+    n = len(next(iter(columns.values())))
+    base = {"customer_id": range(n), "churn_probability": 0.5, "clv": 10.0, "segment": "low", "risk_band": "low"}
+    return pd.DataFrame({**base, **columns})
+
+
+def _stage_catalog() -> ActionCatalog:
+    return ActionCatalog.model_validate(
+        _catalog_dict(
+            _action("welcome", cost=0.0, effect=0.5, lifecycle_stages=["new"]),
+            _action("winback", cost=0.0, effect=0.4, lifecycle_stages=["lapsing"]),
+            _action("nudge", cost=0.0, effect=0.3, lifecycle_stages=["at_risk"]),
+            _action("thanks", cost=0.0, effect=0.2, lifecycle_stages=["established"]),
+        )
+    )
+
+
+def test_stage_bound_actions_follow_the_stages():
+    scored = _customers(
+        tenure_days=[10, 400, 400, 400], days_since_last_active=[0, 40, 0, 0], activity_trend_7d_28d=[1.0, 1.0, 0.5, 1.0]
+    )
+    assert decide(scored, _stage_catalog())["action"].tolist() == ["welcome", "winback", "nudge", "thanks"]
+
+
+def test_stage_bound_actions_without_their_inputs_are_unusable():
+    catalog = _stage_catalog()
+    # a snapshot with tenure: lapsing and at-risk actions can never apply
+    assert catalog.unusable({"tenure_days", "contract"}) == {
+        "winback": ["days_since_last_active"],
+        "nudge": ["activity_trend_7d_28d"],
+    }
+    # no stage input at all: every stage-bound action
+    assert catalog.unusable({"contract"}) == {
+        "welcome": ["tenure_days"],
+        "winback": ["days_since_last_active"],
+        "nudge": ["activity_trend_7d_28d"],
+        "thanks": ["tenure_days", "days_since_last_active", "activity_trend_7d_28d"],
+    }
+    assert decide(_customers(x=[1.0]), catalog)["action"].tolist() == [NO_ACTION]
+    # either name of recency serves
+    assert "winback" not in catalog.unusable({"tenure_days", "days_since_last_activity"})
+    assert catalog.conditions_features({"tenure_days", "days_since_last_activity", "x"}) == {
+        "tenure_days", "days_since_last_activity",
+    }
+
+
+def test_an_old_catalog_with_loyal_still_loads(tmp_path):
+    old = {
+        **_catalog_dict(_action("perk", lifecycle_stages=["established", "loyal"]), _action("vip", lifecycle_stages=["loyal"])),
+        "lifecycle": {"established": 90, "loyal": 365},
+    }
+    catalog = load_catalog(_write_yaml(tmp_path, old))
+    assert catalog.lifecycle.established == 90
+    assert [a.lifecycle_stages for a in catalog.actions] == [["established"], ["established"]]
+
+
+# --- conditions on declared columns ----------------------------------------------------------
+
+
+def _one_condition(feature: str, op: str, value) -> ActionCatalog:
+    return ActionCatalog.model_validate(
+        _catalog_dict(_action("a", cost=0.0, effect=0.5, when=[{"feature": feature, "op": op, "value": value}]))
+    )
+
+
+@pytest.mark.parametrize(
+    ("op", "value", "expected"),
+    [
+        ("==", "Month-to-month", [True, False, False, False]),
+        ("!=", "Month-to-month", [False, True, True, False]),
+        ("in", ["One year", "Two year"], [False, True, True, False]),
+        ("in", ["Month-to-month"], [True, False, False, False]),
+    ],
+)
+def test_string_conditions_on_a_categorical_column(op, value, expected):
+    scored = _customers(contract=pd.array(["Month-to-month", "One year", "Two year", None], dtype="string"))
+    assert (decide(scored, _one_condition("contract", op, value))["action"] == "a").tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("op", "value", "expected"),
+    [("!=", 2, [True, False, True, False]), ("in", [1, 3], [True, False, True, False])],
+)
+def test_not_equal_and_in_on_numbers(op, value, expected):
+    scored = _customers(x=[1.0, 2.0, 3.0, np.nan])  # a missing value satisfies no condition
+    assert (decide(scored, _one_condition("x", op, value))["action"] == "a").tolist() == expected
+
+
+def test_a_numeric_comparison_on_a_categorical_feature_is_a_data_error():
+    scored = _customers(contract=["Month-to-month", "One year"])
+    with pytest.raises(DataError, match=r"action 'a': condition contract >= 1\.0 compares numbers, .*feature 'contract' is categorical"):
+        decide(scored, _one_condition("contract", ">=", 1))
+
+
+def test_a_string_compared_with_a_numeric_feature_is_a_data_error():
+    scored = _customers(tenure_days=[10, 400])
+    with pytest.raises(DataError, match=r"action 'a': condition tenure_days == '10' compares text, .*is numeric"):
+        decide(scored, _one_condition("tenure_days", "==", "10"))
+
+
+@pytest.mark.parametrize(
+    ("op", "value", "message"),
+    [
+        ("<", "Month-to-month", r"op '<' compares numbers; got the string 'Month-to-month'"),
+        ("in", "Month-to-month", r"op 'in' needs a list value"),
+        ("==", ["a", "b"], r"a list value needs op 'in'"),
+    ],
+)
+def test_condition_values_must_fit_the_op(tmp_path, op, value, message):
+    action = _action("a", when=[{"feature": "contract", "op": op, "value": value}])
+    with pytest.raises(ConfigError, match=rf"actions\.0\.when\.0: .*condition on 'contract': {message}"):
+        load_catalog(_write_yaml(tmp_path, _catalog_dict(action)))

@@ -175,3 +175,16 @@ def test_the_default_body_limit_takes_the_largest_valid_request():
     limit = load_settings().serving.max_body_bytes
     for indent in (None, 2):
         assert len(json.dumps({"outcomes": [outcome] * MAX_IDS}, indent=indent).encode()) <= limit
+
+
+def test_an_ingested_data_sets_catalog_is_the_default_one(tmp_path):
+    ingested = tmp_path / "d" / "ingested"
+    ingested.mkdir(parents=True)
+    (ingested / "manifest.json").write_text("{}")
+    assert load_settings(data_dir=tmp_path / "d").actions_path is None  # no catalog kept: the packaged one
+    (ingested / "actions.yaml").write_text("actions: []\n")
+    assert load_settings(data_dir=tmp_path / "d").actions_path == ingested / "actions.yaml"
+    chosen = tmp_path / "mine.yaml"
+    assert load_settings(data_dir=tmp_path / "d", actions_path=chosen).actions_path == chosen  # the user's wins
+    (ingested / "manifest.json").unlink()  # not (or no longer) ingested data
+    assert load_settings(data_dir=tmp_path / "d").actions_path is None

@@ -61,6 +61,16 @@ def test_a_row_summarizes_only_what_happened_before_its_stamp(built):
     assert latest["orders_total_30d"] == 40 + 25 and latest["orders_recency_days"] == 1
 
 
+def test_log_data_get_generic_tenure_and_recency(built):
+    # no snapshot and no activity signal: the lifecycle inputs come from the orders' first and latest rows
+    result, frame = built[1], built[2]
+    row = frame.loc[("A", at("2024-03-03"))]
+    assert row["tenure_days"] == 53 and row["days_since_last_active"] == 2
+    fields = {c: text for c, _, text in read_views(result.tables["shop_orders"].parent)["views"]["shop_orders"]}
+    assert fields["tenure_days"] == "Days from the customer's first row of orders to the snapshot (tenure)."
+    assert "no `activity` signal is declared" in fields["days_since_last_active"]
+
+
 def test_no_row_before_a_customers_first_purchase(built):
     _, _, frame = built
     first_b = frame.loc["B"].index.min()
@@ -139,6 +149,7 @@ def test_declared_signals_become_the_engines_own_features(signalled):
     assert row["active_days_7d"] == 1 and row["active_days_28d"] == 2 and row["active_days_91d"] == 3
     assert row["activity_trend_7d_28d"] == pytest.approx((1 + 1.0) / (2 / 4.0 + 1.0))
     assert row["days_since_last_active"] == 2  # 03-29 -> 03-31
+    assert row["tenure_days"] == 59  # from the first row, 2024-02-01
     assert row["tickets_28d"] == 1 and row["complaints_28d"] == 1 and row["payment_failures_28d"] == 1
     assert row["plan_changes_91d"] == 1
     assert row["last_survey_score"] == 3 and row["days_since_survey"] == 9  # the answer of 03-22
@@ -201,3 +212,60 @@ def test_a_survey_score_that_is_not_numeric_is_refused(tmp_path):
     ingest(contract, tmp_path, tmp_path / "ingested")
     with pytest.raises(DataError, match=r"signals.survey_score 'score' must be a numeric column .* ingested as categorical"):
         build_contract_features(tmp_path / "ingested", tmp_path / "tables")
+
+
+# --- lifecycle inputs: tenure_days from a snapshot's tenure column, one view each -------------
+
+CUSTOMERS = "id,tenure,plan\nA,3,basic\nB,,pro\n"
+
+
+def _snapshot_contract(**snapshot) -> Contract:
+    return Contract.model_validate(
+        {
+            "name": "telco",
+            "sources": {
+                "customers": {"shape": "snapshot", "path": "customers.csv", "customer_id": "id", "as_of": "2024-04-01",
+                              "columns": {"tenure": "int"}, **snapshot},
+                "events": {"shape": "events", "path": "events.csv", "customer_id": "cust", "timestamp": "at",
+                           "kind": "type", "signals": {"activity": ["login"]}},
+            },
+            "churn": {"definition": "inactivity", "horizon_days": 14},
+        }
+    )
+
+
+@pytest.mark.parametrize(("unit", "days"), [("months", 3 * 30.44), ("weeks", 21.0), (None, 3.0)])
+def test_tenure_days_from_a_tenure_column_and_its_unit(tmp_path, unit, days):
+    (tmp_path / "customers.csv").write_text(CUSTOMERS)
+    (tmp_path / "events.csv").write_text(EVENTS)
+    contract = _snapshot_contract(tenure="tenure", **({"tenure_unit": unit} if unit else {}))
+    ingest(contract, tmp_path, tmp_path / "ingested")
+    result = build_contract_features(tmp_path / "ingested", tmp_path / "tables")
+    snapshot = pd.read_parquet(result.tables["telco_customers"]).set_index("customer_id")
+    assert snapshot.loc["A", "tenure_days"] == pytest.approx(days)
+    assert pd.isna(snapshot.loc["B", "tenure_days"])  # unknown tenure stays unknown
+    assert snapshot.loc["A", "tenure"] == 3  # the column keeps its own feature too
+    # the snapshot has tenure: the events view does not repeat it; activity gives recency there
+    events = pd.read_parquet(result.tables["telco_events"])
+    assert "tenure_days" not in events.columns and "days_since_last_active" in events.columns
+
+
+def test_without_snapshot_tenure_the_events_view_carries_it(tmp_path):
+    (tmp_path / "customers.csv").write_text(CUSTOMERS)
+    (tmp_path / "events.csv").write_text(EVENTS)
+    ingest(_snapshot_contract(), tmp_path, tmp_path / "ingested")
+    result = build_contract_features(tmp_path / "ingested", tmp_path / "tables")
+    assert "tenure_days" not in pd.read_parquet(result.tables["telco_customers"]).columns
+    assert "tenure_days" in pd.read_parquet(result.tables["telco_events"]).columns
+
+
+def test_a_tenure_column_must_be_numeric_and_only_on_a_snapshot_without_signup(tmp_path):
+    (tmp_path / "customers.csv").write_text(CUSTOMERS.replace("A,3,", "A,three,"))
+    (tmp_path / "events.csv").write_text(EVENTS)
+    config = _snapshot_contract(tenure="tenure").model_dump(mode="json")
+    del config["sources"]["customers"]["columns"]["tenure"]
+    ingest(Contract.model_validate(config), tmp_path, tmp_path / "ingested")
+    with pytest.raises(DataError, match=r"`tenure` 'tenure' must be a numeric column .* ingested as categorical"):
+        build_contract_features(tmp_path / "ingested", tmp_path / "tables")
+    with pytest.raises(ValueError, match=r"`tenure` is for a snapshot source without `signup`"):
+        _snapshot_contract(tenure="tenure", signup="since")

@@ -12,8 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+import yaml
 
-from churn.errors import ConfigError
+from churn.errors import ConfigError, DataError
 from features.contract import Contract, load_contract
 from features.ingest import MANIFEST, ingest, read_manifest
 from features.validate import ContractViolation
@@ -254,3 +255,61 @@ def test_toml_and_yaml_configs_read_the_same(tmp_path):
         '[churn]\ndefinition = "inactivity"\nhorizon_days = 60\n'
     )
     assert load_contract(tmp_path / "c.yaml")[0] == load_contract(tmp_path / "c.toml")[0]
+
+
+
+# --- the data set's own action catalog -------------------------------------------------------
+
+
+def test_a_config_naming_an_action_catalog_ingests_a_copy(tmp_path):
+    _write(tmp_path)
+    (tmp_path / "catalogs").mkdir()
+    (tmp_path / "catalogs" / "shop_actions.yaml").write_text("risk_bands: {medium: 0.1, high: 0.3}\nactions: []\n")
+    config = {**_config(tmp_path), "actions": "catalogs/shop_actions.yaml"}
+    path = tmp_path / "shop.yaml"
+    path.write_text(yaml.safe_dump(config))
+    contract, root = load_contract(path)
+    assert contract.actions == str(tmp_path / "catalogs" / "shop_actions.yaml")  # relative to the config file
+    out = ingest(contract, root, tmp_path / "data" / "ingested").out_dir
+    assert (out / "actions.yaml").read_text() == (tmp_path / "catalogs" / "shop_actions.yaml").read_text()
+    assert read_manifest(out)["actions"] == {"file": "actions.yaml", "from": contract.actions}
+    # a config without one: no copy, and the manifest says so
+    out = _ingest(tmp_path).out_dir
+    assert not (out / "actions.yaml").exists() and read_manifest(out)["actions"] is None
+
+
+def test_a_missing_action_catalog_is_named(tmp_path):
+    _write(tmp_path)
+    path = tmp_path / "shop.yaml"
+    path.write_text(yaml.safe_dump({**_config(tmp_path), "actions": "nowhere.yaml"}))
+    with pytest.raises(ConfigError, match=r"shop.yaml: actions: action catalog .*nowhere.yaml not found"):
+        load_contract(path)
+    contract = Contract.model_validate({**_config(tmp_path), "actions": str(tmp_path / "gone.yaml")})
+    with pytest.raises(DataError, match=r"actions: action catalog .*gone.yaml not found"):
+        ingest(contract, tmp_path, tmp_path / "data" / "ingested")
+    assert not (tmp_path / "data" / "ingested").exists()
+
+
+def test_the_cli_refuses_an_invalid_catalog_and_makes_a_valid_one_the_default(tmp_path):
+    from typer.testing import CliRunner
+
+    from churn.cli import app
+    from churn.settings import load_settings
+
+    _write(tmp_path)
+    catalog = tmp_path / "shop_actions.yaml"
+    catalog.write_text("risk_bands: {medium: 0.1, high: 0.3}\nactions: []\n")
+    path = tmp_path / "shop.yaml"
+    path.write_text(yaml.safe_dump({**_config(tmp_path), "actions": "shop_actions.yaml"}))
+    env = {"CHURN_DATA_DIR": str(tmp_path / "data")}
+    result = CliRunner().invoke(app, ["ingest", "--config", str(path)], env=env)
+    assert result.exit_code == 1
+    assert "shop_actions.yaml: actions: List should have at least 1 item" in " ".join(result.output.split())
+    assert not (tmp_path / "data" / "ingested").exists()
+    catalog.write_text(
+        "risk_bands: {medium: 0.1, high: 0.3}\nactions:\n  - {name: call, channel: phone, cost: 1, effect: 0.1, "
+        "reason: r, segments: [high], risk_bands: [high], when: [{feature: plan, op: '==', value: basic}]}\n"
+    )
+    result = CliRunner().invoke(app, ["ingest", "--config", str(path)], env=env)
+    assert result.exit_code == 0, result.output
+    assert load_settings(data_dir=tmp_path / "data").actions_path == tmp_path / "data" / "ingested" / "actions.yaml"
