@@ -408,6 +408,8 @@ def _interventions(settings: Settings, as_of: datetime | None, campaign: str | N
     for action, count in sorted(run.actions.items(), key=lambda kv: -kv[1]):
         table.add_row(action, f"{count:,}")
     console.print(table)
+    for action, missing in run.unusable.items():
+        console.print(f"  [yellow]{action} left out: this data set has no {', '.join(missing)}[/yellow]")
     console.print(
         f"  campaign {run.campaign}: {run.n_actions:,} of {run.n_scored:,} active customers get an action; "
         f"cost {run.total_cost:,.2f}, expected incremental value {run.total_expected_value:,.2f}"

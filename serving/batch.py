@@ -6,7 +6,7 @@ a batch run and a training cutoff see features the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -55,6 +55,8 @@ class InterventionRun:
     actions: dict[str, int]
     total_cost: float
     total_expected_value: float
+    # actions the data set cannot use (rules on features it lacks), with those features
+    unusable: dict[str, list[str]] = field(default_factory=dict)
 
 
 def score_active(settings: Settings, scorer: Scorer, as_of: datetime | None = None) -> pd.DataFrame:
@@ -214,4 +216,5 @@ def run_interventions(settings: Settings, as_of: datetime | None = None, campaig
         actions=listing["action"].value_counts().to_dict(),
         total_cost=float(listing["cost"].sum()),
         total_expected_value=float(listing["expected_value"].sum()),
+        unusable=scorer.catalog.unusable(set(scores.columns)),
     )

@@ -423,7 +423,7 @@ class ChurnService:
                 "risk_band": scores.risk_band,
                 "model_version": scores.model_version,
                 # what the catalog's rules and the uplift model read, of what the data set has
-                **{f: rows.columns[f] for f in {*self.scorer.catalog.conditions_features(), *self._traits} if f in rows.columns},
+                **{f: rows.columns[f] for f in {*self.scorer.catalog.conditions_features(set(rows.columns)), *self._traits} if f in rows.columns},
             }
         )
         self._learn()
