@@ -14,7 +14,7 @@ import pandas as pd
 
 from churn import clock
 from churn.errors import DataError
-from churn.ids import id_problem, id_text
+from churn.ids import id_problem, id_text, ids_text
 from churn.settings import Settings
 from features.truth import simulated_outcomes
 from serving.ledger import Ledger
@@ -86,7 +86,7 @@ def ingest_file(settings: Settings, ledger: Ledger, path: Path) -> int:
 
 
 def ingest_simulated(settings: Settings, ledger: Ledger, campaign: str) -> pd.DataFrame:
-    """Record what the simulated customers of `campaign` did; returns the outcomes with true_change.
+    """Record what the simulated customers of `campaign` did; returns the outcomes with true_change (ids as text).
 
     The horizon is the churn model's (`training.horizon_days`), from the campaign's scoring date.
     """
@@ -96,6 +96,9 @@ def ingest_simulated(settings: Settings, ledger: Ledger, campaign: str) -> pd.Da
     as_of = decisions["as_of"].iloc[0]
     horizon = settings.training.horizon_days
     outcomes = simulated_outcomes(settings.raw_dir, settings.truth_dir, decisions, campaign, as_of, horizon)
-    outcomes = outcomes.assign(campaign=campaign, horizon_end=as_of + pd.Timedelta(days=horizon))
+    # the ledger's ids are text; the simulator's truth is keyed by the integers they spell
+    outcomes = outcomes.assign(
+        campaign=campaign, customer_id=ids_text(outcomes["customer_id"]), horizon_end=as_of + pd.Timedelta(days=horizon)
+    )
     ledger.record_outcomes(outcomes, source=f"simulator truth ({settings.truth_dir})", recorded_at=clock.now(settings))
     return outcomes

@@ -173,3 +173,17 @@ def test_reads_a_feature_view_keyed_by_text_ids(text_id_settings):
     assert rows.columns["monthly_charges"].tolist() == [56.95, None, 10.0, 29.85]
     assert rows.columns["contract"].tolist() == ["One year", None, "Two year", "Month-to-month"]
     reader.ping()
+    from features.store import entity_ids
+
+    assert entity_ids(text_id_settings, "accounts_v1", pd.Series(["7590-VHVEG", "007"])).tolist() == ["7590-VHVEG", "007"]
+
+
+def test_ledger_ids_join_the_offline_store_in_the_entitys_type(engine):
+    """The ledger's text ids become the simulator's integers for a point-in-time join; other text is named."""
+    from churn.errors import DataError
+    from features.store import entity_ids
+
+    ids = entity_ids(engine.settings, "churn_model_v1", pd.Series(["12", "0", "-3"]))
+    assert ids.dtype == "int64" and ids.tolist() == [12, 0, -3]
+    with pytest.raises(DataError, match=r"customer id '007' is not an integer, but the entity of \['churn_model_v1'\]"):
+        entity_ids(engine.settings, "churn_model_v1", pd.Series(["12", "007"]))
