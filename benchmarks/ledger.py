@@ -92,7 +92,7 @@ def fill(url: str, rows: int) -> None:
             INSERT INTO decisions (campaign, customer_id, action, channel, cost, expected_value, churn_probability,
                                    clv, segment, risk_band, reason, model_version, decided_at, holdout, as_of)
             SELECT CASE WHEN g <= %(in_campaign)s THEN %(campaign)s ELSE 'run-' || (g %% 30) END,
-                   g,
+                   g::text,
                    (ARRAY['none', 'reengagement_message', 'discount_offer', 'service_recovery'])[1 + g %% 4],
                    'email', (g %% 4) * 2.0, 1.0, 0.3, 400.0, 'high', 'high', 'benchmark row', 'churn-risk/1',
                    %(now)s - make_interval(days => g %% 170, secs => g %% 86400), g %% 5 = 0,

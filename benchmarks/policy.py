@@ -96,6 +96,7 @@ def _with_traits(rows: pd.DataFrame, scores_by_campaign: dict[str, pd.DataFrame]
     parts = []
     for campaign, group in rows.groupby("campaign"):
         traits = scores_by_campaign[campaign][["customer_id", *[c for c in TRAIT_SOURCES if c != "churn_probability"]]]
+        traits = traits.astype({"customer_id": str})  # the ledger's ids are text
         # the ledger's `channel` is the action's; the trait is the acquisition channel
         parts.append(group.drop(columns="channel").merge(traits, on="customer_id", how="left", validate="one_to_one"))
     return pd.concat(parts, ignore_index=True)

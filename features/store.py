@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
-from feast import FeatureStore
+from feast import FeatureStore, ValueType
 from redis.backoff import ConstantBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
@@ -127,6 +127,26 @@ def feature_refs(store: FeatureStore, services: str | list[str]) -> list[str]:
             for feature in projection.features:
                 refs[f"{projection.name_to_use()}:{feature.name}"] = None
     return list(refs)
+
+
+def entity_ids(settings: Settings, services: str | list[str], ids: pd.Series) -> pd.Series:
+    """Customer ids (text, as the ledger keeps them) in the type of the services' entity, for a join.
+
+    A STRING entity's ids are the texts; an INT64 entity's (the simulator's) the integers
+    they spell. An id that spells no integer cannot be a customer of an INT64 entity:
+    `DataError` naming it.
+    """
+    store = feature_store(settings)
+    names = [services] if isinstance(services, str) else services
+    views = [store.get_feature_view(p.name) for s in names for p in store.get_feature_service(s).feature_view_projections]
+    types = {store.get_entity(e).value_type for view in views for e in view.entities}
+    if types != {ValueType.INT64}:
+        return ids.astype(str)
+    text = ids.astype(str)
+    bad = ~text.str.fullmatch(r"0|-?[1-9][0-9]{0,17}")  # an integer's decimal text, within int64
+    if bad.any():
+        raise DataError(f"customer id {text[bad].iloc[0]!r} is not an integer, but the entity of {names} has integer ids")
+    return text.astype("int64")
 
 
 def historical_features(

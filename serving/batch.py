@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from churn import clock
+from churn.ids import ids_text
 from churn.settings import Settings
-from features.store import active_customers, historical_features, latest_snapshot
+from features.store import active_customers, entity_ids, historical_features, latest_snapshot
 from serving.holdout import assign_holdouts
 from serving.ledger import Ledger, TablesRecreatedError
 from serving.policy import NO_ACTION, ActionCatalog, cooldown_blocks, decide, max_cooldown_days, remaining
@@ -96,11 +97,13 @@ def decide_campaign(
     customers' locks, `Ledger.deciding`). `deadline` (`time.monotonic()` seconds): the
     transaction must commit by then or records nothing (the service's calls).
 
-    Returns the ledger's rows for the scored customers, by customer id. A campaign run
-    again finds its own first decisions in the ledger and keeps them, so nobody is
-    contacted twice.
+    Returns the ledger's rows for the scored customers, by customer id (text). A campaign
+    run again finds its own first decisions in the ledger and keeps them, so nobody is
+    contacted twice. Scores may carry integer ids (the simulator's feature store): they are
+    decided as their text, as the ledger keeps them.
     """
     now = decided_at or as_of
+    scores = scores.assign(customer_id=ids_text(scores["customer_id"]))
     try:
         return _decide_in_ledger(scores, catalog, ledger, campaign, as_of, effects, now, deadline)
     except TablesRecreatedError:  # a ledger re-created empty: its tables are back, decide again
@@ -161,8 +164,12 @@ def learn_uplift(settings: Settings, scorer: Scorer, ledger: Ledger) -> UpliftMo
         # the uplift model's traits are the subscription signals of the simulator's features; a
         # data set without them decides on the catalog's priors (measurement still works)
         return None
-    entities = rows[["customer_id"]].assign(event_timestamp=rows["as_of"])
+    # the ledger's ids are text; the offline store joins on the entity's own type (the simulator's are integers)
+    entities = pd.DataFrame(
+        {"customer_id": entity_ids(settings, scorer.feature_services, rows["customer_id"]), "event_timestamp": rows["as_of"]}
+    )
     features = historical_features(settings, entities.drop_duplicates(), scorer.feature_services)
+    features = features.assign(customer_id=ids_text(features["customer_id"]))
     # the ledger's `channel` is the action's; the trait is the acquisition channel
     merged = rows.drop(columns="channel").merge(
         features[["customer_id", "event_timestamp", *[c for c in TRAIT_SOURCES if c != "churn_probability"]]],

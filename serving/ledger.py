@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, InternalError, OperationalError
 
 from churn.errors import DataError, OutcomeNotYetKnownError, StoreUnavailableError, UnknownDecisionError
+from churn.ids import MAX_ID_LENGTH, id_text, ids_text
 
 if TYPE_CHECKING:
     from churn.settings import Settings
@@ -41,11 +42,22 @@ T = TypeVar("T")
 
 metadata = sa.MetaData()
 
+
+def _customer_id_type() -> sa.types.TypeEngine:
+    """Customer ids are text (`churn/ids.py`), ordered by code point in both stores.
+
+    PostgreSQL's "C" collation orders by code point as Python and SQLite do, so the lock
+    order of `Decision._lock` is the order `Ledger.deciding` sorts ids in, and paging
+    (`Ledger.page`) is the same on both stores.
+    """
+    return sa.String(MAX_ID_LENGTH).with_variant(sa.String(MAX_ID_LENGTH, collation="C"), "postgresql")
+
+
 decisions = sa.Table(
     "decisions",
     metadata,
     sa.Column("campaign", sa.String(128), primary_key=True),
-    sa.Column("customer_id", sa.BigInteger, primary_key=True),
+    sa.Column("customer_id", _customer_id_type(), primary_key=True),
     sa.Column("action", sa.String(64), nullable=False),
     sa.Column("channel", sa.String(64), nullable=False),
     sa.Column("cost", sa.Float, nullable=False),
@@ -67,7 +79,7 @@ outcomes = sa.Table(
     "outcomes",
     metadata,
     sa.Column("campaign", sa.String(128), primary_key=True),
-    sa.Column("customer_id", sa.BigInteger, primary_key=True),
+    sa.Column("customer_id", _customer_id_type(), primary_key=True),
     sa.Column("churned", sa.Boolean, nullable=False),
     sa.Column("revenue", sa.Float, nullable=False),
     sa.Column("horizon_end", sa.DateTime(timezone=True), nullable=False),
@@ -78,7 +90,7 @@ outcomes = sa.Table(
 
 # One row per customer ever decided: the row a decision locks, so that two decisions for one
 # customer (any campaign, any replica) take turns and the second sees the first's cooldown.
-customer_locks = sa.Table("customer_locks", metadata, sa.Column("customer_id", sa.BigInteger, primary_key=True))
+customer_locks = sa.Table("customer_locks", metadata, sa.Column("customer_id", _customer_id_type(), primary_key=True))
 
 # What a campaign has committed so far, per action (contacted and held-out customers: the budget
 # and capacities of one run cover both, as `decide` allocates before holdouts are drawn). Kept
@@ -102,6 +114,10 @@ _CHUNK = 5_000
 _TIMEOUT_SLACK = 0.05
 # first key of the campaigns' advisory locks, so they cannot meet another application's single-key locks
 _CAMPAIGN_LOCK_SPACE = 16_016
+# the advisory lock of a schema change (`Ledger._migrate_integer_ids`): replicas starting at once change it once
+_SCHEMA_LOCK_SPACE = 16_017
+# tables whose customer_id an older engine made an integer
+_ID_TABLES = ("decisions", "outcomes", "customer_locks")
 
 
 class TablesRecreatedError(StoreUnavailableError):
@@ -168,6 +184,8 @@ class Ledger:
             missing_indexes = [i for t in metadata.sorted_tables for i in t.indexes if i.name not in indexes]
             if not missing_tables and not missing_indexes:
                 self._check_columns(existing)
+                if self._integer_id_tables(existing):
+                    self._migrate_integer_ids(conn)
                 return
             if self._dialect == "postgresql":
                 conn.execute(
@@ -177,6 +195,8 @@ class Ledger:
             for table in missing_tables:
                 conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
             self._check_columns(sa.inspect(conn))
+            if self._integer_id_tables(sa.inspect(conn)):
+                self._migrate_integer_ids(conn)
             for index in missing_indexes:
                 conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
             if campaign_spend in missing_tables and decisions not in missing_tables:
@@ -199,6 +219,73 @@ class Ledger:
                     f"an older version of the engine (move it aside or add the columns)"
                 )
 
+    @staticmethod
+    def _integer_id_tables(existing: sa.Inspector) -> list[str]:
+        """The tables whose customer_id is an integer column (a ledger made before ids were text)."""
+        names = set(existing.get_table_names())
+        return [
+            name
+            for name in _ID_TABLES
+            if name in names
+            and any(c["name"] == "customer_id" and isinstance(c["type"], sa.Integer) for c in existing.get_columns(name))
+        ]
+
+    def _migrate_integer_ids(self, conn: sa.Connection) -> None:
+        """Make the integer customer_id columns of an older ledger text, in place, keeping every row.
+
+        PostgreSQL: `ALTER COLUMN ... TYPE ... USING customer_id::text` under an advisory lock
+        (the first replica changes it, the others find it done), the outcomes' foreign key
+        dropped and made again around it. SQLite cannot change a column's type: each table
+        is copied into a new one of the current schema (ids cast to text) within the
+        transaction. Either way the change commits whole or not at all.
+        """
+        if self._dialect == "postgresql":
+            conn.execute(
+                sa.text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(int(self.schema_seconds * 1000))}
+            )
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_SPACE, 0)))
+            existing = sa.inspect(conn)  # again, under the lock: another replica may have done it meanwhile
+            tables = self._integer_id_tables(existing)
+            if not tables:
+                return
+            keys = [k for k in existing.get_foreign_keys(outcomes.name) if "customer_id" in k["constrained_columns"]]
+            for key in keys:
+                conn.execute(sa.text(f'ALTER TABLE {outcomes.name} DROP CONSTRAINT "{key["name"]}"'))
+            for name in tables:
+                conn.execute(
+                    sa.text(
+                        f'ALTER TABLE {name} ALTER COLUMN customer_id TYPE VARCHAR({MAX_ID_LENGTH}) COLLATE "C" '
+                        "USING customer_id::text"
+                    )
+                )
+            for key in keys:
+                conn.execute(
+                    sa.text(
+                        f'ALTER TABLE {outcomes.name} ADD CONSTRAINT "{key["name"]}" FOREIGN KEY '
+                        f'({", ".join(key["constrained_columns"])}) REFERENCES {key["referred_table"]} '
+                        f'({", ".join(key["referred_columns"])})'
+                    )
+                )
+            return
+        existing = sa.inspect(conn)
+        for name in self._integer_id_tables(existing):
+            table = metadata.tables[name]
+            have = {c["name"] for c in existing.get_columns(name)}
+            for index in existing.get_indexes(name):
+                conn.execute(sa.text(f'DROP INDEX "{index["name"]}"'))
+            old = f"{name}_integer_ids"
+            # legacy: renaming decisions must not rewrite the outcomes' foreign key to the old table
+            conn.execute(sa.text("PRAGMA legacy_alter_table = ON"))
+            conn.execute(sa.text(f"ALTER TABLE {name} RENAME TO {old}"))
+            conn.execute(sa.text("PRAGMA legacy_alter_table = OFF"))
+            conn.execute(sa.schema.CreateTable(table))
+            columns = [c.name for c in table.columns if c.name in have]
+            selected = ", ".join("CAST(customer_id AS TEXT)" if c == "customer_id" else c for c in columns)
+            conn.execute(sa.text(f"INSERT INTO {name} ({', '.join(columns)}) SELECT {selected} FROM {old}"))
+            conn.execute(sa.text(f"DROP TABLE {old}"))
+            for index in table.indexes:
+                conn.execute(sa.schema.CreateIndex(index))
+
     def check_writable(self) -> None:
         """Raise `StoreUnavailableError` unless the ledger has its schema and takes writes.
 
@@ -211,8 +298,8 @@ class Ledger:
             with self._engine.connect() as conn, conn.begin() as txn:
                 for table in (decisions, outcomes, customer_locks, campaign_spend):
                     conn.execute(sa.select(*table.columns).where(sa.false()))
-                # -1 is no customer id (the service takes 0 and up): nothing stays, and nothing is locked for long
-                conn.execute(self._insert_construct(customer_locks).values(customer_id=-1).on_conflict_do_nothing())
+                # '' is no customer id (the service takes non-empty ones): nothing stays, and nothing is locked for long
+                conn.execute(self._insert_construct(customer_locks).values(customer_id="").on_conflict_do_nothing())
                 txn.rollback()
 
         self._run(probe)
@@ -228,15 +315,20 @@ class Ledger:
 
     # ------------------------------------------------------------------ decisions
     @contextmanager
-    def deciding(self, campaign: str, customer_ids: Sequence[int], deadline: float | None = None) -> Iterator[Decision]:
+    def deciding(
+        self, campaign: str, customer_ids: Sequence[str | int], deadline: float | None = None
+    ) -> Iterator[Decision]:
         """One decision transaction for `customer_ids` in `campaign`: locks taken, reads and inserts, commit.
+
+        Ids are text (`churn/ids.py`; integers are taken as their decimal text), locked in
+        code-point order.
 
         Commits when the block ends, rolls back (nothing recorded) when it raises. `deadline`
         (`time.monotonic()` seconds): every statement's timeout is what is left until then, and
         the commit happens before it or not at all (`StoreUnavailableError`): the service's
         caller told 503 finds no row.
         """
-        ids = sorted({int(c) for c in customer_ids})
+        ids = sorted(set(ids_text(customer_ids)))
         try:
             if self._dialect == "postgresql" and ids:
                 # lock rows exist before the transaction locks them; inserted apart, in id order,
@@ -295,14 +387,15 @@ class Ledger:
     ) -> int:
         """Record outcomes (one per campaign x customer) at the engine's clock `recorded_at`; return how many were new.
 
-        `rows` columns: campaign, customer_id, churned, revenue, horizon_end. Every row must
+        `rows` columns: campaign, customer_id (text or integer), churned, revenue, horizon_end. Every row must
         match a recorded decision; an outcome already recorded keeps its first value.
         `deadline` (`time.monotonic()` seconds): commit before it or record nothing (the service).
         """
         missing = sorted({"campaign", "customer_id", "churned", "revenue", "horizon_end"} - set(rows.columns))
         if missing:
             raise DataError(f"outcomes from {source} lack columns {missing}")
-        asked = rows[["campaign", "customer_id"]].astype({"campaign": str, "customer_id": "int64"})
+        rows = rows.assign(customer_id=ids_text(rows["customer_id"]))
+        asked = rows[["campaign", "customer_id"]].astype({"campaign": str})
         known = pd.concat(
             [
                 self._frame(
@@ -316,7 +409,7 @@ class Ledger:
             ]
             or [pd.DataFrame(columns=["campaign", "customer_id"])]
         )
-        keys = pd.MultiIndex.from_frame(known.astype({"campaign": str, "customer_id": "int64"}))
+        keys = pd.MultiIndex.from_frame(known.astype({"campaign": str}))
         unknown = pd.MultiIndex.from_frame(asked)[~pd.MultiIndex.from_frame(asked).isin(keys)]
         if len(unknown):
             shown = ", ".join(f"{c}/{i}" for c, i in list(unknown)[:5])
@@ -336,7 +429,7 @@ class Ledger:
             )
         records = (
             rows.assign(source=source, recorded_at=recorded_at)[OUTCOME_COLUMNS]
-            .astype({"campaign": str, "customer_id": "int64", "churned": bool, "revenue": float})
+            .astype({"campaign": str, "churned": bool, "revenue": float})
             .to_dict("records")
         )
 
@@ -386,15 +479,16 @@ class Ledger:
         columns = LEDGER_COLUMNS + ["churned", "revenue", "horizon_end"]
         return self._frame(query.order_by(decisions.c.campaign, decisions.c.customer_id), columns)
 
-    def page(self, campaign: str, after_customer_id: int | None, limit: int) -> list[dict]:
+    def page(self, campaign: str, after_customer_id: str | int | None, limit: int) -> list[dict]:
         """Up to `limit` recorded decisions of a campaign with customer_id > `after_customer_id`, by customer id.
 
-        Keyset paging: a campaign tool passes the last id it got to fetch the next page, which
-        stays correct while decisions are being added.
+        Ids are ordered as text, by code point ("10" before "9"; an integer `after_customer_id`
+        is its decimal text). Keyset paging: a campaign tool passes the last id it got to
+        fetch the next page, which stays correct while decisions are being added.
         """
         query = sa.select(decisions).where(decisions.c.campaign == campaign)
         if after_customer_id is not None:
-            query = query.where(decisions.c.customer_id > after_customer_id)
+            query = query.where(decisions.c.customer_id > id_text(after_customer_id))
 
         def read() -> list[dict]:
             with self._engine.connect() as conn:
@@ -482,7 +576,7 @@ class Decision:
     Every read is limited to the transaction's customers and campaign.
     """
 
-    def __init__(self, ledger: Ledger, conn: sa.Connection, campaign: str, customer_ids: list[int], deadline: float | None):
+    def __init__(self, ledger: Ledger, conn: sa.Connection, campaign: str, customer_ids: list[str], deadline: float | None):
         self._ledger = ledger
         self._conn = conn
         self.campaign = campaign
@@ -561,13 +655,14 @@ class Decision:
 
         A customer already decided in the campaign keeps the first decision.
         """
-        unknown = sorted(set(rows["customer_id"].astype("int64")) - set(self.customer_ids))
+        rows = rows.assign(customer_id=ids_text(rows["customer_id"]))
+        unknown = sorted(set(rows["customer_id"]) - set(self.customer_ids))
         if unknown:
             raise ValueError(f"Decision.insert: customers {unknown[:10]} are not among the transaction's customers")
         rows = rows.assign(campaign=self.campaign, decided_at=decided_at, as_of=as_of)
         if "holdout" not in rows.columns:
             rows = rows.assign(holdout=False)
-        records = rows[LEDGER_COLUMNS].astype({"customer_id": "int64", "holdout": bool}).to_dict("records")
+        records = rows[LEDGER_COLUMNS].astype({"holdout": bool}).to_dict("records")
         inserted: list = []
         for chunk in _chunks(records):
             self._bound("inserting")
@@ -648,7 +743,7 @@ def _create_engine(url: str, timeout: float, connect_timeout: int, statement: fl
     return sa.create_engine(url)
 
 
-def _recent_query(since: datetime, until: datetime, exclude_campaign: str | None, customer_ids: list[int] | None = None):
+def _recent_query(since: datetime, until: datetime, exclude_campaign: str | None, customer_ids: list[str] | None = None):
     query = sa.select(decisions.c.customer_id, decisions.c.action, decisions.c.decided_at).where(
         decisions.c.action != "none", decisions.c.decided_at >= since, decisions.c.decided_at <= until
     )
@@ -661,6 +756,8 @@ def _recent_query(since: datetime, until: datetime, exclude_campaign: str | None
 
 def _as_frame(rows: list, columns: list[str]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=columns)
+    if "customer_id" in columns:
+        frame["customer_id"] = ids_text(frame["customer_id"])
     for column in set(_TIMES) & set(columns):
         # SQLite hands back naive datetimes; everything the engine writes is UTC
         frame[column] = pd.to_datetime(frame[column], utc=True)

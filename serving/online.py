@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
-from feast import FeatureStore
+from feast import FeatureStore, ValueType
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -25,6 +25,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from churn.errors import DataError, StoreUnavailableError
+from churn.ids import ids_text
 from features.definitions import FEATURE_TTL
 from features.store import redis_retry
 from serving.policy import risk_band_of, segment_of
@@ -44,8 +45,9 @@ _STORE_ERRORS = (RedisError, sqlite3.OperationalError, ConnectionError, TimeoutE
 class OnlineRows:
     """Features of the requested customers, one NumPy column per feature.
 
-    `known[i]` is False when the online store holds no row for `customer_ids[i]`;
-    `missing[i]` lists the required features that did not arrive for a known customer.
+    `customer_ids` are the ids' texts (an object array of `str`). `known[i]` is False when
+    the online store holds no row for `customer_ids[i]`; `missing[i]` lists the required
+    features that did not arrive for a known customer.
     """
 
     customer_ids: np.ndarray
@@ -80,7 +82,9 @@ class OnlineReader:
 
     Redis: one pipelined HMGET per customer for all features (see `_redis_plan`). Other stores:
     the provider's `online_read` per feature view (what `get_online_features` calls
-    underneath). Views, feature lists and hash fields are resolved once, here.
+    underneath). Views, feature lists, hash fields and the entity's key type are resolved
+    once, here: ids are text, encoded as the entity keeps them (a STRING entity's key is
+    the text, an INT64 entity's the integer the text spells).
     """
 
     def __init__(self, store: FeatureStore, services: list[str], required: list[str] | None = None):
@@ -92,6 +96,7 @@ class OnlineReader:
                 names = views.setdefault(projection.name, [])
                 names.extend(f.name for f in projection.features if f.name not in names)
         self._views = [(store.get_feature_view(name), names) for name, names in views.items()]
+        self._join_key, self._key_type = self._entity_key()
         self.feature_names = [name for _, names in self._views for name in names]
         # features a customer must have to be scored (the models' `required_features`); default:
         # all but those that may be legitimately absent
@@ -99,6 +104,41 @@ class OnlineReader:
             required = [name for name in self.feature_names if name not in NULLABLE_FEATURES]
         self._required = [name for name in self.feature_names if name in set(required)]
         self._redis = self._redis_plan()
+
+    def _entity_key(self) -> tuple[str, ValueType]:
+        """The join key and value type of the one entity every feature view is keyed by.
+
+        One entity: a read makes one key per customer for all views (one Redis hash holds
+        them all). Only STRING and INT64 keys are ids the engine knows how to spell.
+        """
+        entities = {entity for view, _ in self._views for entity in view.entities}
+        if len(entities) != 1:
+            raise DataError(
+                f"the feature views {[view.name for view, _ in self._views]} are keyed by the entities {sorted(entities)}; "
+                "the online reader needs one customer entity for all of them"
+            )
+        entity = self.store.get_entity(entities.pop())
+        if entity.value_type not in (ValueType.STRING, ValueType.INT64):
+            raise DataError(
+                f"entity {entity.name!r} has join key type {entity.value_type.name}; customer ids must be STRING or INT64"
+            )
+        return entity.join_key, entity.value_type
+
+    def _key_value(self, customer: str) -> Value | None:
+        """The entity key value of one id text; None when no customer of the entity can have it.
+
+        An INT64 entity's customers have ids that are integers in decimal form: any other
+        text ('7590-VHVEG', '007') is an unknown customer, not an error.
+        """
+        if self._key_type == ValueType.STRING:
+            return Value(string_val=customer)
+        try:
+            number = int(customer)
+        except ValueError:
+            return None
+        if str(number) != customer or not -(2**63) <= number < 2**63:
+            return None
+        return Value(int64_val=number)
 
     def _redis_plan(self) -> tuple[Redis, list[bytes | str]] | None:
         """For Redis: the client and the hash fields of every feature, computed once.
@@ -127,24 +167,28 @@ class OnlineReader:
         fields += [f"_ts:{_versioned_fv_name(view, self.store.config)}" for view, _ in self._views]
         return client, fields
 
-    def read(self, customer_ids: list[int], now: datetime | None = None) -> OnlineRows:
+    def read(self, customer_ids: list[str | int], now: datetime | None = None) -> OnlineRows:
         """The latest features of each id; a store that cannot be reached raises `StoreUnavailableError`.
 
-        With `now` (the engine's clock), a customer whose features of a view are older than
-        the view's TTL is marked stale (`OnlineRows.stale`), as Feast's own reads would
-        leave those features out.
+        Ids are text (integers are taken as their decimal text). An id the entity's key
+        type cannot hold is an unknown customer. With `now` (the engine's clock), a customer
+        whose features of a view are older than the view's TTL is marked stale
+        (`OnlineRows.stale`), as Feast's own reads would leave those features out.
         """
-        keys = [
-            EntityKey(join_keys=["customer_id"], entity_values=[Value(int64_val=int(c))]) for c in customer_ids
-        ]
-        n = len(customer_ids)
+        ids = ids_text(customer_ids)
+        key_values = [self._key_value(c) for c in ids]
+        rows = [i for i, value in enumerate(key_values) if value is not None]  # the ids with a key to read
+        keys = [EntityKey(join_keys=[self._join_key], entity_values=[key_values[i]]) for i in rows]
+        n = len(ids)
         columns = {name: np.full(n, None, dtype=object) for name in self.feature_names}
         observed = np.full((n, len(self._views)), np.nan)  # event time of each view, epoch seconds
         try:
-            if self._redis is not None:
-                self._read_redis(keys, columns, observed)
+            if not keys:
+                pass  # nobody the store could hold: every id is unknown
+            elif self._redis is not None:
+                self._read_redis(keys, rows, columns, observed)
             else:
-                self._read_views(keys, columns, observed)
+                self._read_views(keys, rows, columns, observed)
         except _STORE_ERRORS as exc:
             raise StoreUnavailableError(
                 f"online store ({self.store.config.online_store.type}) is unreachable: {type(exc).__name__}"
@@ -163,17 +207,20 @@ class OnlineReader:
         if now is not None:
             limits = np.array([now.timestamp() - view.ttl.total_seconds() if view.ttl else -np.inf for view, _ in self._views])
             stale = known & (observed < limits).any(axis=1)  # NaN (no row of that view) compares False
-        return OnlineRows(np.asarray(customer_ids, dtype=np.int64), columns, known, missing, oldest, stale)
+        return OnlineRows(ids, columns, known, missing, oldest, stale)
 
-    def _read_redis(self, keys: list[EntityKey], columns: dict[str, np.ndarray], observed: np.ndarray) -> None:
+    def _read_redis(
+        self, keys: list[EntityKey], rows: list[int], columns: dict[str, np.ndarray], observed: np.ndarray
+    ) -> None:
+        """Fill the `rows` (positions in the request) of `columns` and `observed` from the hashes of `keys`."""
         client, fields = self._redis
         redis_keys = self._provider.online_store._generate_redis_keys_for_entities(self.store.config, keys)
         with client.pipeline(transaction=False) as pipe:
             for key in redis_keys:
                 pipe.hmget(key, fields)
-            rows = pipe.execute()
+            answers = pipe.execute()
         n_features = len(self.feature_names)
-        for i, row in enumerate(rows):
+        for i, row in zip(rows, answers, strict=True):
             for name, raw in zip(self.feature_names, row[:n_features], strict=True):
                 if raw:
                     _put(columns[name], i, Value.FromString(raw))
@@ -182,12 +229,15 @@ class OnlineReader:
                     stamp = Timestamp.FromString(raw)
                     observed[i, j] = stamp.seconds + stamp.nanos / 1e9
 
-    def _read_views(self, keys: list[EntityKey], columns: dict[str, np.ndarray], observed: np.ndarray) -> None:
+    def _read_views(
+        self, keys: list[EntityKey], rows: list[int], columns: dict[str, np.ndarray], observed: np.ndarray
+    ) -> None:
+        """Fill the `rows` (positions in the request) of `columns` and `observed`, one provider read per view."""
         for j, (view, names) in enumerate(self._views):
-            rows = self._provider.online_read(
+            answers = self._provider.online_read(
                 config=self.store.config, table=view, entity_keys=keys, requested_features=names
             )
-            for i, (event_time, values) in enumerate(rows):
+            for i, (event_time, values) in zip(rows, answers, strict=True):
                 if values and event_time is not None:
                     stamp = event_time if event_time.tzinfo else event_time.replace(tzinfo=timezone.utc)
                     observed[i, j] = stamp.timestamp()
@@ -197,7 +247,7 @@ class OnlineReader:
 
     def ping(self) -> None:
         """Read one (possibly absent) customer: raises `StoreUnavailableError` when the store is down."""
-        self.read([0])
+        self.read(["0"])
 
     def check_ready(self, now: datetime) -> None:
         """Raise `StoreUnavailableError` unless requests can be answered: the store answers, holds features, fresh ones.

@@ -33,10 +33,11 @@ import bentoml
 from fastapi import FastAPI, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 from starlette.responses import Response
 
 from churn import clock
+from churn.ids import CONTROL_CHARACTERS, MAX_ID_LENGTH, id_problem
 from churn.errors import (
     ChurnError,
     ConfigError,
@@ -62,19 +63,47 @@ LEDGER_LANE = 4
 # Seconds a call waits past its store's timeout before it gives up on a store that answers nothing at all.
 _GRACE = 1.0
 MAX_PAGE = 1_000
-_INT64_MAX = 2**63 - 1
+# an id is 1 to MAX_ID_LENGTH characters, none of them a control character
+_ID_PATTERN = f"^[^{CONTROL_CHARACTERS}]+$"
 
 
-def _no_duplicates(ids: list[int]) -> list[int]:
-    seen: set[int] = set()
+def _no_duplicates(ids: list[str]) -> list[str]:
+    seen: set[str] = set()
     repeated = [c for c in ids if c in seen or seen.add(c)]
     if repeated:
         raise ValueError(f"customer ids must be unique; repeated: {sorted(set(repeated))[:10]}")
     return ids
 
 
-# strict: a JSON integer only (`true`, `1.0` or `"1"` is not customer 1)
-CustomerId = Annotated[int, Field(strict=True, ge=0, le=_INT64_MAX, description="A customer id as in the raw tables.")]
+def _customer_id(value: object) -> str:
+    """A customer id of a request, as text: a JSON string as it is, a JSON integer as its decimal text (123 is "123").
+
+    `true` or `1.0` is not customer 1; an id is 1 to `MAX_ID_LENGTH` characters, none a control character.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("a customer id must be a string or an integer")
+    text = str(value) if isinstance(value, int) else value
+    problem = id_problem(text)
+    if problem:
+        shown = text if len(text) <= 40 else f"{text[:40]}..."
+        raise ValueError(f"customer id {shown!r} {problem}")
+    return text
+
+
+CustomerId = Annotated[
+    str,
+    PlainValidator(_customer_id),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": _ID_PATTERN},
+                {"type": "integer"},
+            ],
+            "description": f"A customer id as in the raw tables: text of 1 to {MAX_ID_LENGTH} characters without "
+            'control characters, or an integer (123 is the customer "123").',
+        }
+    ),
+]
 CustomerIds = Annotated[
     list[CustomerId],
     Field(
@@ -91,7 +120,7 @@ Campaign = Annotated[
 class CustomerScore(BaseModel):
     """The engine's view of one customer."""
 
-    customer_id: int = Field(description="The customer id as in the raw tables.")
+    customer_id: str = Field(description="The customer id as in the raw tables (text; an integer id as its decimal text).")
     churn_probability: float = Field(description="Probability of cancelling within the model's horizon.")
     risk_band: str = Field(description="Churn-risk band: low, medium or high.")
     clv: float = Field(description="Predicted revenue over the next 12 months.")
@@ -108,7 +137,7 @@ class ExplainedScore(CustomerScore):
 class CustomerError(BaseModel):
     """Why one customer id got no answer."""
 
-    customer_id: int = Field(description="The id that was asked for.")
+    customer_id: str = Field(description="The id that was asked for (as text).")
     error: str = Field(description="What is wrong with it.")
 
 
@@ -166,8 +195,10 @@ class InterventionPage(BaseModel):
     """One page of a campaign's recorded decisions, by customer id."""
 
     campaign: str = Field(description="The campaign asked for.")
-    decisions: list[Decision] = Field(description="Up to `limit` decisions, by increasing customer id.")
-    next_after: int | None = Field(description="Pass as `after` to get the next page; null on the last page.")
+    decisions: list[Decision] = Field(
+        description="Up to `limit` decisions, by increasing customer id (as text, by code point: '10' before '9')."
+    )
+    next_after: str | None = Field(description="Pass as `after` to get the next page; null on the last page.")
 
 
 class Readiness(BaseModel):
@@ -300,16 +331,16 @@ class ChurnService:
             return self._ledger
 
     # ------------------------------------------------------------ scoring
-    def _read(self, customer_ids: list[int]) -> tuple[OnlineRows, list[CustomerError]]:
+    def _read(self, customer_ids: list[str]) -> tuple[OnlineRows, list[CustomerError]]:
         now = clock.now(self.settings)
         rows = self.reader.read(customer_ids, now=now)
         errors = [
-            CustomerError(customer_id=int(c), error="unknown customer: the online store has no features for this id")
+            CustomerError(customer_id=str(c), error="unknown customer: the online store has no features for this id")
             if not known
-            else CustomerError(customer_id=int(c), error=f"features missing in the online store: {missing}")
+            else CustomerError(customer_id=str(c), error=f"features missing in the online store: {missing}")
             if missing
             else CustomerError(
-                customer_id=int(c),
+                customer_id=str(c),
                 error=f"features stale: the oldest are of {datetime.fromtimestamp(oldest, timezone.utc):%Y-%m-%d}, past "
                 f"their TTL at now ({now:%Y-%m-%d}, the engine's clock); materialize newer features",
             )
@@ -325,7 +356,7 @@ class ChurnService:
             )
         return complete, errors
 
-    def _score(self, customer_ids: list[int], explain: bool = False) -> tuple[Scores, list[CustomerError], OnlineRows]:
+    def _score(self, customer_ids: list[str], explain: bool = False) -> tuple[Scores, list[CustomerError], OnlineRows]:
         rows, errors = self._read(customer_ids)
         scores = self.fast.score(rows, explain=explain)
         SCORES_SERVED.labels(model_version=scores.model_version).inc(len(scores.customer_ids))
@@ -338,7 +369,7 @@ class ChurnService:
         scores, errors, _ = self._score(customer_ids, explain=True)
         items = [
             ExplainedScore(
-                customer_id=int(c), churn_probability=float(p), risk_band=str(b), clv=float(v), segment=str(s),
+                customer_id=str(c), churn_probability=float(p), risk_band=str(b), clv=float(v), segment=str(s),
                 model_version=scores.model_version, reasons=why,
             )
             for c, p, b, v, s, why in zip(
@@ -408,7 +439,7 @@ class ChurnService:
                 "(a decision already recorded is returned unchanged, none is recorded twice)"
             ) from exc
 
-    def _interventions(self, customer_ids: list[int], campaign: str | None, deadline: float) -> InterventionResponse:
+    def _interventions(self, customer_ids: list[str], campaign: str | None, deadline: float) -> InterventionResponse:
         scores, errors, rows = self._score(customer_ids)
         now = clock.now(self.settings)  # one instant for the campaign id, the decision and its cooldowns
         campaign = campaign or self.settings.campaign or f"online-{now:%Y%m%d}"
@@ -473,7 +504,11 @@ class ChurnService:
         self,
         campaign: Annotated[Campaign, Query(description="Campaign whose decisions to list.")],
         after: Annotated[
-            int | None, Query(ge=-1, le=_INT64_MAX, description="Return customer ids above this one (from next_after).")
+            str | None,
+            Query(
+                min_length=1, max_length=MAX_ID_LENGTH, pattern=_ID_PATTERN,
+                description="Return customer ids above this one, as text by code point (from next_after).",
+            ),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Page size (1 to {MAX_PAGE}).")] = 100,
     ) -> Response:

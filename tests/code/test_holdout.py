@@ -60,3 +60,18 @@ def test_draw_is_uniform_and_depends_on_purpose():
     assert ((draw >= 0) & (draw < 1)).all()
     assert np.histogram(draw, bins=10, range=(0, 1))[0].min() > 900
     assert not np.array_equal(draw, uniform_draw(ids, "c", purpose="outcome"))
+
+
+def test_an_integer_id_draws_what_its_text_draws():
+    """Ids became text: the draw hashes the id's text, so integer ids keep the draws they always had."""
+    import hashlib
+
+    ints = np.array([0, 7, 123, 2**40 + 3], dtype=np.int64)
+    texts = np.array(["0", "7", "123", str(2**40 + 3)], dtype=object)
+    np.testing.assert_array_equal(uniform_draw(ints, "spring", "holdout"), uniform_draw(texts, "spring", "holdout"))
+    assert uniform_draw([123], "k", "p")[0] == uniform_draw(["123"], "k", "p")[0]
+    # the hash as it was: blake2b of 'purpose|key|<int>'
+    before = int.from_bytes(hashlib.blake2b(b"holdout|spring|123", digest_size=8).digest(), "big") / 2.0**64
+    assert uniform_draw(["123"], "spring", "holdout")[0] == before
+    # a text id draws too, and differently from its neighbours
+    assert len(set(uniform_draw(["7590-VHVEG", "7590-VHVEH", "123"], "spring", "holdout"))) == 3

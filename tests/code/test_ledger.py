@@ -82,7 +82,7 @@ def test_record_returns_the_recorded_rows(backend, tmp_path):
     with _ledger(backend, tmp_path) as ledger:
         recorded = ledger.record(_decisions([3, 1, 2]), "c1", decided_at=FIRST)
         assert list(recorded.columns) == LEDGER_COLUMNS
-        assert recorded["customer_id"].tolist() == [1, 2, 3]
+        assert recorded["customer_id"].tolist() == ["1", "2", "3"]  # ids are text
         assert (recorded["campaign"] == "c1").all()
         assert (recorded["action"] == "advisor_call").all()
         # customer 3 came first in the input, so has the smallest expected value
@@ -109,9 +109,9 @@ def test_partly_new_run_adds_only_the_new_customers(backend, tmp_path):
         ledger.record(_decisions([1, 2], action="advisor_call"), "c1", decided_at=FIRST)
         again = ledger.record(_decisions([2, 3], action="discount_offer"), "c1", decided_at=FIRST + timedelta(hours=1))
         # the returned frame covers only the customers asked about
-        assert again["customer_id"].tolist() == [2, 3]
+        assert again["customer_id"].tolist() == ["2", "3"]
         assert again["action"].tolist() == ["advisor_call", "discount_offer"]
-        assert ledger.campaign_decisions("c1")["customer_id"].tolist() == [1, 2, 3]
+        assert ledger.campaign_decisions("c1")["customer_id"].tolist() == ["1", "2", "3"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -121,7 +121,7 @@ def test_campaigns_are_separate(backend, tmp_path):
         other = ledger.record(_decisions([1], action="discount_offer"), "c2", decided_at=FIRST)
         assert other["action"].tolist() == ["discount_offer"]
         assert ledger.campaign_decisions("c1")["action"].tolist() == ["advisor_call", "advisor_call"]
-        assert ledger.campaign_decisions("c2")["customer_id"].tolist() == [1]
+        assert ledger.campaign_decisions("c2")["customer_id"].tolist() == ["1"]
         assert ledger.campaign_decisions("c3").empty
 
 
@@ -143,8 +143,8 @@ def test_large_batch_beyond_one_chunk(backend, tmp_path):
         ids = list(range(1, 12_002))
         recorded = ledger.record(_decisions(ids, value=0.0), "big", decided_at=FIRST)
         assert len(recorded) == 12_001
-        assert recorded["customer_id"].tolist() == ids
-        assert recorded["expected_value"].iloc[-1] == 12_000.0
+        assert recorded["customer_id"].tolist() == sorted(str(i) for i in ids)  # by text: "1", "10", "100", ...
+        assert recorded.set_index("customer_id").loc["12001", "expected_value"] == 12_000.0
 
 
 def test_unreachable_ledger_names_the_url_without_password():
@@ -228,7 +228,7 @@ def _outcomes(recorded: pd.DataFrame, campaign: str) -> pd.DataFrame:
         {
             "campaign": campaign,
             "customer_id": acted["customer_id"],
-            "churned": acted["customer_id"] % 3 == 0,
+            "churned": acted["customer_id"].astype(int) % 3 == 0,
             "revenue": 10.0,
             "horizon_end": FIRST + timedelta(days=30),
         }
@@ -245,7 +245,7 @@ def test_outcomes_are_recorded_once_and_joined_to_decisions(backend, tmp_path):
         assert ledger.record_outcomes(outcomes.assign(churned=True), "test again", recorded_at=ended) == 0
         joined = ledger.decisions_with_outcomes()
         assert len(joined) == len(outcomes)
-        assert joined["churned"].tolist() == (joined["customer_id"] % 3 == 0).tolist()
+        assert joined["churned"].tolist() == (joined["customer_id"].astype(int) % 3 == 0).tolist()
         assert set(joined["holdout"]) == {True, False}
 
 
@@ -477,3 +477,105 @@ def test_a_ledger_from_before_issue_16_gets_its_index_and_campaign_spend(backend
             assert spent_before + spent_after <= catalog.budget + 1e-9
         finally:
             reopened.close()
+
+
+# --- customer ids are text ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_text_ids_are_recorded_and_paged_by_text_and_integers_mean_their_text(backend, tmp_path):
+    with _ledger(backend, tmp_path) as ledger:
+        ledger.record(_decisions(["7590-VHVEG", 10, "9", "Ä-1"]), "c1", decided_at=FIRST)
+        # 10 and "10" are one customer: the second record keeps the first decision
+        again = ledger.record(_decisions(["10"], action="discount_offer"), "c1", decided_at=FIRST + timedelta(hours=1))
+        assert again["action"].tolist() == ["advisor_call"]
+        # code-point order on both stores ("10" before "7590-VHVEG" before "9" before "Ä-1")
+        assert ledger.campaign_decisions("c1")["customer_id"].tolist() == ["10", "7590-VHVEG", "9", "Ä-1"]
+        assert [r["customer_id"] for r in ledger.page("c1", None, 2)] == ["10", "7590-VHVEG"]
+        assert [r["customer_id"] for r in ledger.page("c1", "7590-VHVEG", 2)] == ["9", "Ä-1"]
+        assert [r["customer_id"] for r in ledger.page("c1", 10, 1)] == ["7590-VHVEG"]
+        outcomes = pd.DataFrame(
+            {"campaign": "c1", "customer_id": ["7590-VHVEG", 10], "churned": [True, False], "revenue": 5.0,
+             "horizon_end": FIRST + timedelta(days=30)}
+        )
+        assert ledger.record_outcomes(outcomes, "test", recorded_at=FIRST + timedelta(days=30)) == 2
+        assert ledger.decisions_with_outcomes()["customer_id"].tolist() == ["10", "7590-VHVEG"]
+        with pytest.raises(DataError, match=r"no recorded decision \(first: c1/7590-vhveg\)"):
+            ledger.record_outcomes(outcomes[:1].assign(customer_id="7590-vhveg"), "t", recorded_at=FIRST + timedelta(days=30))
+
+
+def _old_style_ledger(url: str) -> None:
+    """The tables as an engine from before text ids made them (integer customer_id), with rows in each."""
+    import sqlalchemy as sa
+
+    from serving.ledger import metadata
+
+    old = sa.MetaData()
+    for table in metadata.sorted_tables:
+        table.to_metadata(old)
+    for name in ("decisions", "outcomes", "customer_locks"):
+        old.tables[name].c.customer_id.type = sa.BigInteger()
+    engine = sa.create_engine(url)
+    rows = _decisions([1, 2, 30]).assign(campaign="old", decided_at=FIRST, as_of=FIRST, holdout=False)
+    with engine.begin() as conn:
+        old.create_all(conn)
+        conn.execute(old.tables["decisions"].insert(), rows.to_dict("records"))
+        conn.execute(old.tables["customer_locks"].insert(), [{"customer_id": c} for c in (1, 2, 30)])
+        conn.execute(
+            old.tables["outcomes"].insert(),
+            [{"campaign": "old", "customer_id": 2, "churned": True, "revenue": 3.0, "horizon_end": FIRST,
+              "source": "old", "recorded_at": FIRST}],
+        )
+        conn.execute(
+            old.tables["campaign_spend"].insert(), [{"campaign": "old", "action": "advisor_call", "contacts": 3, "cost": 75.0}]
+        )
+        types = {c["name"]: c["type"] for c in sa.inspect(conn).get_columns("decisions")}
+        assert isinstance(types["customer_id"], sa.Integer)
+    engine.dispose()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_ledger_with_integer_ids_is_made_text_in_place_keeping_every_row(backend, tmp_path):
+    import sqlalchemy as sa
+
+    with _ledger(backend, tmp_path) as made:
+        url = made.url
+        made.close()
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE outcomes"))
+            conn.execute(sa.text("DROP TABLE campaign_spend"))
+            conn.execute(sa.text("DROP TABLE customer_locks"))
+            conn.execute(sa.text("DROP TABLE decisions"))
+        engine.dispose()
+        _old_style_ledger(url)
+        ledger = Ledger(url)
+        try:
+            engine = sa.create_engine(url)
+            inspector = sa.inspect(engine)
+            for name in ("decisions", "outcomes", "customer_locks"):
+                kind = next(c["type"] for c in inspector.get_columns(name) if c["name"] == "customer_id")
+                assert isinstance(kind, sa.String) and kind.length == 128, (name, kind)
+            assert "decisions_customer_decided_at" in {i["name"] for i in inspector.get_indexes("decisions")}
+            keys = inspector.get_foreign_keys("outcomes")
+            assert [(k["constrained_columns"], k["referred_table"]) for k in keys] == [
+                (["campaign", "customer_id"], "decisions")
+            ]
+            with engine.connect() as conn:
+                assert conn.execute(sa.text("SELECT customer_id FROM customer_locks ORDER BY 1")).scalars().all() == [
+                    "1", "2", "30"
+                ]
+            engine.dispose()
+            kept = ledger.campaign_decisions("old")
+            assert kept["customer_id"].tolist() == ["1", "2", "30"]
+            assert kept["expected_value"].tolist() == [10.0, 11.0, 12.0]
+            joined = ledger.decisions_with_outcomes(["old"])
+            assert joined[["customer_id", "churned", "revenue"]].values.tolist() == [["2", True, 3.0]]
+            # the old rows are the customers' decisions: 30 and "30" are one customer, decided already
+            again = ledger.record(_decisions(["30", "7590-VHVEG"], action="discount_offer"), "old", decided_at=FIRST)
+            assert again["action"].tolist() == ["advisor_call", "discount_offer"]
+            assert [r["customer_id"] for r in ledger.page("old", "2", 10)] == ["30", "7590-VHVEG"]
+            Ledger(url).close()  # a second start finds the ledger done
+            ledger.check_writable()
+        finally:
+            ledger.close()

@@ -230,6 +230,16 @@ def test_outcome_file_values(tmp_path):
     assert str(frame["horizon_end"].dt.tz) == "UTC"
 
 
+def test_outcome_file_ids_are_text_as_written(tmp_path):
+    """CSV ids stay as written ('007' is not 7); a Parquet integer column gives its decimal text."""
+    frame = read_outcome_file(_outcome_csv(tmp_path, customer_id=["007", "7590-VHVEG"]))
+    assert frame["customer_id"].tolist() == ["007", "7590-VHVEG"]
+    parquet = tmp_path / "outcomes.parquet"
+    pd.read_csv(_outcome_csv(tmp_path)).to_parquet(parquet)
+    assert pd.read_parquet(parquet)["customer_id"].dtype == "int64"
+    assert read_outcome_file(parquet)["customer_id"].tolist() == ["1", "2"]
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -238,7 +248,9 @@ def test_outcome_file_values(tmp_path):
         ({"revenue": [1.0, -5.0]}, r"column 'revenue' in .*outcomes.csv must be a finite number >= 0; got -5.0 in row 2"),
         ({"revenue": ["inf", 2.0]}, r"column 'revenue' in .*outcomes.csv must be a finite number >= 0; got inf in row 1"),
         ({"revenue": [1.0, "-inf"]}, r"column 'revenue' in .*outcomes.csv must be a finite number >= 0; got -inf in row 2"),
-        ({"customer_id": [1, "x"]}, r"column 'customer_id' in .*outcomes.csv has an invalid value 'x' in row 2"),
+        ({"customer_id": [1, None]}, r"column 'customer_id' in .*outcomes.csv: the value nan in row 2 is missing or not an id"),
+        ({"customer_id": ["x" * 129, 2]}, r"column 'customer_id' in .*outcomes.csv: the value 'x{129}' in row 1 has 129 characters"),
+        ({"customer_id": [1, "a\x07b"]}, r"column 'customer_id' in .*outcomes.csv: the value 'a\\x07b' in row 2 holds a control"),
         ({"horizon_end": ["2025-04-01", "soon"]}, r"column 'horizon_end' in .*outcomes.csv has an invalid value 'soon' in row 2"),
     ],
 )

@@ -98,3 +98,92 @@ def test_reads_mark_customers_whose_features_are_past_the_ttl(engine, backend, r
     late = reader.read(ids, now=as_of + FEATURE_TTL + pd.Timedelta(seconds=1))
     assert late.stale.all() and not late.complete.any()
     assert reader.read(ids).stale is None  # no clock, no judgement
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_reads_by_text_ids_of_the_simulators_integer_entity(engine, backend, request):
+    """Ids are text: an integer's decimal text finds the simulator's customer, any other text is unknown, no error."""
+    from serving.online import OnlineReader
+
+    settings = _materialized(engine, backend, request)
+    ids = _scored_ids(engine)
+    reader = OnlineReader(feature_store(settings), ["churn_model_v1"])
+    asked = [ids[0], str(ids[1]), "7590-VHVEG", f"0{ids[2]}", f"{ids[3]}.0", "99999999999999999999"]
+    rows = reader.read(asked, now=engine.features.as_of)
+    assert rows.customer_ids.tolist() == [str(c) for c in asked]
+    assert all(isinstance(c, str) for c in rows.customer_ids)
+    assert rows.known.tolist() == [True, True, False, False, False, False]
+    assert rows.complete.tolist() == [True, True, False, False, False, False]
+    reader.ping()
+
+
+@pytest.fixture()
+def text_id_settings(request, tmp_path) -> Settings:
+    """A store of one feature view keyed by text ids (the entity of ingested data sets), materialized."""
+    from datetime import datetime, timezone
+
+    from feast import FeatureService, FeatureView, Field, FileSource
+    from feast.types import Float64, String
+
+    from features.definitions import contract_customer
+
+    if request.param == "redis":
+        client = redis.Redis(host="127.0.0.1", port=6379, db=13)
+        client.ping()
+        client.flushdb()
+        request.addfinalizer(client.flushdb)
+        settings = make_settings(tmp_path, online_store="redis", redis_url=REDIS_TEST_URL)
+    else:
+        settings = make_settings(tmp_path)
+    as_of = datetime(2025, 3, 1, tzinfo=timezone.utc)
+    path = settings.feature_tables_dir / "accounts.parquet"
+    pd.DataFrame(
+        {
+            "customer_id": ["7590-VHVEG", "5575-GNVDE", "123"],
+            "event_timestamp": pd.Series([as_of - pd.Timedelta(days=1)] * 3).astype("datetime64[us, UTC]"),
+            "monthly_charges": [29.85, 56.95, 10.0],
+            "contract": ["Month-to-month", "One year", "Two year"],
+        }
+    ).to_parquet(path)
+    view = FeatureView(
+        name="accounts",
+        entities=[contract_customer],
+        ttl=FEATURE_TTL,
+        schema=[
+            Field(name="monthly_charges", dtype=Float64, description="Monthly charge."),
+            Field(name="contract", dtype=String, description="Contract kind."),
+        ],
+        source=FileSource(name="accounts_source", path=str(path), timestamp_field="event_timestamp"),
+        online=True,
+    )
+    store = feature_store(settings)
+    store.apply([contract_customer, view, FeatureService(name="accounts_v1", features=[view])])
+    materialize(settings, as_of - FEATURE_TTL, as_of)
+    return settings
+
+
+@pytest.mark.parametrize("text_id_settings", ["sqlite", "redis"], indirect=True)
+def test_reads_a_feature_view_keyed_by_text_ids(text_id_settings):
+    from serving.online import OnlineReader
+
+    reader = OnlineReader(feature_store(text_id_settings), ["accounts_v1"])
+    rows = reader.read(["5575-GNVDE", "nobody", 123, "7590-VHVEG"])
+    assert rows.customer_ids.tolist() == ["5575-GNVDE", "nobody", "123", "7590-VHVEG"]
+    assert rows.known.tolist() == [True, False, True, True]
+    assert rows.columns["monthly_charges"].tolist() == [56.95, None, 10.0, 29.85]
+    assert rows.columns["contract"].tolist() == ["One year", None, "Two year", "Month-to-month"]
+    reader.ping()
+    from features.store import entity_ids
+
+    assert entity_ids(text_id_settings, "accounts_v1", pd.Series(["7590-VHVEG", "007"])).tolist() == ["7590-VHVEG", "007"]
+
+
+def test_ledger_ids_join_the_offline_store_in_the_entitys_type(engine):
+    """The ledger's text ids become the simulator's integers for a point-in-time join; other text is named."""
+    from churn.errors import DataError
+    from features.store import entity_ids
+
+    ids = entity_ids(engine.settings, "churn_model_v1", pd.Series(["12", "0", "-3"]))
+    assert ids.dtype == "int64" and ids.tolist() == [12, 0, -3]
+    with pytest.raises(DataError, match=r"customer id '007' is not an integer, but the entity of \['churn_model_v1'\]"):
+        entity_ids(engine.settings, "churn_model_v1", pd.Series(["12", "007"]))

@@ -20,7 +20,7 @@ LIST_REQUIRED = [
 
 def test_intervention_list(engine):
     run = engine.interventions
-    listing = pd.read_csv(run.list_csv)
+    listing = pd.read_csv(run.list_csv, dtype={"customer_id": str})  # ids are text, as in the ledger
     assert run.list_parquet.exists()
     assert set(LIST_REQUIRED) <= set(listing.columns)
     assert len(listing) == run.n_actions > 0
@@ -30,7 +30,8 @@ def test_intervention_list(engine):
     assert listing["model_version"].str.contains(f"churn-risk/{engine.training.churn_version}").all()
     # every listed customer is an active customer that was scored
     scores = pd.read_parquet(run.scores_path)
-    assert set(listing["customer_id"]) <= set(scores["customer_id"])
+    assert set(listing["customer_id"]) <= set(scores["customer_id"].astype(str))
+    assert pd.read_parquet(run.list_parquet)["customer_id"].tolist() == listing["customer_id"].tolist()
     # the ledger holds every scored customer's decision, actions and 'none' alike
     ledger = Ledger(engine.settings.resolved_ledger_url)
     recorded = ledger.campaign_decisions(run.campaign)
@@ -52,14 +53,15 @@ def service(engine, tmp_path_factory):
 
 
 def test_score_endpoint(engine, service):
-    scores = pd.read_parquet(engine.interventions.scores_path).set_index("customer_id")
+    # the batch's scores carry the simulator's integer ids; the service answers their text
+    scores = pd.read_parquet(engine.interventions.scores_path).astype({"customer_id": str}).set_index("customer_id")
     known = scores.index[:5].tolist()
     unknown = 10_000_000
     response = httpx.post(f"{service}/score", json={"customer_ids": [*known, unknown]}, timeout=30, headers=AUTH)
     assert response.status_code == 200, response.text
     body = response.json()
     assert [s["customer_id"] for s in body["scores"]] == known
-    assert body["errors"] == [{"customer_id": unknown, "error": "unknown customer: the online store has no features for this id"}]
+    assert body["errors"] == [{"customer_id": "10000000", "error": "unknown customer: the online store has no features for this id"}]
     for item in body["scores"]:
         # online features (materialized at as_of) give the same score as the batch run from the offline store
         assert item["churn_probability"] == pytest.approx(scores.loc[item["customer_id"], "churn_probability"], rel=1e-9)
@@ -75,7 +77,7 @@ def test_score_rejects_bad_input(service):
     empty = httpx.post(f"{service}/score", json={"customer_ids": []}, timeout=30, headers=AUTH)
     assert empty.status_code == 400
     assert "customer_ids" in empty.text
-    wrong_type = httpx.post(f"{service}/score", json={"customer_ids": ["abc"]}, timeout=30, headers=AUTH)
+    wrong_type = httpx.post(f"{service}/score", json={"customer_ids": [""]}, timeout=30, headers=AUTH)
     assert wrong_type.status_code == 400
     assert "customer_ids" in wrong_type.text
 
@@ -120,7 +122,8 @@ def test_online_decisions_equal_the_batch_decisions_at_the_same_clock(engine, fr
     assert {c: online[c] for c in [*acted, *not_worth]} == batch.loc[[*acted, *not_worth], "action"].to_dict()
     # the budget's customers: what the batch policy gives those customers alone, at that clock
     catalog = load_catalog(settings.actions_path)
-    scores = pd.read_parquet(engine.interventions.scores_path).set_index("customer_id").loc[ids].reset_index()
+    scores = pd.read_parquet(engine.interventions.scores_path).astype({"customer_id": str})
+    scores = scores.set_index("customer_id").loc[ids].reset_index()
     alone = decide(scores, catalog, campaign="e2e-fresh").set_index("customer_id")["action"]
     assert online == alone.to_dict()
 
@@ -141,7 +144,7 @@ def test_interventions_endpoint_keeps_the_batch_cooldown_and_records_once(engine
     assert first.status_code == 200, first.text
     body = first.json()
     assert sorted(d["customer_id"] for d in body["decisions"]) == sorted(contacted)
-    assert [e["customer_id"] for e in body["errors"]] == [unknown]
+    assert [e["customer_id"] for e in body["errors"]] == [str(unknown)]
     assert {d["action"] for d in body["decisions"]} == {"none"}
     assert {pd.Timestamp(d["decided_at"]) for d in body["decisions"]} == {pd.Timestamp(now)}
     # the same rule as the batch policy: cooldowns read from the ledger at the same clock
@@ -210,7 +213,7 @@ def test_interventions_endpoint_uses_the_learned_effects_as_batch_runs_do(engine
     decisions = response.json()["decisions"]
     assert {d["model_version"].split(";")[-1] for d in decisions} == {"uplift:reengagement_message"}
     catalog = load_catalog(settings.actions_path)
-    mine = scores.set_index("customer_id").loc[ids].reset_index()
+    mine = scores.astype({"customer_id": str}).set_index("customer_id").loc[[str(c) for c in ids]].reset_index()
     mine, effects = with_learned_effects(mine, learned)
     expected = decide(mine, catalog, effects=effects, campaign="e2e-learned").set_index("customer_id")["action"]
     assert {d["customer_id"]: d["action"] for d in decisions} == expected.to_dict()

@@ -110,18 +110,22 @@ def test_a_method_the_path_does_not_serve_gets_405_allowing_every_method_it_does
 BAD_BODIES = {
     "malformed JSON": ('{"customer_ids": [1, 2', 400, ""),
     "wrong type of the list": ({"customer_ids": "17"}, 400, "customer_ids"),
-    "wrong type of an id": ({"customer_ids": ["abc"]}, 400, "customer_ids"),
+    "wrong type of an id": ({"customer_ids": [{"id": 1}]}, 400, "customer_ids[0]: Value error, a customer id must be"),
     "empty list": ({"customer_ids": []}, 400, "customer_ids"),
     "oversized list": ({"customer_ids": list(range(1, MAX_IDS + 2))}, 400, "customer_ids"),
-    "duplicate ids": ({"customer_ids": [5, 6, 5]}, 400, "repeated: [5]"),
-    "negative id": ({"customer_ids": [-3]}, 400, "customer_ids"),
-    "id beyond int64": ({"customer_ids": [2**64]}, 400, "customer_ids"),
+    "duplicate ids": ({"customer_ids": [5, 6, 5]}, 400, "repeated: ['5']"),
+    "an integer and its text": ({"customer_ids": [5, "5"]}, 400, "repeated: ['5']"),
+    "empty id": ({"customer_ids": ["7590-VHVEG", ""]}, 400, "customer_ids[1]: Value error, customer id '' is empty"),
+    "overlong id": ({"customer_ids": ["x" * 129]}, 400, "has 129 characters, more than 128"),
+    "control character in an id": ({"customer_ids": ["a\u0007b"]}, 400, "customer id 'a\\x07b' holds a control character"),
+    "integer of more than 128 digits": ({"customer_ids": [10**130]}, 400, "more than 128"),
     "missing field": ({"ids": [1]}, 400, "customer_ids"),
     "body over the size limit": ({"customer_ids": list(range(10**9, 10**9 + 40_000))}, 413, "larger than the limit"),
-    "true as an id": ('{"customer_ids": [true]}', 400, "customer_ids[0]: Input should be a valid integer (got true)"),
-    "false as an id": ('{"customer_ids": [3, false]}', 400, "customer_ids[1]: Input should be a valid integer (got false)"),
-    "a float as an id": ('{"customer_ids": [3.0]}', 400, "customer_ids[0]"),
-    "a string as an id": ('{"customer_ids": ["3"]}', 400, "customer_ids[0]"),
+    "true as an id": (
+        '{"customer_ids": [true]}', 400, "customer_ids[0]: Value error, a customer id must be a string or an integer (got true)"
+    ),
+    "false as an id": ('{"customer_ids": [3, false]}', 400, "customer_ids[1]: Value error, a customer id must be"),
+    "a float as an id": ('{"customer_ids": [3.0]}', 400, "customer_ids[0]: Value error, a customer id must be"),
 }
 
 
@@ -151,8 +155,8 @@ def test_unknown_ids(api):
     assert "customer_ids" in only_unknown.json()["error"] and "10000001" in only_unknown.json()["error"]
     # with known ids beside it, an unknown id is reported per id and the others are scored
     mixed = _post(base, "/score", {"customer_ids": [known[0], 10_000_000]}).json()
-    assert [s["customer_id"] for s in mixed["scores"]] == [known[0]]
-    assert [e["customer_id"] for e in mixed["errors"]] == [10_000_000]
+    assert [s["customer_id"] for s in mixed["scores"]] == [str(known[0])]
+    assert [e["customer_id"] for e in mixed["errors"]] == ["10000000"]
     # nothing is recorded for an unknown customer
     decided = _post(base, "/interventions", {"customer_ids": [10_000_002], "campaign": "unknown-only"})
     assert decided.status_code == 404
@@ -163,7 +167,7 @@ def test_unknown_ids(api):
 @pytest.mark.parametrize(
     "params,needle",
     [({}, "campaign"), ({"campaign": "x", "limit": 0}, "limit"), ({"campaign": "bad campaign!"}, "campaign"),
-     ({"campaign": "x", "after": "abc"}, "after")],
+     ({"campaign": "x", "after": ""}, "after"), ({"campaign": "x", "after": "a\x01"}, "after")],
 )
 def test_bad_list_queries_get_400_naming_the_field(api, params, needle):
     response = httpx.get(f"{api[0]}/interventions", params=params, headers=AUTH, timeout=30)
@@ -174,8 +178,8 @@ def test_bad_list_queries_get_400_naming_the_field(api, params, needle):
 
 def test_campaign_list_pages_through_every_decision(api):
     base, _, known = api
-    ids = sorted(known[:7])
-    assert _post(base, "/interventions", {"customer_ids": ids, "campaign": "paging"}).status_code == 200
+    ids = sorted(str(c) for c in known[:7])  # by text, as the list pages
+    assert _post(base, "/interventions", {"customer_ids": known[:7], "campaign": "paging"}).status_code == 200
     seen, after, pages = [], None, 0
     while True:
         params = {"campaign": "paging", "limit": 3, **({"after": after} if after is not None else {})}
@@ -257,9 +261,9 @@ def test_no_key_or_traceback_in_the_log(api):
 
 def test_a_client_error_is_a_warning_not_an_error(api):
     base, log, _ = api
-    _post(base, "/score", {"customer_ids": ["not-an-id-9d1c"]})
+    _post(base, "/score", {"customer_ids": ["9d1c", ""]})
     httpx.get(f"{base}/interventions", params={"campaign": "x", "limit": "many-8e2f"}, headers=AUTH, timeout=30)
-    for needle in ("customer_ids[0]: Input should be a valid integer (got 'not-an-id-9d1c')", "(got 'many-8e2f')"):
+    for needle in ("customer_ids[1]: Value error, customer id '' is empty (got '')", "(got 'many-8e2f')"):
         logged = _logged(log, needle)
         assert all("[WARNING]" in line and "[ERROR]" not in line for line in logged), logged
 
@@ -332,3 +336,65 @@ def test_outcomes_are_recorded_once_and_must_name_a_decision(engine, api):
 
     negative = _post(base, "/outcomes", {"outcomes": [{**body["outcomes"][0], "revenue": -1}]})
     assert negative.status_code == 400 and "revenue" in negative.text
+
+
+def test_ids_are_strings_and_an_integer_is_the_customer_of_its_text(engine, api):
+    """Text ids through /score, /interventions, /outcomes and the campaign list; the simulator's integers as text."""
+    base, _, known = api
+    as_text = [str(c) for c in known[10:13]]
+    scored = _post(base, "/score", {"customer_ids": [as_text[0], known[11], "7590-VHVEG", f"0{known[12]}"]})
+    assert scored.status_code == 200, scored.text
+    assert [s["customer_id"] for s in scored.json()["scores"]] == as_text[:2]
+    # an id the simulator's integer entity cannot hold is an unknown customer, as any unknown id
+    assert scored.json()["errors"] == [
+        {"customer_id": "7590-VHVEG", "error": "unknown customer: the online store has no features for this id"},
+        {"customer_id": f"0{known[12]}", "error": "unknown customer: the online store has no features for this id"},
+    ]
+    # the same customer asked by its integer and by its text scores alike
+    by_int = _post(base, "/score", {"customer_ids": [known[10]]}).json()["scores"][0]
+    assert by_int == scored.json()["scores"][0]
+    only_text = _post(base, "/score", {"customer_ids": ["7590-VHVEG"]})
+    assert only_text.status_code == 404 and "7590-VHVEG: unknown customer" in only_text.json()["error"]
+
+    decided = _post(base, "/interventions", {"customer_ids": as_text, "campaign": "text-ids"})
+    assert decided.status_code == 200, decided.text
+    assert sorted(d["customer_id"] for d in decided.json()["decisions"]) == sorted(as_text)
+    # asked again by integers: the same recorded decisions
+    again = _post(base, "/interventions", {"customer_ids": known[10:13], "campaign": "text-ids"}).json()
+    assert again["decisions"] == decided.json()["decisions"]
+    listing = httpx.get(f"{base}/interventions", params={"campaign": "text-ids", "after": as_text[0][:-1]}, headers=AUTH, timeout=30)
+    assert [d["customer_id"] for d in listing.json()["decisions"]] == sorted(c for c in as_text if c > as_text[0][:-1])
+    outcome = {"campaign": "text-ids", "churned": False, "revenue": 1.0, "horizon_end": engine.settings.now.isoformat()}
+    recorded = _post(base, "/outcomes", {"outcomes": [{**outcome, "customer_id": as_text[0]}, {**outcome, "customer_id": known[11]}]})
+    assert recorded.json() == {"received": 2, "recorded": 2}
+    assert _post(base, "/outcomes", {"outcomes": [{**outcome, "customer_id": known[10]}]}).json()["recorded"] == 0
+
+
+def test_the_spec_says_an_id_is_a_string_or_an_integer_and_answers_strings(api):
+    spec = httpx.get(f"{api[0]}/docs.json", headers=AUTH, timeout=30).json()
+    inputs = [s for s in _schemas(spec) if s.get("description", "").startswith("A customer id")]
+    assert len(inputs) >= 2, "no customer id schemas in /score's list and an outcome"
+    for schema in inputs:
+        assert {"type": "integer"} in schema["anyOf"]
+        string = next(s for s in schema["anyOf"] if s.get("type") == "string")
+        assert (string["minLength"], string["maxLength"]) == (1, 128)
+    answered = [
+        schema["properties"]["customer_id"]
+        for name, schema in spec["components"]["schemas"].items()
+        if name in ("ExplainedScore", "Decision", "CustomerError")
+    ]
+    assert len(answered) == 3 and all(field["type"] == "string" for field in answered)
+    after = next(p for p in spec["paths"]["/interventions"]["get"]["parameters"] if p["name"] == "after")
+    assert "string" in json.dumps(after["schema"]) and "integer" not in json.dumps(after["schema"])
+
+
+def _schemas(node):
+    """Every schema object under `node` that carries anyOf (the spec's nested dicts and lists)."""
+    if isinstance(node, dict):
+        if "anyOf" in node:
+            yield node
+        for value in node.values():
+            yield from _schemas(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _schemas(value)

@@ -171,7 +171,7 @@ def test_ledger_outage_reports_no_decision_then_recovers(api, stores):
     up = _post(base, "/interventions", body)
     assert up.status_code == 200, up.text
     recorded = _recorded(campaign)
-    assert sorted(recorded["customer_id"]) == sorted(known[:5])
+    assert sorted(recorded["customer_id"]) == sorted(str(c) for c in known[:5])  # ids are text in the ledger
     assert {d["customer_id"]: d["action"] for d in up.json()["decisions"]} == dict(
         zip(recorded["customer_id"], recorded["action"])
     )
@@ -284,7 +284,7 @@ def _acted_in_batch(engine, skip: list[int]) -> pd.DataFrame:
         batch = ledger.campaign_decisions(engine.interventions.campaign)
     finally:
         ledger.close()
-    acted = batch[(batch["action"] != "none") & ~batch["customer_id"].isin(skip)]
+    acted = batch[(batch["action"] != "none") & ~batch["customer_id"].isin([str(c) for c in skip])]
     return acted.sort_values("expected_value", ascending=False).reset_index(drop=True)
 
 
