@@ -2,9 +2,11 @@
 
 `churn score` works on ingested data: every customer in the population at `as_of` (the whole
 snapshot; for logs, the customers in the latest weekly feature rows at or before `as_of`,
-less those cancelled before it) gets the churn probability of the data set's champion,
-`<data set>-churn@champion` (the auto-tuned LightGBM ensemble), with point-in-time features
-from Feast, written to `outputs/scores_<data set>_<date>.parquet`.
+less those cancelled before it) gets the calibrated churn probability of the data set's
+champion, `<data set>-churn@champion` (one LightGBM booster and its calibration map), its
+value (`training.value.customer_value`; with `<data set>-clv@champion` when the value is a
+model) and value segment, with point-in-time features from Feast, written to
+`outputs/scores_<data set>_<date>.parquet`.
 
 Interventions and the service (`churn interventions`, `churn serve`) need more than a churn
 probability: a calibrated single-booster churn model for the fast path and its reason codes,
@@ -20,7 +22,6 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
-import mlflow.pyfunc
 import pandas as pd
 
 from churn.errors import DataError
@@ -30,9 +31,12 @@ from features.contract_features import read_views
 from features.definitions import contract_service_name
 from features.ingest import read_manifest
 from features.store import historical_features
-from serving.policy import load_catalog
-from training.contract_promote import contract_model_name
-from training.registry import CHAMPION, connect, has_alias
+from serving.policy import load_catalog, segment_of
+from training.calibration import apply_map
+from training.contract_promote import contract_clv_name, contract_model_name
+from training.dataset import to_matrix
+from training.registry import load_champion
+from training.value import customer_value, value_column
 
 
 @dataclass(frozen=True)
@@ -81,18 +85,25 @@ def score_contract(settings: Settings, as_of: datetime | None = None) -> Contrac
     views = read_views(settings.feature_tables_dir)
     as_of = as_of or datetime.fromisoformat(views["data_end"])
     name = contract_model_name(contract.name)
-    client = connect(settings)
-    if not has_alias(client, name, CHAMPION):
-        raise DataError(f"no '{CHAMPION}' version of {name!r} in {settings.resolved_tracking_uri}; run `churn train` first")
-    version = client.get_model_version_by_alias(name, CHAMPION).version
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    model = load_champion(settings, name)
     entities = population(settings, contract, views, as_of)
     if entities.empty:
         raise DataError(f"{contract.name}: no customer to score at {as_of:%Y-%m-%d} (no feature rows at or before it)")
     features = historical_features(settings, entities, contract_service_name(contract.name))
     out = features[["customer_id", "event_timestamp"]].copy()
-    out["churn_probability"] = model.predict(features)
-    out["model_version"] = f"{name}/{version}"
+    extra = model.extra
+    raw = model.booster.predict(to_matrix(features, model.feature_names, model.categories))
+    out["churn_probability"] = apply_map(extra["calibration"], raw)
+    spec = extra["value"]
+    clv_prediction = None
+    if spec["method"] == "model":
+        clv = load_champion(settings, contract_clv_name(contract.name))
+        clv_prediction = clv.booster.predict(to_matrix(features, clv.feature_names, clv.categories))
+    column = value_column(spec)
+    columns = {column: features[column].to_numpy()} if column else {}
+    out["clv"] = customer_value(spec, columns, out["churn_probability"].to_numpy(), clv_prediction)
+    out["segment"] = segment_of(out["clv"].to_numpy(), extra["segment_edges"])
+    out["model_version"] = model.label
     path = settings.outputs_dir / f"scores_{contract.name}_{as_of:%Y%m%d}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
@@ -112,8 +123,8 @@ def missing_for_decisions(settings: Settings) -> str:
     absent = [f for f in needed if f not in features]
     has_transactions = bool(contract.of_shape(Shape.TRANSACTIONS))
     gaps = [
-        f"a calibrated single-booster churn model with reason codes (the data set has {name!r}, an uncalibrated "
-        "ensemble the fast path cannot serve)",
+        f"the service's scorer for its models ({name!r} is a calibrated booster, but the fast path and its "
+        "reason codes read the simulator's models only)",
         "a CLV model for value segments and expected value ("
         + ("not trained for ingested data yet" if has_transactions else "and no transactions to train one on: it is a snapshot")
         + ")",
