@@ -296,11 +296,11 @@ def _train_contract(settings: Settings, shuffle_labels: bool = False) -> None:
         ("brier_raw", "Brier raw", ".4f"), ("brier", "Brier cal.", ".4f"), ("ece_raw", "ECE raw", ".4f"),
         ("ece", "ECE cal.", ".4f"), ("empc", "EMPC", ".2f"), ("empc_clv", "EMPC value", ".2f"), ("churn_rate", "churn rate", ".1%"),
     )
-    table = Table("split", *(header for _, header, _ in shown), title="held out (calibration cross-fitted over the splits)")
-    for split, m in zip(result.split_names, result.per_split):
-        table.add_row(split, *(f"{m[k]:{fmt}}" for k, _, fmt in shown))
-    s = result.summary
-    table.add_row("mean ± sd", *(f"{s[k][0]:{fmt}} ± {s[k][1]:{fmt}}" for k, _, fmt in shown[:-1]), "")
+    # one row per metric: the splits side by side stay readable in a terminal
+    table = Table("metric", *result.split_names, "mean ± sd", title="held out (calibration cross-fitted over the splits)")
+    for k, header, fmt in shown:
+        mean, sd = result.summary[k]
+        table.add_row(header, *(f"{m[k]:{fmt}}" for m in result.per_split), f"{mean:{fmt}} ± {sd:{fmt}}")
     console.print(table)
     value = result.value
     segments = (

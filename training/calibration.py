@@ -101,25 +101,3 @@ class ProbabilityCalibrator:
             raise NotFittedError("this calibrator is not fitted yet; call fit first")
         return {**self.map_, "cv_log_loss": self.cv_log_loss_}
 
-
-def cross_fitted(
-    raw: list[np.ndarray], labels: list[np.ndarray], methods: tuple[Method, ...] = ("platt", "isotonic"), seed: int = 0
-) -> list[np.ndarray]:
-    """Calibrated held-out predictions of each evaluation split, by a calibrator that never saw it.
-
-    Split k's raw predictions are calibrated by a `ProbabilityCalibrator` fitted on the other
-    splits' held-out predictions, so the calibrated metrics of split k are as honest as its raw
-    ones. With one split there is no other: its rows are cross-fitted in five stratified parts.
-    """
-    if len(raw) >= 2:
-        out = []
-        for k in range(len(raw)):
-            p = np.concatenate([r for i, r in enumerate(raw) if i != k])
-            y = np.concatenate([t for i, t in enumerate(labels) if i != k])
-            out.append(ProbabilityCalibrator(methods, seed=seed).fit(p, y).predict(raw[k]))
-        return out
-    p, y = np.asarray(raw[0], dtype=float), np.asarray(labels[0], dtype=int)
-    calibrated = np.empty(len(p))
-    for fit_rows, test_rows in StratifiedKFold(5, shuffle=True, random_state=seed).split(p, y):
-        calibrated[test_rows] = ProbabilityCalibrator(methods, seed=seed).fit(p[fit_rows], y[fit_rows]).predict(p[test_rows])
-    return [calibrated]

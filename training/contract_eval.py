@@ -172,16 +172,17 @@ def contract_data(settings: Settings) -> ContractData:
 Model = Callable[[], object]  # a factory of objects with fit(X, y) -> self and predict(X) -> scores
 
 
-def held_out_predictions(data: ContractData, make: Model, fit_labels: np.ndarray | None = None) -> list[np.ndarray]:
-    """Each split's model (fitted on its training rows) scored on its own test rows, split by split.
+def held_out_predictions(data: ContractData, make: Model, fit_labels: np.ndarray | None = None) -> list[tuple[object, np.ndarray]]:
+    """Each split's model (fitted on its training rows) and its scores of its own test rows, split by split.
 
     `fit_labels` replaces the labels the models are fitted on (not those they are scored on).
     """
     y = data.frame["churned"].to_numpy() if fit_labels is None else fit_labels
-    return [
-        make().fit(data.frame.iloc[train_rows], y[train_rows]).predict(data.frame.iloc[test_rows])
-        for train_rows, test_rows in data.splits
-    ]
+    fitted = []
+    for train_rows, test_rows in data.splits:
+        model = make().fit(data.frame.iloc[train_rows], y[train_rows])
+        fitted.append((model, model.predict(data.frame.iloc[test_rows])))
+    return fitted
 
 
 def backtest(
@@ -192,7 +193,7 @@ def backtest(
     results: dict[str, list[dict[str, float]]] = {}
     for name, make in models.items():
         results[name] = []
-        for (_, test_rows), predicted in zip(data.splits, held_out_predictions(data, make, fit_labels)):
+        for (_, test_rows), (_, predicted) in zip(data.splits, held_out_predictions(data, make, fit_labels)):
             metrics = churn_metrics(y[test_rows], predicted)
             results[name].append({k: metrics[k] for k in (*METRICS, "churn_rate")})
     return results

@@ -26,6 +26,11 @@ Frames with one date (a snapshot table: there is no later period to hold out):
 
 The model's probability is the sigmoid of the mean log-odds of its boosters: the merged
 booster's own prediction, so the model evaluated is the model registered.
+
+Held-out predictions for calibration (`held_out_rows_`, `held_out_probability_`), at the
+scale of the fitted model and from the rows given to `fit` only: a snapshot's rows each
+scored by the chosen candidates' inner-fold models that left it out; a frame with cutoffs,
+the validation cutoff scored by the chosen candidates as searched (on the older cutoffs).
 """
 
 from __future__ import annotations
@@ -68,6 +73,10 @@ def merged_booster(boosters: list[lgb.Booster]) -> lgb.Booster:
     # tree_sizes gives byte offsets of the original trees; LightGBM parses without it
     header = "\n".join(line for line in header.split("\n") if not line.startswith("tree_sizes="))
     return lgb.Booster(model_str=header + "\n\n" + "\n\n".join(out) + "\n\nend of trees\n" + tail)
+
+
+def _sigmoid(raw: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-raw))
 
 
 def _divided(line: str, k: int) -> str:
@@ -176,7 +185,7 @@ class AutoTunedModel:
 
     def _fit_time_split(self, X: pd.DataFrame, matrix: np.ndarray, y: np.ndarray) -> None:
         fit_rows, val_rows = self._time_split(X)
-        self.search_ = []
+        self.search_, searched = [], []
         for candidate in CANDIDATES:
             # a Dataset is bound to the parameters it was built with (min_data_in_leaf)
             train = self._dataset(matrix[fit_rows], y[fit_rows])
@@ -191,7 +200,13 @@ class AutoTunedModel:
             self.search_.append(
                 {"params": {**candidate, "learning_rate": _LEARNING_RATE}, "rounds": booster.best_iteration, "validation_auc": booster.best_score["valid_0"]["auc"]}
             )
-        self.search_.sort(key=lambda c: -c["validation_auc"])
+            searched.append(booster)
+        order = sorted(range(len(CANDIDATES)), key=lambda i: -self.search_[i]["validation_auc"])
+        self.search_ = [self.search_[i] for i in order]
+        # held out: the chosen candidates, as searched (older cutoffs only), on the validation cutoff
+        chosen = [searched[i] for i in order[: self.ensemble]]
+        raw = np.mean([b.predict(matrix[val_rows], raw_score=True, num_iteration=b.best_iteration) for b in chosen], axis=0)
+        self.held_out_rows_, self.held_out_probability_ = val_rows, _sigmoid(raw)
         # more rows support more rounds; capped, as cutoffs of the same customers are not independent rows
         growth = min(len(X) / len(fit_rows), 1.5)
         self.boosters_ = [
@@ -235,6 +250,12 @@ class AutoTunedModel:
         searched.sort(key=lambda s: -s[0]["validation_auc"])
         self.search_ = [entry for entry, _ in searched]
         self.boosters_ = [b for _, boosters in searched[: self.ensemble] for b in boosters]
+        # held out: each row scored by the chosen candidates' models of the inner fold that left it out
+        raw = np.zeros(len(y))
+        for _, boosters in searched[: self.ensemble]:
+            for (_, val_rows), booster in zip(folds, boosters):
+                raw[val_rows] += booster.predict(matrix[val_rows], raw_score=True)
+        self.held_out_rows_, self.held_out_probability_ = np.arange(len(y)), _sigmoid(raw / min(self.ensemble, len(searched)))
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Churn probability of each row: the sigmoid of the ensemble's mean log-odds (`booster_`)."""
