@@ -45,8 +45,12 @@ from training.contract_eval import ContractData, contract_data, engine_model, he
 from training.contract_promote import (
     contract_clv_name, contract_model_name, evaluation_fingerprint, held_out_tags, promote_contract,
 )
-from training.dataset import fingerprint
+from training.dataset import fingerprint, to_matrix
+from training.evaluate import gains_curve, reliability_table
+from training.explain import contributions, global_importance
 from training.registry import CHAMPION, connect, experiment_id, has_alias, log_booster
+from training.report import TrainingReport, segment_metrics, write_report
+from training.train import sample_rows
 from training.tuning import AutoTunedModel
 from training.value import SEGMENT_QUANTILES, ValueModel, customer_value, fit_value_model, segment_edges, value_column, value_spec
 
@@ -104,19 +108,84 @@ def calibrate(model: AutoTunedModel, y: np.ndarray, seed: int) -> ProbabilityCal
     return ProbabilityCalibrator(CALIBRATION_METHODS, seed=seed).fit(model.held_out_probability_, y[rows])
 
 
+@dataclass(frozen=True)
+class _Split:
+    """One evaluation split's test rows: truth, raw and calibrated probability, value."""
+
+    y: np.ndarray
+    raw: np.ndarray
+    probability: np.ndarray
+    value: np.ndarray
+
+
 def _evaluate(
     settings: Settings, data: ContractData, make: Callable[[], AutoTunedModel], fit_labels, spec: dict, value_model
-) -> list[dict[str, float]]:
-    """Per-split held-out metrics, raw and calibrated: each split's model calibrated as the registered one is."""
+) -> tuple[list[dict[str, float]], list[_Split]]:
+    """Per-split held-out metrics (and predictions), raw and calibrated: each split's model calibrated as the registered one is."""
     y = data.frame["churned"].to_numpy()
     fit_y = y if fit_labels is None else fit_labels
     seed = data.contract.evaluation.seed
-    per_split = []
+    per_split, parts = [], []
     for (train_rows, test_rows), (model, raw) in zip(data.splits, held_out_predictions(data, make, fit_labels)):
         p = calibrate(model, fit_y[train_rows], seed).predict(raw)
         value = _value_of(spec, data.frame.iloc[test_rows], p, value_model)
         per_split.append(fold_metrics(y[test_rows], p, raw, value, settings.profit, settings.training.calibration_bins))
-    return per_split
+        parts.append(_Split(y[test_rows], raw, p, value))
+    return per_split, parts
+
+
+def _report(
+    settings: Settings, data: ContractData, per_split: list[dict], parts: list[_Split], model: AutoTunedModel,
+    calibrator: ProbabilityCalibrator, value_model: ValueModel | None, latest: pd.DataFrame, spec: dict, edges: list[float],
+    title: str,
+) -> TrainingReport:
+    """The HTML report of the run (`training/report.py`), from the evaluation splits and the registered model."""
+    bins = settings.training.calibration_bins
+    pooled = fold_metrics(
+        *(np.concatenate([getattr(s, k) for s in parts]) for k in ("y", "probability", "raw", "value")), settings.profit, bins
+    )
+    table = pd.DataFrame(
+        [{"test_cutoff": n, "calibration": calibrator.method_, **m} for n, m in zip(data.split_names, per_split)]
+        + [{"test_cutoff": "all", "calibration": calibrator.method_, **pooled}]
+    )
+    last = parts[-1]
+    sample = sample_rows(latest)
+    importance = global_importance(
+        contributions(model.booster_, to_matrix(sample, list(model.feature_names), model.categories_), list(model.feature_names))
+    )
+    importance_clv = None
+    if value_model is not None:
+        matrix = to_matrix(sample, value_model.feature_names, value_model.categories)
+        importance_clv = global_importance(contributions(value_model.booster, matrix, value_model.feature_names))
+    value_words = {
+        "model": f"predicted revenue over {spec['horizon_days']} days (`<data set>-clv`)",
+        "charge": f"{spec['source_column']} x expected retained periods of {spec['period_days']} days within {spec['horizon_days']} days",
+        "column": f"the column {spec['source_column']}",
+        "constant": f"a constant {spec['amount']:g} for every customer (one segment)",
+    }
+    return TrainingReport(
+        title=title,
+        backtest=table,
+        reliability_raw=reliability_table(last.y, last.raw, bins),
+        reliability=reliability_table(last.y, last.probability, bins),
+        calibration_method=calibrator.method_,
+        calibration_cv_log_loss=calibrator.cv_log_loss_,
+        gains=gains_curve(last.y, last.probability),
+        importance=importance,
+        importance_clv=importance_clv,
+        segments=segment_metrics(last.y, last.probability, last.value, edges),
+        clv_metrics=value_model.metrics if value_model is not None else None,
+        profit=settings.profit,
+        backtest_note=(
+            "Each row: a model fitted on the split's training rows only (stratified folds of the snapshot, or "
+            "earlier cutoffs of the logs) and calibrated on its own held-out predictions of them, tested on the "
+            "split's test rows. 'all' pools every split's test customers."
+        ),
+        calibration_note="Fitted on the registered model's own held-out predictions of its training rows; method",
+        clv_note=f"Value: {value_words[spec['method']]}" + (f"; model measured on cutoff {value_model.test_cutoff}" if value_model else ""),
+        latest=f"split {data.split_names[-1]}",
+        importance_rows="the latest labelled population (the registered models)",
+    )
 
 
 def train_contract(
@@ -153,7 +222,7 @@ def train_contract(
         return engine_model(data)
 
     step(f"evaluate on {len(data.splits)} splits")
-    per_split = _evaluate(settings, data, make, fit_labels, spec, value_model)
+    per_split, parts = _evaluate(settings, data, make, fit_labels, spec, value_model)
     summary = summarize(per_split)
 
     step("fit the model to register")
@@ -208,6 +277,12 @@ def train_contract(
             "best_iteration": None, "extra": extra,
         }
         version = log_booster(client, model.booster_, name, churn_spec, run.info.run_id)
+        report = _report(
+            settings, data, per_split, parts, model, calibrator, value_model, latest, spec, edges,
+            f"Training run of {contract.name}" + (" (shuffled labels)" if shuffle_labels else ""),
+        )
+        report_path = write_report(report, settings.reports_dir / f"train-{run.info.run_id}.html")
+        mlflow.log_artifact(str(report_path), "report")
         tags = held_out_tags(summary, evaluation_fingerprint(data.frame, data.splits, data.split_names), data.split_names)
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)

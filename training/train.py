@@ -70,7 +70,7 @@ def _split(frame: pd.DataFrame, cutoffs: list) -> tuple[pd.DataFrame, pd.DataFra
     return train, stop, test
 
 
-def _sample(frame: pd.DataFrame, rows: int = IMPORTANCE_SAMPLE_ROWS, seed: int = 0) -> pd.DataFrame:
+def sample_rows(frame: pd.DataFrame, rows: int = IMPORTANCE_SAMPLE_ROWS, seed: int = 0) -> pd.DataFrame:
     """At most `rows` rows of `frame`, drawn at random (reproducibly)."""
     return frame if len(frame) <= rows else frame.sample(rows, random_state=seed)
 
@@ -175,11 +175,11 @@ def train(
 
     step("explanations and report")
     contrib = contributions(
-        churn_model.booster_, to_matrix(_sample(churn_test), churn_model.feature_names_, churn_model.categories_),
+        churn_model.booster_, to_matrix(sample_rows(churn_test), churn_model.feature_names_, churn_model.categories_),
         churn_model.feature_names_, churn_model.best_iteration_,
     )
     clv_contrib = contributions(
-        clv_model.booster_, to_matrix(_sample(clv_test), clv_model.feature_names_, clv_model.categories_),
+        clv_model.booster_, to_matrix(sample_rows(clv_test), clv_model.feature_names_, clv_model.categories_),
         clv_model.feature_names_, clv_model.best_iteration_,
     )
     y_latest = churn_test["churned"].to_numpy()

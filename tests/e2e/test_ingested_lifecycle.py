@@ -139,6 +139,8 @@ def test_the_champion_is_one_calibrated_booster_with_value_and_segments(project)
 
     # held-out calibration, cross-fitted over the two folds: reported, and not worse than the raw
     # model's beyond noise (ECE of 600 customers in 10 bins moves by about 0.02 between samples)
+    report = next((root / "data").rglob(f"train-{model.run_id}.html")).read_text()
+    assert "a constant 200 for every customer (one segment)" in report and "No CLV model." in report
     evaluation = mlflow.artifacts.load_dict(f"runs:/{model.run_id}/evaluation.json")
     for split in evaluation["metrics"]:
         assert {"brier", "brier_raw", "ece", "ece_raw", "empc", "empc_clv"} <= set(split)

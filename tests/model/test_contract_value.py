@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightgbm as lgb
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -162,6 +163,14 @@ def test_a_transactions_data_set_registers_its_value_model(retail):
     low, high = churn.extra["segment_edges"]
     assert 0 < low < high
     assert churn.booster.num_trees() > 0 and clv.booster.num_trees() > 0
+
+    # the run's HTML report, logged with the run, has every section, the CLV model's included
+    from training.report import SECTIONS
+
+    report = next((root / "data").rglob(f"train-{churn.run_id}.html")).read_text()
+    assert all(f'id="{key}"' in report for key in SECTIONS)
+    assert "Value: predicted revenue over 56 days" in report and "<h3>CLV model</h3>" in report
+    assert mlflow.artifacts.list_artifacts(run_id=churn.run_id, artifact_path="report")
 
     result = CliRunner().invoke(app, ["score"], env=env, terminal_width=400)
     assert result.exit_code == 0, result.output
