@@ -181,6 +181,22 @@ def test_a_transactions_data_set_registers_its_value_model(retail):
     assert np.corrcoef(scores["clv"], scores["churn_probability"])[0, 1] < 0
 
 
+def test_promote_moves_the_value_model_with_the_churn_model(retail):
+    root, env, _ = retail
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+
+    def aliases(name: str) -> dict[str, str]:
+        return {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
+
+    for args in (["train"], ["promote"]):
+        result = CliRunner().invoke(app, args, env=env, terminal_width=400)
+        assert result.exit_code == 0, result.output
+        if args == ["train"]:
+            assert aliases("shop-churn") == aliases("shop-clv") == {"champion": "1", "challenger": "2"}
+    assert "promoted" in " ".join(result.output.split())
+    assert aliases("shop-churn") == aliases("shop-clv") == {"champion": "2"}
+
+
 def test_a_value_horizon_longer_than_the_data_is_named(retail, tmp_path):
     root, env, _ = retail
     config = yaml.safe_load((root / "shop.yaml").read_text())
@@ -192,3 +208,33 @@ def test_a_value_horizon_longer_than_the_data_is_named(retail, tmp_path):
     result = CliRunner().invoke(app, ["train"], env=env, terminal_width=400)
     assert result.exit_code == 1
     assert "value.horizon_days = 400 leaves 0 cutoff" in " ".join(result.output.split())
+
+
+def test_a_charge_value_is_scored_from_its_snapshot_column(tmp_path):
+    rng = np.random.default_rng(5)
+    n = 600
+    fee = rng.uniform(20, 110, n).round(2)
+    tenure = rng.integers(1, 72, n)
+    churned = rng.random(n) < 1 / (1 + np.exp(-(0.5 - 0.05 * tenure + 0.01 * (fee - 60))))
+    pd.DataFrame({"id": [f"T{i}" for i in range(n)], "tenure": tenure, "MonthlyFee": fee, "Churn": np.where(churned, "Yes", "No")}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    config = {
+        "name": "tel",
+        "data_root": str(tmp_path),
+        "sources": {"customers": {"shape": "snapshot", "path": "t.csv", "customer_id": "id", "as_of": "2024-06-01", "label": "Churn", "positive": ["Yes"]}},
+        "churn": {"definition": "label", "horizon_days": 30},
+        "evaluation": {"folds": 2},
+        "value": {"method": "charge", "column": "MonthlyFee", "period_days": 30, "horizon_days": 360},
+    }
+    (tmp_path / "tel.yaml").write_text(yaml.safe_dump(config))
+    env = {"CHURN_DATA_DIR": str(tmp_path / "data"), "CHURN_MLRUNS_DIR": str(tmp_path / "mlruns")}
+    for args in (["ingest", "--config", str(tmp_path / "tel.yaml")], ["features", "build"], ["features", "apply"], ["train"], ["score"]):
+        result = CliRunner().invoke(app, args, env=env, terminal_width=400)
+        assert result.exit_code == 0, result.output
+    scores = pd.read_parquet(next((tmp_path / "data").rglob("scores_tel_*.parquet")))
+    truth = pd.read_csv(tmp_path / "t.csv").set_index("id").loc[scores["customer_id"].astype(str)]
+    # value = fee x expected retained months of the next 12, at the served (calibrated) probability
+    expected = truth["MonthlyFee"].to_numpy() * expected_periods(scores["churn_probability"].to_numpy(), 30, 360, 30)
+    np.testing.assert_allclose(scores["clv"], expected, rtol=1e-9)
+    assert set(scores["segment"]) == {"low", "medium", "high"}
