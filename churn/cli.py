@@ -294,12 +294,30 @@ def _train_contract(settings: Settings, shuffle_labels: bool = False) -> None:
         task = bar.add_task("starting", total=None)
         result = train_contract(settings, step=lambda what: bar.update(task, description=what), shuffle_labels=shuffle_labels)
     console.print(f"[green]✓[/] evaluated, trained and registered [dim]({time.perf_counter() - start:.1f}s)[/]")
-    table = Table("split", "ROC AUC", "PR AUC", "top-decile lift", "churn rate")
-    for split, m in zip(result.split_names, result.per_split):
-        table.add_row(split, f"{m['roc_auc']:.3f}", f"{m['pr_auc']:.3f}", f"{m['top_decile_lift']:.2f}", f"{m['churn_rate']:.1%}")
-    s = result.summary
-    table.add_row("mean ± sd", *(f"{s[k][0]:.3f} ± {s[k][1]:.3f}" for k in ("roc_auc", "pr_auc", "top_decile_lift")), "")
+    # (metric key, header, format): ranking, then calibration raw -> calibrated (cross-fitted), then profit
+    shown = (
+        ("roc_auc", "ROC AUC", ".3f"), ("pr_auc", "PR AUC", ".3f"), ("top_decile_lift", "lift@10%", ".2f"),
+        ("brier_raw", "Brier raw", ".4f"), ("brier", "Brier cal.", ".4f"), ("ece_raw", "ECE raw", ".4f"),
+        ("ece", "ECE cal.", ".4f"), ("empc", "EMPC", ".2f"), ("empc_clv", "EMPC value", ".2f"), ("churn_rate", "churn rate", ".1%"),
+    )
+    # one row per metric: the splits side by side stay readable in a terminal
+    table = Table("metric", *result.split_names, "mean ± sd", title="held out (calibration cross-fitted over the splits)")
+    for k, header, fmt in shown:
+        mean, sd = result.summary[k]
+        table.add_row(header, *(f"{m[k]:{fmt}}" for m in result.per_split), f"{mean:{fmt}} ± {sd:{fmt}}")
     console.print(table)
+    value = result.value
+    segments = (
+        f"one segment (every customer is worth {value['amount']:,.2f})" if value["constant"]
+        else f"segment edges {result.segment_edges[0]:,.2f} / {result.segment_edges[1]:,.2f}"
+    )
+    console.print(f"  value: {value['method']}; {segments}")
+    if result.clv_version is not None:
+        m = result.clv_metrics
+        console.print(
+            f"  value model version {result.clv_version}: MAE {m['mae']:,.2f}, RMSE {m['rmse']:,.2f}, "
+            f"Spearman {m['spearman']:.3f} on the held-out cutoff"
+        )
     console.print(
         f"  model {result.model_name} version {result.version}, trained on {result.n_train_rows:,} rows; "
         f"MLflow run {result.run_id}; {result.promotion}"

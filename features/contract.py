@@ -186,6 +186,32 @@ class Evaluation(_Strict):
         return self
 
 
+class Value(_Strict):
+    """What a customer is worth (CLV): the value segments and the value-weighted profit read it.
+
+    `model`: a LightGBM regressor of the transactions' revenue over `horizon_days`;
+    `charge`: `column` is a recurring charge per `period_days`, kept while the customer stays
+    (expected retained periods from the churn model's hazard, see docs/data-contract.md);
+    `column`: `column` is the value as it is; `constant`: everybody is worth `amount`.
+    """
+
+    method: Literal["model", "charge", "column", "constant"] | None = Field(
+        None, description="model, charge, column or constant; default: model with a transactions source, else constant."
+    )
+    column: str | None = Field(None, description="charge/column: the snapshot's numeric column (e.g. MonthlyCharges).")
+    period_days: int = Field(30, ge=1, description="charge: days one charge of `column` pays for.")
+    horizon_days: int = Field(180, ge=7, description="model/charge: days of future revenue the value counts.")
+    amount: float | None = Field(None, ge=0, description="constant: the value of every customer; default: settings.profit.clv.")
+
+    @model_validator(mode="after")
+    def _column_when_needed(self) -> Value:
+        if self.method in ("charge", "column") and not self.column:
+            raise ValueError(f"value.method {self.method!r} needs value.column: the snapshot column holding it")
+        if self.method not in ("charge", "column") and self.column:
+            raise ValueError(f"value.column is read by the methods 'charge' and 'column' only; value.method is {self.method!r}")
+        return self
+
+
 class Contract(_Strict):
     """A whole config file."""
 
@@ -195,6 +221,7 @@ class Contract(_Strict):
     actions: str | None = Field(None, description="The data set's action catalog (YAML), relative to the config file; `churn ingest` keeps a copy.")
     churn: Churn
     evaluation: Evaluation = Evaluation()
+    value: Value = Field(Value(), description="What a customer is worth (CLV); see `Value`.")
 
     @model_validator(mode="after")
     def _consistent(self) -> Contract:
@@ -215,7 +242,31 @@ class Contract(_Strict):
             raise ValueError("churn.definition 'cancellations' needs a cancellations source")
         if self.churn.definition in ("cancellations", "inactivity") and not any(s in LOG_SHAPES for s in shapes):
             raise ValueError(f"churn.definition {self.churn.definition!r} needs an events or transactions source")
+        self._check_value()
         return self
+
+    def _check_value(self) -> None:
+        method = self.value_method
+        if method == "model" and not self.of_shape(Shape.TRANSACTIONS):
+            raise ValueError("value.method 'model' needs a transactions source (its revenue is what the model learns)")
+        column = self.value.column
+        if column:
+            snapshot = self.snapshot
+            if snapshot is None:
+                raise ValueError(f"value.column {column!r} must be a column of the snapshot source; there is none")
+            source = snapshot[1]
+            if column in source.ignore:
+                raise ValueError(f"value.column {column!r} must be a feature of the snapshot; it is in `ignore`")
+            declared = source.columns.get(column)
+            if declared in (ColumnType.CATEGORICAL, ColumnType.TIMESTAMP):
+                raise ValueError(f"value.column {column!r} must be a numeric column of the snapshot; it is declared {declared.value}")
+
+    @property
+    def value_method(self) -> str:
+        """The value method: the config's, or the default (model with transactions, else constant)."""
+        if self.value.method:
+            return self.value.method
+        return "model" if self.of_shape(Shape.TRANSACTIONS) else "constant"
 
     def of_shape(self, *shapes: Shape) -> dict[str, Source]:
         return {name: s for name, s in self.sources.items() if s.shape in shapes}

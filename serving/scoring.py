@@ -20,7 +20,7 @@ from training.dataset import check_features, required_features, to_matrix
 from training.explain import contributions, reason_codes
 from training.reason import Reason
 from training.registered import FetchedModel, RegisteredModel, load_fetched
-from training.value import customer_value, value_columns, value_method
+from training.value import customer_value, value_column, value_method
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class Scorer:
         scores = self.scores(
             to_matrix(features, self.churn.feature_names, self.churn.categories),
             None if self.clv is None else to_matrix(features, self.clv.feature_names, self.clv.categories),
-            {c: pd.to_numeric(features[c], errors="coerce").to_numpy(dtype=float) for c in value_columns(self.value)},
+            {c: pd.to_numeric(features[c], errors="coerce").to_numpy(dtype=float) for c in filter(None, [value_column(self.value)])},
         )
         for name, values in scores.items():
             out[name] = values
@@ -114,7 +114,7 @@ class Scorer:
     def scores(self, x_churn: np.ndarray, x_clv: np.ndarray | None, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """churn_probability, clv, segment and risk_band from the models' input matrices (rows aligned).
 
-        `columns`: the features the value reads (`value_columns`), as float arrays.
+        `columns`: the features the value reads (`training.value.value_column`), as float arrays.
         """
         # calibrated on held-out data at training time: a 0.2 means about 2 in 10 such customers leave
         probability = apply_map(self.churn.extra["calibration"], self.churn.booster.predict(x_churn))

@@ -100,3 +100,4 @@ class ProbabilityCalibrator:
         if not hasattr(self, "map_"):
             raise NotFittedError("this calibrator is not fitted yet; call fit first")
         return {**self.map_, "cv_log_loss": self.cv_log_loss_}
+

@@ -172,21 +172,29 @@ def contract_data(settings: Settings) -> ContractData:
 Model = Callable[[], object]  # a factory of objects with fit(X, y) -> self and predict(X) -> scores
 
 
-def backtest(
-    data: ContractData, models: dict[str, Model], fit_labels: np.ndarray | None = None
-) -> dict[str, list[dict[str, float]]]:
-    """Fit and score every model on every split of `data`; metrics per model per split.
+def held_out_predictions(data: ContractData, make: Model, fit_labels: np.ndarray | None = None) -> list[tuple[object, np.ndarray]]:
+    """Each split's model (fitted on its training rows) and its scores of its own test rows, split by split.
 
     `fit_labels` replaces the labels the models are fitted on (not those they are scored on).
     """
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in models}
-    y = data.frame["churned"].to_numpy()
-    fit_y = y if fit_labels is None else fit_labels
+    y = data.frame["churned"].to_numpy() if fit_labels is None else fit_labels
+    fitted = []
     for train_rows, test_rows in data.splits:
-        train, test = data.frame.iloc[train_rows], data.frame.iloc[test_rows]
-        for name, make in models.items():
-            model = make().fit(train, fit_y[train_rows])
-            metrics = churn_metrics(y[test_rows], model.predict(test))
+        model = make().fit(data.frame.iloc[train_rows], y[train_rows])
+        fitted.append((model, model.predict(data.frame.iloc[test_rows])))
+    return fitted
+
+
+def backtest(
+    data: ContractData, models: dict[str, Model], fit_labels: np.ndarray | None = None
+) -> dict[str, list[dict[str, float]]]:
+    """Fit and score every model on every split of `data`; metrics per model per split."""
+    y = data.frame["churned"].to_numpy()
+    results: dict[str, list[dict[str, float]]] = {}
+    for name, make in models.items():
+        results[name] = []
+        for (_, test_rows), (_, predicted) in zip(data.splits, held_out_predictions(data, make, fit_labels)):
+            metrics = churn_metrics(y[test_rows], predicted)
             results[name].append({k: metrics[k] for k in (*METRICS, "churn_rate")})
     return results
 

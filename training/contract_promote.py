@@ -1,8 +1,8 @@
 """The promotion gate for models trained on ingested data (`churn ingest` -> ... -> `churn train`).
 
 Same rule and record as the simulator's gate (`training/promote.py`): `churn train` registers
-the new version of `<data set>-churn` as `challenger`; `churn promote` moves `champion` to it
-only if it is within `settings.promotion.tolerance` of the champion on
+the new version of `<data set>-churn` (and of `<data set>-clv`, when the value is a model) as
+`challenger`; `churn promote` moves `champion` of both to them only if it is within `settings.promotion.tolerance` of the champion on
 `settings.promotion.metric`, or better; every attempt is a run of `churn-engine-promotions`.
 The very first model of a data set (no champion yet) becomes champion at once, recorded as
 such, as on the simulator's path.
@@ -34,7 +34,7 @@ from features.ingest import read_manifest
 from training.promote import PromotionDecision, PromotionError, _judge, _record
 from training.registry import CHALLENGER, CHAMPION, connect, has_alias
 
-# Metrics the evaluation of ingested data measures (no calibration, CLV or campaign profit there).
+# Metrics the gate compares (the evaluation measures more: calibration and campaign profit, in the run).
 HELD_OUT_METRICS = ("roc_auc", "pr_auc", "top_decile_lift")
 FINGERPRINT_TAG = "evaluation_fingerprint"
 
@@ -42,6 +42,11 @@ FINGERPRINT_TAG = "evaluation_fingerprint"
 def contract_model_name(contract_name: str) -> str:
     """Registered name of a data set's churn model (`telco` -> `telco-churn`)."""
     return f"{contract_name.replace('_', '-')}-churn"
+
+
+def contract_clv_name(contract_name: str) -> str:
+    """Registered name of a data set's value model (`retail` -> `retail-clv`; value method `model` only)."""
+    return f"{contract_name.replace('_', '-')}-clv"
 
 
 def evaluation_fingerprint(frame: pd.DataFrame, splits: list[tuple[np.ndarray, np.ndarray]], split_names: list[str]) -> str:
@@ -121,8 +126,12 @@ def promote_contract(settings: Settings, who: str | None = None) -> PromotionDec
             challenger_metrics=new, champion_metrics=old,
         )
     if decision.promoted:
-        client.set_registered_model_alias(name, CHAMPION, challenger.version)
-        client.delete_registered_model_alias(name, CHALLENGER)
+        # the value model trained beside the churn model moves with it (segment edges live in both)
+        for model_name in (name, contract_clv_name(contract.name)):
+            if has_alias(client, model_name, CHALLENGER):
+                version = client.get_model_version_by_alias(model_name, CHALLENGER).version
+                client.set_registered_model_alias(model_name, CHAMPION, version)
+                client.delete_registered_model_alias(model_name, CHALLENGER)
     client.set_model_version_tag(name, challenger.version, "promotion", decision.reason)
     _record(settings, client, decision)
     return decision

@@ -50,6 +50,25 @@ def spec_path(name: str) -> str:
     return f"specs/{name}.json"
 
 
+def log_booster(client: MlflowClient, booster, name: str, spec: dict, run_id: str) -> str:
+    """Log a LightGBM booster and its spec in the active run, register it as `name`, alias it `challenger`.
+
+    The spec (`feature_service`, `feature_names`, `categories`, `best_iteration`, `extra`) goes
+    to `spec_path(name)` in the run, where `fetch_alias` reads it. Returns the new version.
+    """
+    import lightgbm as lgb
+    import mlflow.lightgbm
+
+    mlflow.log_dict(spec, spec_path(name))
+    # requirements stated, not inferred: inference imports the model in a subprocess (about 10 s a model)
+    info = mlflow.lightgbm.log_model(booster, name=name, registered_model_name=name, pip_requirements=[f"lightgbm=={lgb.__version__}"])
+    version = str(info.registered_model_version)
+    client.set_model_version_tag(name, version, "feature_service", spec["feature_service"])
+    client.set_model_version_tag(name, version, "run_id", run_id)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    return version
+
+
 def has_alias(client: MlflowClient, name: str, alias: str) -> bool:
     """Whether registered model `name` exists and has a version under `alias`."""
     try:

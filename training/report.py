@@ -41,10 +41,19 @@ class TrainingReport:
     calibration_cv_log_loss: dict[str, float]
     gains: pd.DataFrame
     importance: pd.DataFrame
-    importance_clv: pd.DataFrame
+    importance_clv: pd.DataFrame | None  # None: the value is not a model (ingested data)
     segments: pd.DataFrame
-    clv_metrics: dict[str, float]
+    clv_metrics: dict[str, float] | None
     profit: ProfitSettings
+    # what differs on ingested data: how the splits and the calibration were made, what the value is
+    backtest_note: str = (
+        "Each row: a model fitted on earlier cutoffs, calibrated on the cutoff before, tested on this one. "
+        "'all' pools every fold's test customers."
+    )
+    calibration_note: str = "Method chosen by 5-fold cross-validated log-loss on the calibration cutoff"
+    clv_note: str = "CLV model (12-month revenue, its latest cutoff)"
+    latest: str = "latest cutoff"  # the split the calibration, gains and segment sections show
+    importance_rows: str = "each model's latest held-out cutoff"
 
 
 def segment_metrics(y_true: np.ndarray, probability: np.ndarray, clv: np.ndarray, edges: list[float]) -> pd.DataFrame:
@@ -86,7 +95,7 @@ def _reliability_plot(report: TrainingReport) -> str:
     ax.plot([0, top], [0, top], color="grey", linestyle="--", label="perfect calibration")
     ax.plot(report.reliability_raw["mean_predicted"], report.reliability_raw["observed_rate"], "o-", label="raw model")
     ax.plot(report.reliability["mean_predicted"], report.reliability["observed_rate"], "s-", label=f"calibrated ({report.calibration_method})")
-    ax.set(xlabel="mean predicted churn probability (bin)", ylabel="observed churn rate (bin)", title="Reliability, latest cutoff")
+    ax.set(xlabel="mean predicted churn probability (bin)", ylabel="observed churn rate (bin)", title=f"Reliability, {report.latest}")
     ax.legend()
     return _png(fig)
 
@@ -142,12 +151,11 @@ def render(report: TrainingReport) -> str:
     sections = [
         _section(
             "backtest", "Backtest over rolling cutoffs",
-            "<p>Each row: a model fitted on earlier cutoffs, calibrated on the cutoff before, tested on this one. "
-            "'all' pools every fold's test customers.</p>" + _table(report.backtest) + _backtest_plot(report.backtest),
+            f"<p>{html.escape(report.backtest_note)}</p>" + _table(report.backtest) + _backtest_plot(report.backtest),
         ),
         _section(
-            "calibration", "Calibration (latest cutoff)",
-            f"<p>Method chosen by 5-fold cross-validated log-loss on the calibration cutoff: "
+            "calibration", f"Calibration ({report.latest})",
+            f"<p>{html.escape(report.calibration_note)}: "
             f"<b>{html.escape(report.calibration_method)}</b> ({html.escape(cv)}).</p>"
             f"<p>Brier score {latest['brier_raw']:.4f} before, {latest['brier']:.4f} after; "
             f"expected calibration error (ECE) {latest['ece_raw']:.4f} before, <b>{latest['ece']:.4f}</b> after.</p>"
@@ -156,7 +164,7 @@ def render(report: TrainingReport) -> str:
             + "<h3>Reliability table, raw model</h3>" + _table(report.reliability_raw),
         ),
         _section(
-            "gains", "Gains and lift (latest cutoff)",
+            "gains", f"Gains and lift ({report.latest})",
             f"<p>Top-decile lift {latest['top_decile_lift']:.2f} at a churn rate of {latest['churn_rate']:.2%}.</p>"
             + _gains_plot(report.gains),
         ),
@@ -164,23 +172,25 @@ def render(report: TrainingReport) -> str:
             "profit", "Campaign profit: EMPC (Verbraken, Verbeke & Baesens 2013)",
             f"<p>Parameters: CLV {p.clv:g}, offer cost d = {p.offer_cost:g}, contact cost f = {p.contact_cost:g}, "
             f"acceptance rate gamma ~ Beta({p.accept_alpha:g}, {p.accept_beta:g}).</p>"
-            f"<p>Latest cutoff: EMPC <b>{latest['empc']:.3f}</b> per customer, contacting "
+            f"<p>{html.escape(report.latest.capitalize())}: EMPC <b>{latest['empc']:.3f}</b> per customer, contacting "
             f"<b>{latest['empc_contact_share']:.2%}</b> of customers; with each customer's predicted CLV instead "
             f"of the constant: EMPC {latest['empc_clv']:.3f} per customer, contacting {latest['empc_clv_contact_share']:.2%}.</p>",
         ),
         _section(
             "importance", "Feature importance (mean |SHAP|)",
-            "<p>Mean absolute SHAP contribution per feature (LightGBM <code>pred_contrib</code>) on each "
-            "model's latest held-out cutoff: log-odds for churn, log of expected revenue (Tweedie) for CLV.</p>"
-            + _importance_plot(report.importance, "Churn model, latest cutoff")
+            "<p>Mean absolute SHAP contribution per feature (LightGBM <code>pred_contrib</code>) on "
+            f"{html.escape(report.importance_rows)}: log-odds for churn, log of expected revenue (Tweedie) for CLV.</p>"
+            + _importance_plot(report.importance, "Churn model")
             + "<h3>Churn model</h3>" + _table(report.importance)
-            + _importance_plot(report.importance_clv, "CLV model, its latest cutoff")
-            + "<h3>CLV model</h3>" + _table(report.importance_clv),
+            + (
+                _importance_plot(report.importance_clv, "CLV model") + "<h3>CLV model</h3>" + _table(report.importance_clv)
+                if report.importance_clv is not None else ""
+            ),
         ),
-        _section("segments", "Metrics by CLV segment (latest cutoff)", _table(report.segments)),
+        _section("segments", f"Metrics by CLV segment ({report.latest})", _table(report.segments)),
         _section(
-            "clv", "CLV model (12-month revenue, its latest cutoff)",
-            _table(pd.DataFrame([report.clv_metrics])),
+            "clv", report.clv_note,
+            _table(pd.DataFrame([report.clv_metrics])) if report.clv_metrics is not None else "<p>No CLV model.</p>",
         ),
     ]
     style = (

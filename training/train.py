@@ -18,7 +18,6 @@ from pathlib import Path
 
 import lightgbm as lgb
 import mlflow
-import mlflow.lightgbm
 import numpy as np
 import pandas as pd
 
@@ -32,12 +31,11 @@ from training.evaluate import clv_metrics, gains_curve, reliability_table
 from training.explain import contributions, global_importance
 from training.model import GradientBoostedModel
 from training.promote import promote
-from training.registry import CHALLENGER, CHAMPION, connect, experiment_id, has_alias, spec_path
+from training.registry import CHAMPION, connect, experiment_id, has_alias, log_booster
 from training.report import TrainingReport, segment_metrics, write_report
+from training.value import SEGMENT_QUANTILES, segment_edges
 
 CLV_SERVICE = "clv_model_v1"
-# CLV segments: value quantiles of the recent population (below the median, median to 80th, top 20%).
-SEGMENT_QUANTILES = (0.5, 0.8)
 # Rows whose SHAP contributions make the report's global importance. TreeSHAP costs about
 # 3 ms a row for these models (136 s for 40,000 rows at 20,000 customers): over a million
 # customers' test cutoff it would take longer than everything else; the mean absolute
@@ -72,7 +70,7 @@ def _split(frame: pd.DataFrame, cutoffs: list) -> tuple[pd.DataFrame, pd.DataFra
     return train, stop, test
 
 
-def _sample(frame: pd.DataFrame, rows: int = IMPORTANCE_SAMPLE_ROWS, seed: int = 0) -> pd.DataFrame:
+def sample_rows(frame: pd.DataFrame, rows: int = IMPORTANCE_SAMPLE_ROWS, seed: int = 0) -> pd.DataFrame:
     """At most `rows` rows of `frame`, drawn at random (reproducibly)."""
     return frame if len(frame) <= rows else frame.sample(rows, random_state=seed)
 
@@ -173,15 +171,15 @@ def train(
     c_metrics = {k: float(v) for k, v in backtest.table.iloc[-2].items() if k not in ("test_cutoff", "calibration")}
     # segment edges from the CLV of the most recent labelled population
     recent_clv = clv_of(churn_test)
-    edges = [float(np.quantile(recent_clv, q)) for q in SEGMENT_QUANTILES]
+    edges, _ = segment_edges(recent_clv)
 
     step("explanations and report")
     contrib = contributions(
-        churn_model.booster_, to_matrix(_sample(churn_test), churn_model.feature_names_, churn_model.categories_),
+        churn_model.booster_, to_matrix(sample_rows(churn_test), churn_model.feature_names_, churn_model.categories_),
         churn_model.feature_names_, churn_model.best_iteration_,
     )
     clv_contrib = contributions(
-        clv_model.booster_, to_matrix(_sample(clv_test), clv_model.feature_names_, clv_model.categories_),
+        clv_model.booster_, to_matrix(sample_rows(clv_test), clv_model.feature_names_, clv_model.categories_),
         clv_model.feature_names_, clv_model.best_iteration_,
     )
     y_latest = churn_test["churned"].to_numpy()
@@ -257,25 +255,14 @@ def train(
             (cfg.churn_model_name, churn_model, cfg.feature_service, churn_extra),
             (cfg.clv_model_name, clv_model, CLV_SERVICE, {"segment_edges": edges, "segment_quantiles": list(SEGMENT_QUANTILES)}),
         ):
-            mlflow.log_dict(
-                {
-                    "feature_service": service,
-                    "feature_names": model.feature_names_,
-                    "categories": model.categories_,
-                    "best_iteration": model.best_iteration_,
-                    "extra": extra,
-                },
-                spec_path(name),
-            )
-            # requirements stated, not inferred: inference imports the model in a subprocess (about 10 s a model)
-            info = mlflow.lightgbm.log_model(
-                model.booster_, name=name, registered_model_name=name, pip_requirements=[f"lightgbm=={lgb.__version__}"]
-            )
-            version = str(info.registered_model_version)
-            client.set_model_version_tag(name, version, "feature_service", service)
-            client.set_model_version_tag(name, version, "run_id", run.info.run_id)
-            client.set_registered_model_alias(name, CHALLENGER, version)
-            versions[name] = version
+            spec = {
+                "feature_service": service,
+                "feature_names": model.feature_names_,
+                "categories": model.categories_,
+                "best_iteration": model.best_iteration_,
+                "extra": extra,
+            }
+            versions[name] = log_booster(client, model.booster_, name, spec, run.info.run_id)
     promotion = _bootstrap_champion(settings, client)
     return TrainResult(
         run_id=run.info.run_id,

@@ -21,11 +21,21 @@ Frames with one date (a snapshot table: there is no later period to hold out):
 2. Each candidate runs at the lower `snapshot_learning_rate` (more, smaller steps; the data
    are small, so time stays bounded) and stops on the mean ROC AUC over the inner folds.
 3. CV bagging: the `ensemble` best candidates each keep their `inner_folds` fold models,
-   cut at the common early-stopped round, and the model averages all of them; no refit
-   and no guessed round count for the full data.
+   cut at the common early-stopped round, and the model averages all of them (merged into
+   one booster, as above); no refit and no guessed round count for the full data.
+
+The model's probability is the sigmoid of the mean log-odds of its boosters: the merged
+booster's own prediction, so the model evaluated is the model registered.
+
+Held-out predictions for calibration (`held_out_rows_`, `held_out_probability_`), at the
+scale of the fitted model and from the rows given to `fit` only: a snapshot's rows each
+scored by the chosen candidates' inner-fold models that left it out; a frame with cutoffs,
+the validation cutoff scored by the chosen candidates as searched (on the older cutoffs).
 """
 
 from __future__ import annotations
+
+import re
 
 import lightgbm as lgb
 import numpy as np
@@ -35,6 +45,47 @@ from sklearn.model_selection import StratifiedKFold
 from churn.errors import DataError
 from training.dataset import to_matrix
 from training.model import NotFittedError
+
+def merged_booster(boosters: list[lgb.Booster]) -> lgb.Booster:
+    """One booster whose raw score is the mean of the raw scores of `boosters` (a logit average).
+
+    A booster's raw score is the sum of its trees' leaf values, so the trees of all boosters,
+    each leaf (and internal) value divided by their number, sum to the mean. The result is a
+    plain LightGBM model: the registry, the fast serving path and TreeSHAP (`pred_contrib`,
+    also the mean of the parts') take it as they take any booster. All boosters must share
+    their features and objective (the ensemble of `AutoTunedModel` does).
+    """
+    if not boosters:
+        raise ValueError("merged_booster needs at least one booster")
+    k = len(boosters)
+    header, tail, trees = None, None, []
+    for booster in boosters:
+        head, rest = booster.model_to_string().split("\nTree=0\n", 1)
+        body, after = ("Tree=0\n" + rest).split("\nend of trees\n", 1)
+        if header is None:
+            header, tail = head, after
+        for tree in re.split(r"\n(?=Tree=\d+\n)", body.strip("\n")):
+            trees.append([_divided(line, k) for line in tree.split("\n")])
+    out = []
+    for i, lines in enumerate(trees):
+        lines[0] = f"Tree={i}"
+        out.append("\n".join(lines))
+    # tree_sizes gives byte offsets of the original trees; LightGBM parses without it
+    header = "\n".join(line for line in header.split("\n") if not line.startswith("tree_sizes="))
+    return lgb.Booster(model_str=header + "\n\n" + "\n\n".join(out) + "\n\nend of trees\n" + tail)
+
+
+def _sigmoid(raw: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-raw))
+
+
+def _divided(line: str, k: int) -> str:
+    """A model-text line with its leaf or internal values divided by `k` (others unchanged)."""
+    for key in ("leaf_value=", "internal_value="):
+        if line.startswith(key):
+            return key + " ".join(repr(float(v) / k) for v in line[len(key):].split())
+    return line
+
 
 # The bounded search space, small enough to run in seconds on 2 cores.
 CANDIDATES: tuple[dict, ...] = (
@@ -129,11 +180,12 @@ class AutoTunedModel:
             self._fit_cross_validated(matrix, y)
         else:
             self._fit_time_split(X, matrix, y)
+        self.booster_ = merged_booster(self.boosters_)
         return self
 
     def _fit_time_split(self, X: pd.DataFrame, matrix: np.ndarray, y: np.ndarray) -> None:
         fit_rows, val_rows = self._time_split(X)
-        self.search_ = []
+        self.search_, searched = [], []
         for candidate in CANDIDATES:
             # a Dataset is bound to the parameters it was built with (min_data_in_leaf)
             train = self._dataset(matrix[fit_rows], y[fit_rows])
@@ -148,7 +200,13 @@ class AutoTunedModel:
             self.search_.append(
                 {"params": {**candidate, "learning_rate": _LEARNING_RATE}, "rounds": booster.best_iteration, "validation_auc": booster.best_score["valid_0"]["auc"]}
             )
-        self.search_.sort(key=lambda c: -c["validation_auc"])
+            searched.append(booster)
+        order = sorted(range(len(CANDIDATES)), key=lambda i: -self.search_[i]["validation_auc"])
+        self.search_ = [self.search_[i] for i in order]
+        # held out: the chosen candidates, as searched (older cutoffs only), on the validation cutoff
+        chosen = [searched[i] for i in order[: self.ensemble]]
+        raw = np.mean([b.predict(matrix[val_rows], raw_score=True, num_iteration=b.best_iteration) for b in chosen], axis=0)
+        self.held_out_rows_, self.held_out_probability_ = val_rows, _sigmoid(raw)
         # more rows support more rounds; capped, as cutoffs of the same customers are not independent rows
         growth = min(len(X) / len(fit_rows), 1.5)
         self.boosters_ = [
@@ -192,13 +250,18 @@ class AutoTunedModel:
         searched.sort(key=lambda s: -s[0]["validation_auc"])
         self.search_ = [entry for entry, _ in searched]
         self.boosters_ = [b for _, boosters in searched[: self.ensemble] for b in boosters]
+        # held out: each row scored by the chosen candidates' models of the inner fold that left it out
+        raw = np.zeros(len(y))
+        for _, boosters in searched[: self.ensemble]:
+            for (_, val_rows), booster in zip(folds, boosters):
+                raw[val_rows] += booster.predict(matrix[val_rows], raw_score=True)
+        self.held_out_rows_, self.held_out_probability_ = np.arange(len(y)), _sigmoid(raw / min(self.ensemble, len(searched)))
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """Churn probability of each row: the mean of the ensemble's probabilities."""
-        if not hasattr(self, "boosters_"):
+        """Churn probability of each row: the sigmoid of the ensemble's mean log-odds (`booster_`)."""
+        if not hasattr(self, "booster_"):
             raise NotFittedError("this model is not fitted yet; call fit first")
-        matrix = to_matrix(X, list(self.feature_names), self.categories_)
-        return np.mean([b.predict(matrix) for b in self.boosters_], axis=0)
+        return self.booster_.predict(to_matrix(X, list(self.feature_names), self.categories_))
 
     def validation_auc(self) -> float:
         """ROC AUC of the best candidate on the validation rows (mean over the inner folds of a snapshot)."""

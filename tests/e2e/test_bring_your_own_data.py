@@ -7,13 +7,16 @@ explicit cancellation dates), and run through the real CLI, Feast and MLflow.
 
 from __future__ import annotations
 
-import mlflow
 import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from churn.cli import app
+from churn.settings import load_settings
+from training.calibration import apply_map
+from training.dataset import to_matrix
+from training.registry import load_champion
 
 
 @pytest.fixture(scope="module")
@@ -62,16 +65,19 @@ def test_ingest_features_train_through_the_cli(company):
     out = _run(["train"], env)
     assert "subscriptions-churn" in out
 
-    # the registered ensemble scores the latest training rows like the model that was evaluated
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
-    model = mlflow.pyfunc.load_model("models:/subscriptions-churn@champion")
+    assert "subscriptions-clv" in out  # a transactions source: the value is a revenue model
+
+    # the registered booster, loaded as the service loads it, ranks like the model that was evaluated
+    settings = load_settings(data_dir=root / "data", mlruns_dir=root / "mlruns")
+    model = load_champion(settings, "subscriptions-churn")
+    assert load_champion(settings, "subscriptions-clv").extra["segment_edges"] == model.extra["segment_edges"]
     tables = root / "data" / "feast" / "tables"
     events = pd.read_parquet(tables / "subscriptions_events.parquet")
     payments = pd.read_parquet(tables / "subscriptions_payments.parquet")
     customers = pd.read_parquet(tables / "subscriptions_customers.parquet").drop(columns="event_timestamp")
     latest = events[events["event_timestamp"] == events["event_timestamp"].max()]
     frame = latest.merge(payments, on=["customer_id", "event_timestamp"], how="left").merge(customers, on="customer_id")
-    scores = model.predict(frame)
+    scores = apply_map(model.extra["calibration"], model.booster.predict(to_matrix(frame, model.feature_names, model.categories)))
     assert len(scores) == len(frame) and ((scores >= 0) & (scores <= 1)).all()
     # customers who show no activity for weeks must look riskier than the most active ones
     idle = frame["events_recency_days"] >= 28

@@ -119,6 +119,34 @@ def test_first_model_becomes_champion_then_retrains_wait_for_the_gate(project):
     assert _alias_version(root, "champion") == "2" and _alias_version(root, "challenger") is None
 
 
+def test_the_champion_is_one_calibrated_booster_with_value_and_segments(project):
+    """The registered format the service reads: a LightGBM booster and its spec, through the registry readers."""
+    from churn.settings import load_settings
+    from training.registered import load_fetched
+    from training.registry import fetch_alias
+
+    root, _ = project
+    settings = load_settings(data_dir=root / "data", mlruns_dir=root / "mlruns")
+    model = load_fetched(fetch_alias(settings, "accounts-churn", "champion"))
+    assert model.feature_service == "accounts_churn_v1"
+    assert set(model.feature_names) == {"plan", "tenure", "fee"} and model.categories == {"plan": ["basic", "plus", "pro"]}
+    extra = model.extra
+    assert {"calibration", "value", "segment_edges", "segment_quantiles", "required", "search"} <= set(extra)
+    assert extra["calibration"]["method"] == "platt" and sorted(extra["required"]) == ["fee", "plan", "tenure"]
+    # no transactions and no value key: everybody is worth settings.profit.clv, one segment
+    assert extra["value"]["method"] == "constant" and extra["value"]["constant"] is True
+    assert extra["segment_edges"] == [200.0, 200.0] and extra["segment_quantiles"] == [0.5, 0.8]
+
+    # held-out calibration, cross-fitted over the two folds: reported, and not worse than the raw
+    # model's beyond noise (ECE of 600 customers in 10 bins moves by about 0.02 between samples)
+    report = next((root / "data").rglob(f"train-{model.run_id}.html")).read_text()
+    assert "a constant 200 for every customer (one segment)" in report and "No CLV model." in report
+    evaluation = mlflow.artifacts.load_dict(f"runs:/{model.run_id}/evaluation.json")
+    for split in evaluation["metrics"]:
+        assert {"brier", "brier_raw", "ece", "ece_raw", "empc", "empc_clv"} <= set(split)
+        assert split["ece"] <= split["ece_raw"] + 0.02, split
+
+
 def test_a_model_fitted_on_shuffled_labels_is_refused(project):
     root, env = project
     _cli(["train", "--shuffle-labels"], env)
@@ -142,6 +170,7 @@ def test_score_writes_a_churn_probability_per_customer(project):
     scores = _scores(root)
     assert len(scores) == N and scores["customer_id"].is_unique
     assert scores["churn_probability"].between(0, 1).all()
+    assert (scores["clv"] == 200.0).all() and scores["segment"].nunique() == 1
 
     # The champion was fitted on every row of this snapshot (nothing of it is held out), so its
     # ranking is judged on 1,200 other customers of the same process, ingested and scored the
