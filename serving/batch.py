@@ -207,6 +207,8 @@ def run_interventions(settings: Settings, as_of: datetime | None = None, campaig
     acted = recorded[recorded["action"] != NO_ACTION]
     chosen = acted[~acted["holdout"]].sort_values("expected_value", ascending=False)
     listing = chosen[LIST_COLUMNS]
+    if scorer.constant_value:  # say so where the list is read: segments tell nothing here
+        listing = listing.assign(reason=listing["reason"] + "; value: one constant for every customer (no value declared)")
     stem = settings.outputs_dir / f"interventions_{campaign}"
     list_csv, list_parquet = stem.with_suffix(".csv"), stem.with_suffix(".parquet")
     listing.to_csv(list_csv, index=False)

@@ -28,7 +28,7 @@ from churn.errors import DataError, StoreUnavailableError
 from churn.ids import ids_text
 from features.definitions import FEATURE_TTL
 from features.store import redis_retry
-from serving.policy import risk_band_of, segment_of
+from serving.policy import risk_band_of
 from serving.scoring import Scorer
 from training.calibration import apply_map
 from training.dataset import NULLABLE_FEATURES
@@ -381,7 +381,7 @@ class FastScorer:
             customer_ids=rows.customer_ids,
             churn_probability=probability,
             clv=clv,
-            segment=segment_of(clv, self.scorer.segment_edges),
+            segment=self.scorer.segments(clv),
             risk_band=risk_band_of(probability, self.scorer.catalog.risk_bands),
             model_version=self.scorer.model_version,
             reasons=reasons,

@@ -14,7 +14,7 @@ import pandas as pd
 from churn.errors import ConfigError
 from churn.settings import Settings
 from features.store import feature_store
-from serving.policy import ActionCatalog, load_catalog, risk_band_of, segment_of
+from serving.policy import ActionCatalog, Segment, load_catalog, risk_band_of, segment_of
 from training.calibration import apply_map
 from training.dataset import check_features, required_features, to_matrix
 from training.explain import contributions, reason_codes
@@ -92,6 +92,17 @@ class Scorer:
     def segment_edges(self) -> list[float]:
         return (self.clv or self.churn).extra["segment_edges"]
 
+    @property
+    def constant_value(self) -> bool:
+        """True when every customer has the same value (no value declared): one segment, `medium`."""
+        return bool(self.value.get("constant"))
+
+    def segments(self, clv: np.ndarray) -> np.ndarray:
+        """Value segment of each value: by the learned edges, or `medium` for all under a constant value."""
+        if self.constant_value:
+            return np.full(len(clv), Segment.MEDIUM.value)
+        return segment_of(clv, self.segment_edges)
+
     def score(self, features: pd.DataFrame) -> pd.DataFrame:
         """Churn probability, CLV, segment and risk band for each row.
 
@@ -123,7 +134,7 @@ class Scorer:
         return {
             "churn_probability": probability,
             "clv": clv,
-            "segment": segment_of(clv, self.segment_edges),
+            "segment": self.segments(clv),
             "risk_band": risk_band_of(probability, self.catalog.risk_bands),
         }
 
