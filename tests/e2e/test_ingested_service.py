@@ -5,7 +5,7 @@ real `bentoml serve` process, with text customer ids:
 - a snapshot (one row per customer, a churn label, a monthly fee valued as fee x expected
   retained months, tenure in months), like IBM Telco;
 - logs (activity events with tickets and complaints, monthly invoices; churn = no activity
-  within 60 days), like a subscription app, valued by a CLV model of its invoices.
+  within 28 days), like a subscription app, valued by a CLV model of its invoices.
 Each must give an intervention list with several segments and actions, and a service that
 scores (with reasons) and decides for ids taken from that list.
 """
@@ -104,8 +104,8 @@ def _log_company(root) -> tuple[dict, datetime]:
             },
             "invoices": {"shape": "transactions", "path": "invoices.csv", "customer_id": "user", "timestamp": "at", "amount": "total"},
         },
-        "churn": {"definition": "inactivity", "horizon_days": 60, "active_days": 91},
-        "evaluation": {"rolling_cutoffs": 1, "train_cutoffs": 3, "train_spacing_days": 14},
+        "churn": {"definition": "inactivity", "horizon_days": 28, "active_days": 91},
+        "evaluation": {"rolling_cutoffs": 1, "train_cutoffs": 4, "train_spacing_days": 14},
         "value": {"method": "model", "horizon_days": 91},
     }
     return config, None
