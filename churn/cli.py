@@ -136,10 +136,13 @@ def ingest(
 
     Every problem is listed at once; a failed ingest writes nothing and keeps the earlier data.
     """
+    _ingest(_settings(), config, data_root)
+
+
+def _ingest(settings: Settings, config: Path, data_root: Path | None):
     from features.contract import load_contract
     from features.ingest import ingest as run_ingest
 
-    settings = _settings()
     contract, root = load_contract(config, data_root)
     if contract.actions:  # the data set's own catalog: a bad one fails the ingest, not the first decision
         from serving.policy import load_catalog
@@ -149,6 +152,7 @@ def ingest(
         result = run_ingest(contract, root, settings.ingested_dir)
     rows = ", ".join(f"{name} {n:,} rows" for name, n in result.rows.items())
     console.print(f"  {rows}; {result.customers:,} customers; data ends {result.data_end:%Y-%m-%d} -> {result.out_dir}")
+    return result
 
 
 # ---------------------------------------------------------------- features
@@ -536,9 +540,9 @@ def serve(
 # ---------------------------------------------------------------- demo
 def _promote_if_waiting(settings: Settings) -> None:
     """A rerun of the demo trains a challenger; let the gate decide whether it replaces the champion."""
-    from training.registry import CHALLENGER, connect, has_alias
+    from training.registry import CHALLENGER, connect, has_alias, scoring_model_names
 
-    if has_alias(connect(settings), settings.training.churn_model_name, CHALLENGER):
+    if has_alias(connect(settings), scoring_model_names(settings)[0], CHALLENGER):
         _promote(settings)
 
 
@@ -547,14 +551,19 @@ def _promote_if_waiting(settings: Settings) -> None:
 def demo(
     customers: Annotated[int | None, typer.Option(help="Customers to simulate (default from settings).")] = None,
 ) -> None:
-    """Run the whole path on simulated data: simulate -> features -> train -> interventions."""
-    from features.build import raw_as_of
+    """Run the whole path on simulated data: simulate -> ingest -> features -> train -> interventions.
+
+    The simulator is one more data source: it writes its tables and their config
+    (`<raw_dir>/simulated.yaml`), and the demo ingests them as `churn ingest` takes any data set.
+    """
+    from features.simulate import CONFIG_FILE
 
     settings = _settings()
     start = time.perf_counter()
     _simulate(settings, customers, None, None)
+    ingested = _ingest(settings, settings.raw_dir / CONFIG_FILE, None)
     # the demo's clock reads the end of its simulated data (unless `now` is set): it decides the same on any date
-    settings = clock.pinned(settings, raw_as_of(settings.raw_dir))
+    settings = clock.pinned(settings, ingested.data_end)
     console.print(f"  the engine's clock reads {settings.now:%Y-%m-%d %H:%M} UTC (setting `now`)")
     _build(settings)
     _apply(settings)
@@ -575,10 +584,12 @@ def demo(
         f"Start the service at the demo's clock with [bold]CHURN_NOW={settings.now:%Y-%m-%dT%H:%M:%SZ} "
         "CHURN_SERVING__API_KEYS='[\"'$KEY'\"]' .venv/bin/churn serve[/] (KEY: any secret of 16+ characters) and try:"
     )
+    import json
+
     import pandas as pd
 
-    sample = pd.read_parquet(run.scores_path, columns=["customer_id"])["customer_id"].head(3).tolist()
-    body = '{"customer_ids": ' + str(sample) + "}"
+    sample = pd.read_parquet(run.scores_path, columns=["customer_id"])["customer_id"].astype(str).head(3).tolist()
+    body = json.dumps({"customer_ids": sample})
     console.print(
         "  curl -s -X POST localhost:3000/score -H \"Authorization: Bearer $KEY\" "
         f"-H 'content-type: application/json' -d '{body}'"

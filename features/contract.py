@@ -6,6 +6,8 @@ is the reader's version of this module; `examples/` holds configs for three publ
 
 Shapes a source can have:
 - `snapshot`: one row per customer with attributes (and optionally a churn label) as of one date;
+- `customers`: one row per customer with attributes fixed at signup (acquisition channel, plan
+  at signup, region), known from each customer's `signup` on (so every cutoff after it sees them);
 - `events` / `transactions`: timestamped rows per customer (transactions carry an amount);
 - `cancellations`: explicit churn dates.
 Churn is the snapshot's `label`, a `cancellations` source, or `inactivity`: no event or
@@ -37,12 +39,15 @@ class ColumnType(str, Enum):
 
 class Shape(str, Enum):
     SNAPSHOT = "snapshot"
+    CUSTOMERS = "customers"
     EVENTS = "events"
     TRANSACTIONS = "transactions"
     CANCELLATIONS = "cancellations"
 
 
 LOG_SHAPES = (Shape.EVENTS, Shape.TRANSACTIONS)
+# One row per customer: attributes as of one date (snapshot) or since signup (customers).
+TABLE_SHAPES = (Shape.SNAPSHOT, Shape.CUSTOMERS)
 
 
 class _Strict(BaseModel):
@@ -75,6 +80,9 @@ class Signals(_Strict):
     plan_changes: list[str] = Field(default_factory=list, description="Kinds that are plan changes (up- or downgrades).")
     survey: list[str] = Field(default_factory=list, description="Kinds that are survey answers (NPS, CSAT, CES).")
     survey_score: str | None = Field(None, description="Numeric column holding a survey answer's score.")
+    activity_sessions: str | None = Field(
+        None, description="Numeric column holding the sessions an activity row stands for (a daily summary); default 1 a row."
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -84,6 +92,8 @@ class Signals(_Strict):
 
     @model_validator(mode="after")
     def _score_with_survey(self) -> Signals:
+        if self.activity_sessions and not self.activity:
+            raise ValueError("signals.activity_sessions counts the sessions of activity rows: declare signals.activity too")
         if self.survey and not self.survey_score:
             raise ValueError("signals.survey needs signals.survey_score: the column holding the answer's score")
         named = [k for name in SIGNAL_KINDS for k in getattr(self, name)]
@@ -103,7 +113,7 @@ SIGNAL_KINDS = ("activity", "support_tickets", "complaints", "failed_payments", 
 class Source(_Strict):
     """One table of the company's data and what its columns mean."""
 
-    shape: Shape = Field(description="snapshot, events, transactions or cancellations.")
+    shape: Shape = Field(description="snapshot, customers, events, transactions or cancellations.")
     path: str | None = Field(None, description="CSV or Parquet file, relative to the config's `data_root`.")
     url: str | None = Field(None, description="SQLAlchemy URL of a PostgreSQL database (with `table` or `query`).")
     table: str | None = Field(None, description="Table to read from `url`.")
@@ -124,7 +134,7 @@ class Source(_Strict):
     allow_negative: list[str] = Field(default_factory=list, description="Numeric columns that may be negative (amount may not, unless listed).")
     label: str | None = Field(None, description="snapshot: the churn label column.")
     positive: list[str] = Field(default_factory=lambda: ["1", "Yes", "yes", "True", "true"], description="Label values that mean churned.")
-    signup: str | None = Field(None, description="snapshot: signup timestamp column; log rows before it are errors.")
+    signup: str | None = Field(None, description="snapshot, customers: signup timestamp column; log rows before it are errors.")
     tenure: str | None = Field(None, description="snapshot: numeric column holding tenure (no `signup`): gives `tenure_days`.")
     tenure_unit: Literal["days", "weeks", "months"] = Field("days", description="Unit of `tenure` (a month is 30.44 days).")
     as_of: date | None = Field(None, description="snapshot: the date its attributes and label describe.")
@@ -136,8 +146,12 @@ class Source(_Strict):
             raise ValueError(f"give exactly one of path, table, query; got {places or 'none'}")
         if (self.table or self.query) and not self.url:
             raise ValueError("a table or query needs a database `url`")
-        if self.shape != Shape.SNAPSHOT and not self.timestamp:
+        if self.shape not in TABLE_SHAPES and not self.timestamp:
             raise ValueError(f"a {self.shape.value} source needs a `timestamp` column")
+        if self.shape == Shape.CUSTOMERS and not self.signup:
+            raise ValueError("a customers source needs `signup`: its attributes are known from each customer's signup on")
+        if self.shape == Shape.CUSTOMERS and (self.label or self.as_of or self.tenure):
+            raise ValueError("a customers source has no `label`, `as_of` or `tenure` (use a snapshot for attributes as of one date)")
         if self.shape == Shape.SNAPSHOT and not self.as_of:
             raise ValueError("a snapshot source needs `as_of`: the date its attributes and label describe")
         if self.shape == Shape.TRANSACTIONS and not self.amount:
@@ -152,7 +166,7 @@ class Source(_Strict):
         """Columns the source must have after `derive` (named in the config)."""
         named = [
             self.customer_id, self.timestamp, self.amount, self.kind, self.label, self.signup, self.tenure, *self.values,
-            self.signals.survey_score,
+            self.signals.survey_score, self.signals.activity_sessions,
         ]
         return [c for c in dict.fromkeys(named) if c]
 
@@ -229,8 +243,8 @@ class Contract(_Strict):
         for name in self.sources:
             if not name.isidentifier() or name != name.lower():
                 raise ValueError(f"source name {name!r} must be a lower-case identifier (it names a Feast view)")
-        if shapes.count(Shape.SNAPSHOT) > 1:
-            raise ValueError("at most one snapshot source")
+        if sum(shapes.count(shape) for shape in TABLE_SHAPES) > 1:
+            raise ValueError("at most one snapshot or customers source (one row per customer)")
         declared = [(signal, name) for name, s in self.sources.items() for signal in s.signals.declared()]
         twice = sorted({signal for signal, _ in declared if [x for x, _ in declared].count(signal) > 1})
         if twice:
@@ -270,6 +284,12 @@ class Contract(_Strict):
 
     def of_shape(self, *shapes: Shape) -> dict[str, Source]:
         return {name: s for name, s in self.sources.items() if s.shape in shapes}
+
+    @property
+    def customers(self) -> tuple[str, Source] | None:
+        """The customers source (attributes since signup), if any."""
+        found = self.of_shape(Shape.CUSTOMERS)
+        return next(iter(found.items())) if found else None
 
     @property
     def snapshot(self) -> tuple[str, Source] | None:

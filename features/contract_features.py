@@ -33,7 +33,7 @@ import duckdb
 import pandas as pd
 
 from churn.errors import DataError
-from features.contract import LOG_SHAPES, ColumnType, Contract, Shape
+from features.contract import LOG_SHAPES, TABLE_SHAPES, ColumnType, Contract, Shape
 from features.ingest import read_manifest
 
 WINDOWS = (7, 30, 90, 365)
@@ -88,22 +88,42 @@ def _snapshot_table(path: Path, contract: Contract, types: dict[str, str]) -> tu
             )
         out["tenure_days"] = frame[source.tenure].astype("float64") * _DAYS_PER[source.tenure_unit]
         schema.append(("tenure_days", "float", f"{source.tenure} ({source.tenure_unit}) in days as of the snapshot date."))
-    skip = {"customer_id", "churned", "signup_at"}
+    return out, schema + _attributes(frame, out, name, types, as_of, "the snapshot date")
+
+
+def _attributes(
+    frame: pd.DataFrame, out: pd.DataFrame, name: str, types: dict[str, str], since, since_text: str
+) -> list[tuple[str, str, str]]:
+    """Add the attribute columns of a one-row-per-customer table to `out`; returns their schema.
+
+    Numbers stay numbers, categories stay categories; a timestamp column becomes the days from
+    it to `since` (a date, or per customer), named `days_since_<column>`.
+    """
+    schema = []
     for column in frame.columns:
-        if column in skip:
+        if column in ("customer_id", "churned", "signup_at"):
             continue
         kind = types.get(column, "categorical")
         feature = f"{_slug(column)}"
         if kind == ColumnType.TIMESTAMP.value:
-            out[f"days_since_{feature}"] = (as_of - pd.to_datetime(frame[column], utc=True)).dt.days.astype("Int64")
-            schema.append((f"days_since_{feature}", "int", f"Days from {column} to the snapshot date."))
+            out[f"days_since_{feature}"] = (since - pd.to_datetime(frame[column], utc=True)).dt.days.astype("Int64")
+            schema.append((f"days_since_{feature}", "int", f"Days from {column} to {since_text}."))
         elif kind == ColumnType.CATEGORICAL.value:
             out[feature] = frame[column].astype("string")
             schema.append((feature, "string", f"{column} (categorical) from source {name}."))
         else:
             out[feature] = frame[column].astype("float64")
             schema.append((feature, "float", f"{column} from source {name}."))
-    return out, schema
+    return schema
+
+
+def _customers_table(path: Path, contract: Contract, types: dict[str, str]) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
+    """The customers source as one row per customer stamped at its signup: known from then on."""
+    name, source = contract.customers
+    frame = pd.read_parquet(path)
+    signup = pd.to_datetime(frame["signup_at"], utc=True)
+    out = pd.DataFrame({"customer_id": frame["customer_id"].astype(str), "event_timestamp": signup})
+    return out, _attributes(frame, out, name, types, signup, f"{source.signup} (signup)")
 
 
 def _literal(value) -> str:
@@ -140,8 +160,8 @@ _SIGNAL_DESCRIPTIONS = {
 }
 
 
-def _signal_window_columns(signals: dict[str, list[str]]) -> list[str]:
-    """Window sums of the declared signals (the `windowed` step)."""
+def _signal_window_columns(signals: dict[str, list[str]], sessions: bool = False) -> list[str]:
+    """Window sums of the declared signals (the `windowed` step); `sessions`: activity rows carry a session count."""
     columns = []
     for signal, windows in _SIGNAL_WINDOWS.items():
         if signal not in signals:
@@ -150,7 +170,7 @@ def _signal_window_columns(signals: dict[str, list[str]]) -> list[str]:
             recent = f"d.d >= st.s - INTERVAL {w} DAY"
             if signal == "activity":
                 columns += [
-                    f"CAST(coalesce(sum(d.g_activity) FILTER (WHERE {recent}), 0) AS DOUBLE) AS sessions_{w}d",
+                    f"CAST(coalesce(sum(d.{'g_sessions' if sessions else 'g_activity'}) FILTER (WHERE {recent}), 0) AS DOUBLE) AS sessions_{w}d",
                     f"count(*) FILTER (WHERE {recent} AND d.g_activity > 0) AS active_days_{w}d",
                 ]
             else:
@@ -173,24 +193,26 @@ def _lifecycle_columns(contract: Contract) -> dict[str, str]:
     snapshot = contract.snapshot
     out = {}
     if not (snapshot and (snapshot[1].signup or snapshot[1].tenure)):
-        out["tenure_days"] = first
+        out["tenure_days"] = first  # from the customers source's signup when there is one
     if not any(s.signals.activity for s in contract.sources.values()):
         out["days_since_last_active"] = first
     return out
 
 
-def _lifecycle_sql(columns: list[str]) -> list[str]:
-    """The generic lifecycle inputs of a log source (from its first and latest rows)."""
+def _lifecycle_sql(columns: list[str], signups: bool = False) -> list[str]:
+    """The generic lifecycle inputs of a log source (from its first and latest rows, or the signup `p.signup_d`)."""
     sql = {
-        "tenure_days": "CAST(date_diff('day', l.first_d, w.s) AS BIGINT) AS tenure_days",
+        "tenure_days": "CAST(date_diff('day', p.signup_d, w.s) AS BIGINT) AS tenure_days"
+        if signups
+        else "CAST(date_diff('day', l.first_d, w.s) AS BIGINT) AS tenure_days",
         "days_since_last_active": "CAST(date_diff('day', l.d, w.s) AS BIGINT) AS days_since_last_active",
     }
     return [sql[c] for c in columns]
 
 
-def _signal_columns(signals: dict[str, list[str]], lifecycle: list[str] = ()) -> str:
+def _signal_columns(signals: dict[str, list[str]], lifecycle: list[str] = (), signups: bool = False) -> str:
     """Trend, recency and latest survey score of the declared signals, and generic lifecycle inputs (the final step)."""
-    columns = _lifecycle_sql(lifecycle)
+    columns = _lifecycle_sql(lifecycle, signups)
     if "activity" in signals:
         columns += [
             "CAST((active_days_7d + 1.0) / (active_days_28d / 4.0 + 1.0) AS DOUBLE) AS activity_trend_7d_28d",
@@ -205,11 +227,13 @@ def _signal_columns(signals: dict[str, list[str]], lifecycle: list[str] = ()) ->
 
 
 def _log_table(
-    con: duckdb.DuckDBPyConnection, path: Path, name: str, contract: Contract, end: datetime, types: dict[str, str]
+    con: duckdb.DuckDBPyConnection, path: Path, name: str, contract: Contract, end: datetime, types: dict[str, str],
+    signups: Path | None = None,
 ) -> str:
     """SQL of the weekly snapshot table of one log source (run by the caller).
 
-    `types`: the ingested column types of the source (from the manifest)."""
+    `types`: the ingested column types of the source (from the manifest); `signups`: the
+    ingested customers source (customer_id, signup_at), whose signup gives `tenure_days`."""
     source = contract.sources[name]
     sums = {(_slug(c)): c for c in source.numeric_columns()}
     kinds = []
@@ -234,6 +258,18 @@ def _log_table(
         f"count(*) FILTER (WHERE \"{source.kind}\" IN ({', '.join(_literal(k) for k in values)})) AS g_{signal}"
         for signal, values in signals.items()
     ]
+    sessions = source.signals.activity_sessions
+    if "activity" in signals and sessions:
+        if types.get(sessions) not in (ColumnType.INT.value, ColumnType.FLOAT.value):
+            raise DataError(
+                f"{path}: signals.activity_sessions {sessions!r} must be a numeric column (declare it int or float); "
+                f"it was ingested as {types.get(sessions)}"
+            )
+        # an activity row may stand for several sessions (a daily usage summary): sum them
+        daily_cols.append(
+            f'sum(coalesce("{sessions}", 1)) FILTER (WHERE "{source.kind}" IN '
+            f"({', '.join(_literal(k) for k in signals['activity'])})) AS g_sessions"
+        )
     if "survey" in signals:
         score = source.signals.survey_score
         if types.get(score) not in (ColumnType.INT.value, ColumnType.FLOAT.value):
@@ -268,7 +304,7 @@ def _log_table(
                 f'coalesce(sum(d."k_{_slug(k)}") FILTER (WHERE {recent}), 0) AS {name}_{_slug(source.kind)}_{_slug(k)}_{w}d'
                 for k in kinds
             ]
-    window_cols += _signal_window_columns(signals)
+    window_cols += _signal_window_columns(signals, bool(sessions and 'activity' in signals))
     amount = _slug(source.amount) if source.amount else None
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE windowed AS
@@ -292,6 +328,14 @@ def _log_table(
     rfm = (
         f", l.amount_all AS {name}_{amount}_all, l.amount_all / l.days_all AS {name}_monetary" if amount else ""
     )
+    lifecycle = [c for c, n in _lifecycle_columns(contract).items() if n == name]
+    signup_join = (
+        f"LEFT JOIN (SELECT customer_id, CAST(timezone('UTC', signup_at) AS DATE) AS signup_d "
+        f"FROM read_parquet('{signups}')) p ON p.customer_id = w.customer_id"
+        if signups is not None and "tenure_days" in lifecycle
+        else ""
+    )
+    signups = signups if signup_join else None
     return f"""
         SELECT w.customer_id, CAST(timezone('UTC', CAST(w.s AS TIMESTAMP)) AS TIMESTAMPTZ) AS event_timestamp,
             w.* EXCLUDE (customer_id, s),
@@ -303,8 +347,9 @@ def _log_table(
             CAST(l.n_all AS BIGINT) AS {name}_count_all,
             CASE WHEN l.days_all > 1 THEN date_diff('day', l.first_d, l.d) / (l.days_all - 1.0) END
                 AS {name}_mean_gap_days
-            {rfm}{_signal_columns(signals, [c for c, n in _lifecycle_columns(contract).items() if n == name])}
+            {rfm}{_signal_columns(signals, lifecycle, signups is not None)}
         FROM windowed w ASOF JOIN lifetime l ON w.customer_id = l.customer_id AND w.s > l.d
+        {signup_join}
         ORDER BY event_timestamp, customer_id"""
 
 
@@ -358,11 +403,16 @@ def build_contract_features(ingested_dir: Path, out_dir: Path) -> ContractFeatur
         view = f"{contract.name}_{name}"
         if source.shape == Shape.SNAPSHOT:
             frame, fields = _snapshot_table(path, contract, manifest["types"][name])
+        elif source.shape == Shape.CUSTOMERS:
+            frame, fields = _customers_table(path, contract, manifest["types"][name])
         elif source.shape in LOG_SHAPES:
-            frame = con.execute(_log_table(con, path, name, contract, end, manifest["types"][name])).df()
+            signups = Path(ingested_dir) / f"{contract.customers[0]}.parquet" if contract.customers else None
+            frame = con.execute(_log_table(con, path, name, contract, end, manifest["types"][name], signups)).df()
             frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
             generic = _lifecycle_columns(contract)
             fields = [(c, _kind_of(frame[c].dtype), _describe(c, name, generic)) for c in frame.columns[2:]]
+            if signups is not None:  # tenure from the customers source's signup, not from the first log row
+                fields = [(c, k, "Days from the customer's signup to the snapshot (tenure)." if c == "tenure_days" else d) for c, k, d in fields]
         else:
             continue
         if frame.empty:
@@ -377,7 +427,8 @@ def build_contract_features(ingested_dir: Path, out_dir: Path) -> ContractFeatur
             {
                 "contract": contract.name,
                 "views": schema,
-                "snapshot_views": [f"{contract.name}_{n}" for n in contract.of_shape(Shape.SNAPSHOT)],
+                # views of one row per customer: they never go stale (no TTL)
+                "snapshot_views": [f"{contract.name}_{n}" for n in contract.of_shape(*TABLE_SHAPES)],
                 "log_views": [f"{contract.name}_{n}" for n in contract.of_shape(*LOG_SHAPES)],
                 "data_end": end.isoformat(),
             },

@@ -27,7 +27,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from churn.errors import DataError
-from features.contract import LOG_SHAPES, ColumnType, Contract, Shape, Source
+from features.contract import LOG_SHAPES, TABLE_SHAPES, ColumnType, Contract, Shape, Source
 from features.validate import (
     ContractViolation,
     Problem,
@@ -178,7 +178,7 @@ def validate(contract: Contract, root: Path) -> list[IngestedSource]:
         problems += found
         if table is not None:
             tables.append(table)
-    snapshot = next((t for t in tables if t.source.shape == Shape.SNAPSHOT and t.source.signup), None)
+    snapshot = next((t for t in tables if t.source.shape in TABLE_SHAPES and t.source.signup), None)
     if snapshot is not None:
         for table in tables:
             if table is not snapshot:

@@ -330,7 +330,57 @@ def simulate(
             indent=2,
         )
     )
+    write_config(raw_dir)
     return SimulationResult(raw_dir, truth_dir, n, events.rows, transactions.rows, len(cancellations), as_of)
+
+
+# The simulator's tables in the data contract (docs/data-contract.md), as a company would describe
+# its own: `churn ingest --config <raw_dir>/simulated.yaml` takes them like any other data set.
+CONFIG_FILE = "simulated.yaml"
+CONFIG_NAME = "simulated"
+
+
+def write_config(raw_dir: Path) -> Path:
+    """Write the contract config of the simulator's tables next to them; returns its path."""
+    config = {
+        "name": CONFIG_NAME,
+        "data_root": ".",
+        "sources": {
+            "customers": {
+                "shape": "customers", "path": "customers.parquet", "customer_id": "customer_id", "signup": "signup_at",
+                # the current price follows downgrades up to the end of the data: not known at earlier cutoffs
+                "ignore": ["monthly_price"],
+            },
+            "events": {
+                "shape": "events", "path": "events.parquet", "customer_id": "customer_id", "timestamp": "event_time",
+                "kind": "event_type", "values": ["value"],
+                "signals": {
+                    "activity": ["activity"], "support_tickets": ["support_ticket"], "complaints": ["complaint"],
+                    "failed_payments": ["payment_failed"], "plan_changes": ["downgrade"], "survey": ["nps"],
+                    "survey_score": "value", "activity_sessions": "value",
+                },
+                "allow_negative": ["value"],
+            },
+            "payments": {
+                "shape": "transactions", "path": "transactions.parquet", "customer_id": "customer_id",
+                "timestamp": "transaction_time", "amount": "amount", "kind": "kind",
+            },
+            "cancellations": {
+                "shape": "cancellations", "path": "cancellations.parquet", "customer_id": "customer_id",
+                "timestamp": "cancelled_at", "ignore": ["reason"],
+            },
+        },
+        "churn": {"definition": "cancellations", "horizon_days": 30},
+        "value": {"method": "model", "horizon_days": 365},
+    }
+    import yaml  # only where the config is written
+
+    path = Path(raw_dir) / CONFIG_FILE
+    path.write_text(
+        "# The simulator's tables in the data contract (docs/data-contract.md); written by `churn simulate`.\n"
+        + yaml.safe_dump(config, sort_keys=False)
+    )
+    return path
 
 
 def _write_truth(

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from churn.errors import DataError
-from features.contract import LOG_SHAPES, ColumnType, Shape, Source
+from features.contract import LOG_SHAPES, TABLE_SHAPES, ColumnType, Shape, Source
 
 
 @dataclass(frozen=True)
@@ -142,11 +142,11 @@ def check_rows(frame: pd.DataFrame, types: dict[str, ColumnType], source: Source
     missing = ids.isna().to_numpy()
     if missing.any():
         problems.append(Problem(where, source.customer_id, "must hold a customer id on every row", _example(frame, missing, source.customer_id)))
-    if source.shape == Shape.SNAPSHOT:
+    if source.shape in TABLE_SHAPES:
         dup = ids.duplicated(keep=False).to_numpy() & ~missing
         if dup.any():
             problems.append(
-                Problem(where, source.customer_id, "must be unique in a snapshot (one row per customer)", _example(frame, dup, source.customer_id))
+                Problem(where, source.customer_id, f"must be unique in a {'snapshot' if source.shape == Shape.SNAPSHOT else 'customers table'} (one row per customer)", _example(frame, dup, source.customer_id))
             )
     for column in source.numeric_columns():
         if column not in frame:

@@ -292,7 +292,10 @@ def train_contract(
             clv_spec = {
                 "feature_service": service, "feature_names": value_model.feature_names, "categories": value_model.categories,
                 "best_iteration": None,
-                "extra": {"segment_edges": edges, "segment_quantiles": quantiles, "horizon_days": spec["horizon_days"]},
+                "extra": {
+                    "segment_edges": edges, "segment_quantiles": quantiles, "horizon_days": spec["horizon_days"],
+                    "required": extra["required"],  # the same features, seen missing as the churn model saw them
+                },
             }
             clv_name = contract_clv_name(contract.name)
             clv_version = log_booster(client, value_model.booster, clv_name, clv_spec, run.info.run_id)

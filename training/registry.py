@@ -123,9 +123,10 @@ def scoring_model_names(settings: Settings) -> list[str]:
     if not settings.uses_ingested_data:
         return settings.training.scoring_models
     from features.ingest import read_manifest
+    from training.contract_promote import contract_clv_name, contract_model_name
 
     name = read_manifest(settings.ingested_dir)["contract"]["name"]
-    return [f"{name}-churn", f"{name}-clv"]
+    return [contract_model_name(name), contract_clv_name(name)]
 
 
 def fetch_scoring_champions(settings: Settings) -> list[FetchedModel]:
