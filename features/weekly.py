@@ -1,0 +1,424 @@
+"""Weekly feature table of one ingested log source, at the simulator's scale.
+
+The same snapshots as the generic builder (`features/contract_features.py`): one row per
+customer per weekly stamp, stamped at UTC midnight every 7 days back from the end of the
+data; a row stamped `s` summarizes only log rows strictly before `s` and exists while the
+customer had a row within `churn.active_days` before `s`. Features, prefixed with the source
+name unless they are a declared signal:
+- per window of 7, 28, 91 and 364 days: rows (`count`), distinct days with a row (`days`) and
+  sums of the amount/values columns; for 28 and 91 days, rows per value of the `kind` column
+  (its 8 most frequent values);
+- trends (active days in 28 d vs 91 d, 91 d vs 364 d), recency, tenure (days since the first
+  row), lifetime frequency (active days) and row count, mean gap between active days and, for
+  transactions, the amount to date and the amount per active day (RFM monetary);
+- the declared signals (`Signals` in `features/contract.py`): sessions_ and active_days_
+  7/28/91d, activity_trend_7d_28d, days_since_last_active, tickets_/complaints_/
+  payment_failures_ 28/91d, plan_changes_91d, last_survey_score, days_since_survey.
+
+How it scales (as `features/build.py`): log rows are reduced once to one row per customer
+per week (integer microseconds from the first week's start, no time-zone arithmetic on the
+raw rows), into a scratch DuckDB database on disk under `memory_limit` (DuckDB spills to
+`temp_directory`). Windows are then sums over the preceding weekly rows of a dense weekly
+grid, computed per customer partition (`hash(customer_id) % n`) one after another, each
+partition written as a Parquet part. Exact values at weekly granularity: a day lies in one
+week, so distinct days are counted per week and summed; the latest row, the latest activity
+and the latest survey answer are carried per week as day numbers and taken as the running
+maximum up to the stamp.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from churn.errors import DataError
+from features.contract import ColumnType, Contract
+
+# Window lengths in weeks; names say days, as the simulator's features do.
+WINDOWS = {7: 1, 28: 4, 91: 13, 364: 52}
+# Windows that also get counts per value of the `kind` column.
+KIND_WINDOWS = (28, 91)
+TOP_KINDS = 8
+# Customers per partition of the window step (as `features.build.PARTITION_CUSTOMERS`).
+PARTITION_CUSTOMERS = 125_000
+_DAY_US = 86_400 * 1_000_000
+
+# Windows of the declared signals' features: the engine's own names on every data set.
+_SIGNAL_WINDOWS = {
+    "activity": (7, 28, 91),
+    "support_tickets": (28, 91),
+    "complaints": (28, 91),
+    "failed_payments": (28, 91),
+    "plan_changes": (91,),
+}
+_SIGNAL_NAMES = {
+    "support_tickets": "tickets",
+    "complaints": "complaints",
+    "failed_payments": "payment_failures",
+    "plan_changes": "plan_changes",
+}
+_SIGNAL_DESCRIPTIONS = {
+    "sessions": "Activity rows (sessions, logins, usage) in the {w} days before the snapshot.",
+    "active_days": "Days with activity in the {w} days before the snapshot.",
+    "tickets": "Support tickets in the {w} days before the snapshot.",
+    "complaints": "Complaints in the {w} days before the snapshot.",
+    "payment_failures": "Failed payments in the {w} days before the snapshot.",
+    "plan_changes": "Plan changes (up- or downgrades) in the {w} days before the snapshot.",
+    "activity_trend_7d_28d": "(active days in 7 d + 1) / (active days in 28 d / 4 + 1): below 1 means activity is falling.",
+    "days_since_last_active": "Days from the latest activity to the snapshot; null if none yet.",
+    "last_survey_score": "Score of the latest survey answer (NPS, CSAT, CES) before the snapshot; null if none.",
+    "days_since_survey": "Days from the latest survey answer to the snapshot; null if none.",
+}
+_FIXED_DESCRIPTIONS = {
+    "count": "Rows of {src} in the {w} days before the snapshot.",
+    "days": "Distinct days with a row of {src} in the {w} days before the snapshot.",
+    "trend_28d_91d": "(active days in 28 d + 1) / (active days in 91 d * 4/13 + 1): below 1 means activity is falling.",
+    "trend_91d_364d": "(active days in 91 d + 1) / (active days in 364 d / 4 + 1): below 1 means falling.",
+    "recency_days": "Days from the latest row to the snapshot (RFM recency).",
+    "tenure_days": "Days from the first row to the snapshot.",
+    "frequency": "Distinct days with a row before the snapshot (RFM frequency).",
+    "count_all": "Rows before the snapshot.",
+    "mean_gap_days": "Mean days between consecutive active days; null with fewer than two.",
+    "monetary": "Amount per active day before the snapshot (RFM monetary).",
+}
+_KINDS = {"BIGINT": "int", "INTEGER": "int", "DOUBLE": "float", "VARCHAR": "string"}
+
+
+@dataclass(frozen=True)
+class WeeklyTable:
+    """What `weekly_log_features` wrote: the table, its rows, and its (column, kind, description) fields."""
+
+    path: Path
+    rows: int
+    fields: list[tuple[str, str, str]]
+    partitions: int
+
+
+def slug(text: str) -> str:
+    """A value or column name as a lower-case identifier part."""
+    return re.sub(r"[^a-z0-9]+", "_", str(text).lower()).strip("_") or "blank"
+
+
+def _literal(value) -> str:
+    """A SQL string literal of `value`."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _in(column: str, values: list[str]) -> str:
+    return f'"{column}" IN ({", ".join(_literal(v) for v in values)})'
+
+
+def describe(column: str, name: str) -> str:
+    """The description of a feature column of log source `name` (for views.json and Feast)."""
+    if column in _SIGNAL_DESCRIPTIONS:
+        return _SIGNAL_DESCRIPTIONS[column]
+    match = re.fullmatch(r"(sessions|active_days|tickets|complaints|payment_failures|plan_changes)_(\d+)d", column)
+    if match:
+        return _SIGNAL_DESCRIPTIONS[match[1]].format(w=match[2])
+    suffix = column[len(name) + 1 :]
+    match = re.fullmatch(r"(count|days)_(\d+)d", suffix)
+    if match:
+        return _FIXED_DESCRIPTIONS[match[1]].format(src=name, w=match[2])
+    if suffix in _FIXED_DESCRIPTIONS:
+        return _FIXED_DESCRIPTIONS[suffix]
+    match = re.fullmatch(r"(.+)_(\d+)d", suffix)
+    if match:
+        return f"Sum of {match[1]} over rows of {name} in the {match[2]} days before the snapshot."
+    if suffix.endswith("_all"):
+        return f"Sum of {suffix[:-4]} over rows of {name} before the snapshot."
+    return f"{suffix} of {name} before the snapshot."
+
+
+def weekly_log_features(
+    path: Path,
+    name: str,
+    contract: Contract,
+    end: datetime,
+    types: dict[str, str],
+    out_path: Path,
+    memory_limit: str = "4GB",
+    partitions: int | None = None,
+    partition_customers: int = PARTITION_CUSTOMERS,
+) -> WeeklyTable:
+    """Write the weekly feature table of log source `name` to `out_path` (Parquet).
+
+    Parameters
+    ----------
+    path : the ingested Parquet of the source (`features/ingest.py` layout), with columns
+        - customer_id: text
+        - event_time: UTC timestamp
+        - the source's `kind`, `amount`, `values` and `signals.survey_score` columns
+    name : the source's name in `contract` (prefix of its features).
+    end : the end of the data (a UTC midnight, the manifest's `data_end`): the latest stamp.
+    types : the ingested column types of the source (the manifest's `types[name]`).
+    memory_limit : DuckDB's memory limit; beyond it DuckDB spills to a scratch folder.
+    partitions : customer partitions of the window step, run one after another (default: at
+        most `partition_customers` customers each). The table is the same whatever the number.
+
+    The table is sorted by (event_timestamp, customer_id); a scratch folder next to
+    `out_path` holds the DuckDB database, its spill files and the parts while it runs.
+    """
+    path, out_path = Path(path), Path(out_path)
+    scratch = out_path.parent / f"_{out_path.stem}_build"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        # a database file, not memory: the weekly rows of a million customers stay on disk
+        con = duckdb.connect(str(scratch / "weekly.duckdb"))
+        try:
+            con.execute(f"SET memory_limit='{memory_limit}'")
+            con.execute(f"SET temp_directory='{scratch / 'spill'}'")
+            con.execute("SET preserve_insertion_order=false")
+            con.execute("SET TimeZone='UTC'")
+            return _build(con, path, name, contract, end, types, out_path, scratch, partitions, partition_customers)
+        finally:
+            con.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The columns of one log source's table, and the weekly grid it is computed on."""
+
+    name: str
+    sums: dict[str, str]  # feature slug -> numeric column
+    kind_column: str | None
+    kinds: list[str]  # its most frequent values
+    signals: dict[str, list[str]]
+    amount: str | None  # slug of the amount column
+    origin: datetime  # start of week 0 (a UTC midnight, at or before the first row)
+    weeks: int  # weeks 0 .. weeks-1; the stamp after week b is origin + 7 (b + 1) days
+    first_stamp_week: int  # the earliest week whose stamp gets rows
+    active_days: int
+
+
+def _plan(con, path: Path, name: str, contract: Contract, end: datetime, types: dict[str, str]) -> _Plan:
+    """Read what the columns depend on: the top kinds and the span of the data."""
+    source = contract.sources[name]
+    signals = source.signals.declared()
+    if "survey" in signals:
+        score = source.signals.survey_score
+        if types.get(score) not in (ColumnType.INT.value, ColumnType.FLOAT.value):
+            raise DataError(
+                f"{path}: signals.survey_score {score!r} must be a numeric column (declare it int or float); "
+                f"it was ingested as {types.get(score)}"
+            )
+    kinds = []
+    if source.kind:
+        kinds = [
+            row[0]
+            for row in con.execute(
+                f'SELECT "{source.kind}" FROM read_parquet(\'{path}\') WHERE "{source.kind}" IS NOT NULL '
+                f"GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT {TOP_KINDS}"
+            ).fetchall()
+        ]
+    first = con.execute(f"SELECT min(event_time) FROM read_parquet('{path}')").fetchone()[0]
+    if first is None:
+        raise DataError(f"{path}: the log has no rows; nothing to build features from")
+    # the stamps of the generic builder: end - 7k for k < max(1, days // 7)
+    weeks = (end - first).days // 7 + 1
+    stamps = max(1, (end - first).days // 7)
+    return _Plan(
+        name=name,
+        sums={slug(c): c for c in source.numeric_columns()},
+        kind_column=source.kind,
+        kinds=kinds,
+        signals=signals,
+        amount=slug(source.amount) if source.amount else None,
+        origin=end - timedelta(days=7 * weeks),
+        weeks=weeks,
+        first_stamp_week=weeks - stamps,
+        active_days=contract.churn.active_days,
+    )
+
+
+def _build(
+    con, path: Path, name: str, contract: Contract, end: datetime, types: dict[str, str], out_path: Path,
+    scratch: Path, partitions: int | None, partition_customers: int,
+) -> WeeklyTable:
+    plan = _plan(con, path, name, contract, end, types)
+    _weekly_rows(con, path, plan, contract.sources[name], end)
+    if partitions is None:
+        customers = con.execute("SELECT count(DISTINCT customer_id) FROM weekly").fetchone()[0]
+        partitions = max(1, -(-customers // partition_customers))
+    if partitions < 1:
+        raise ValueError(f"partitions must be at least 1; got {partitions}")
+    parts = scratch / "parts"
+    parts.mkdir()
+    for k in range(partitions):
+        _window_step(con, plan, parts / f"part-{k:04d}.parquet", k, partitions)
+    features = f"read_parquet('{parts}/part-*.parquet')"
+    rows = con.execute(f"SELECT count(*) FROM {features}").fetchone()[0]
+    if rows == 0:
+        raise DataError(f"{path}: no customer is active at any weekly snapshot; nothing to build features from")
+    tmp = out_path.with_suffix(".parquet.tmp")
+    con.execute(f"COPY (SELECT * FROM {features} ORDER BY event_timestamp, customer_id) TO '{tmp}' (FORMAT parquet)")
+    tmp.replace(out_path)  # a failed build leaves the previous table in place
+    described = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{out_path}')").fetchall()
+    fields = [(column, _KINDS[kind], describe(column, name)) for column, kind, *_ in described[2:]]
+    return WeeklyTable(out_path, rows, fields, partitions)
+
+
+def _weekly_rows(con, path: Path, plan: _Plan, source, end: datetime) -> None:
+    """One row per customer per week with a log row: table `weekly` in the scratch database.
+
+    Two steps, days then weeks, so that distinct days are exact: a day lies in one week.
+    Day numbers count from `plan.origin` (integer microseconds, no time-zone arithmetic).
+    """
+    origin_us = int(plan.origin.timestamp()) * 1_000_000
+    end_us = int(end.timestamp()) * 1_000_000
+    daily = ["count(*) AS n"] + [f'sum("{col}") AS "s_{key}"' for key, col in plan.sums.items()]
+    daily += [f'count(*) FILTER (WHERE "{source.kind}" = {_literal(k)}) AS "k_{slug(k)}"' for k in plan.kinds]
+    daily += [f"count(*) FILTER (WHERE {_in(source.kind, kinds)}) AS g_{s}" for s, kinds in plan.signals.items()]
+    weekly = ["sum(n) AS n", "count(*) AS days", "min(day) AS first_day", "max(day) AS last_day"]
+    weekly += [f'sum("s_{key}") AS "s_{key}"' for key in plan.sums]
+    weekly += [f'sum("k_{slug(k)}") AS "k_{slug(k)}"' for k in plan.kinds]
+    weekly += [f"sum(g_{s}) AS g_{s}" for s in plan.signals if s != "survey"]
+    if "activity" in plan.signals:
+        weekly += [
+            "count(*) FILTER (WHERE g_activity > 0) AS active_days",
+            "max(day) FILTER (WHERE g_activity > 0) AS last_active_day",
+        ]
+    if "survey" in plan.signals:
+        score = source.signals.survey_score
+        # the score of the day's latest answer, then of the week's latest day with one
+        daily.append(
+            f'arg_max("{score}", event_time) FILTER (WHERE {_in(source.kind, plan.signals["survey"])} '
+            f'AND "{score}" IS NOT NULL) AS survey_score'
+        )
+        weekly += [
+            "max(day) FILTER (WHERE g_survey > 0) AS last_survey_day",
+            "arg_max(survey_score, day) FILTER (WHERE survey_score IS NOT NULL) AS survey_score",
+        ]
+    con.execute(
+        f"""
+        CREATE TABLE weekly AS
+        WITH days AS (
+            SELECT customer_id, CAST((epoch_us(event_time) - {origin_us}) // {_DAY_US} AS INTEGER) AS day,
+                {', '.join(daily)}
+            FROM read_parquet('{path}')
+            WHERE epoch_us(event_time) < {end_us}
+            GROUP BY ALL
+        )
+        SELECT customer_id, day // 7 AS b, {', '.join(weekly)}
+        FROM days GROUP BY ALL
+        """
+    )
+
+
+def _window_columns(plan: _Plan) -> list[str]:
+    """Window sums over the weekly grid, in the column order of the table."""
+
+    def window(expr: str, weeks: int) -> str:
+        return f"sum(coalesce({expr}, 0)) OVER (w ROWS BETWEEN {weeks - 1} PRECEDING AND CURRENT ROW)"
+
+    def money(expr: str) -> str:
+        # a float sum's last bits depend on the order DuckDB adds in (threads, partitions);
+        # rounded to a micro-unit, any order gives the same value
+        return f"CAST(round({expr}, 6) AS DOUBLE)"
+
+    name, columns = plan.name, []
+    for days, weeks in WINDOWS.items():
+        columns += [
+            f"CAST({window('n', weeks)} AS BIGINT) AS {name}_count_{days}d",
+            f"CAST({window('days', weeks)} AS BIGINT) AS {name}_days_{days}d",
+        ]
+        columns += [f'{money(window(f"s_{key}", weeks))} AS "{name}_{key}_{days}d"' for key in plan.sums]
+        if days in KIND_WINDOWS:
+            kind = slug(plan.kind_column)
+            columns += [
+                f'CAST({window(f"k_{slug(k)}", weeks)} AS BIGINT) AS "{name}_{kind}_{slug(k)}_{days}d"'
+                for k in plan.kinds
+            ]
+    for signal, windows in _SIGNAL_WINDOWS.items():
+        if signal not in plan.signals:
+            continue
+        for days in windows:
+            weeks = WINDOWS[days]
+            if signal == "activity":
+                columns += [
+                    f"CAST({window('g_activity', weeks)} AS DOUBLE) AS sessions_{days}d",
+                    f"CAST({window('active_days', weeks)} AS BIGINT) AS active_days_{days}d",
+                ]
+            else:
+                columns.append(f"CAST({window(f'g_{signal}', weeks)} AS BIGINT) AS {_SIGNAL_NAMES[signal]}_{days}d")
+    return columns
+
+
+def _window_step(con, plan: _Plan, part: Path, k: int, n: int) -> None:
+    """The snapshots of customer partition k of n (`hash(customer_id) % n = k`), written to `part`."""
+    mine = f"hash(customer_id) % {n} = {k}"
+    name, active = plan.name, plan.active_days
+    running = "OVER (w ROWS UNBOUNDED PRECEDING)"
+    carried = [
+        f"min(first_day) {running} AS first_day",
+        f"max(last_day) {running} AS last_day",
+        f"sum(coalesce(n, 0)) {running} AS n_all",
+        f"sum(coalesce(days, 0)) {running} AS days_all",
+    ]
+    if plan.amount:
+        carried.append(f'round(sum(coalesce("s_{plan.amount}", 0)) {running}, 6) AS amount_all')
+    if "activity" in plan.signals:
+        carried.append(f"max(last_active_day) {running} AS last_active_day")
+    if "survey" in plan.signals:
+        carried += [
+            f"max(last_survey_day) {running} AS last_survey_day",
+            f"last_value(survey_score IGNORE NULLS) {running} AS survey_score",
+        ]
+    final = [
+        f"CAST(({name}_days_28d + 1.0) / ({name}_days_91d * 4.0 / 13.0 + 1.0) AS DOUBLE) AS {name}_trend_28d_91d",
+        f"CAST(({name}_days_91d + 1.0) / ({name}_days_364d / 4.0 + 1.0) AS DOUBLE) AS {name}_trend_91d_364d",
+        f"CAST(stamp_day - last_day AS BIGINT) AS {name}_recency_days",
+        f"CAST(stamp_day - first_day AS BIGINT) AS {name}_tenure_days",
+        f"CAST(days_all AS BIGINT) AS {name}_frequency",
+        f"CAST(n_all AS BIGINT) AS {name}_count_all",
+        f"CAST(CASE WHEN days_all > 1 THEN (last_day - first_day) / (days_all - 1.0) END AS DOUBLE) AS {name}_mean_gap_days",
+    ]
+    if plan.amount:
+        final += [
+            f'CAST(amount_all AS DOUBLE) AS "{name}_{plan.amount}_all"',
+            f"CAST(amount_all / days_all AS DOUBLE) AS {name}_monetary",
+        ]
+    if "activity" in plan.signals:
+        final += [
+            "CAST((active_days_7d + 1.0) / (active_days_28d / 4.0 + 1.0) AS DOUBLE) AS activity_trend_7d_28d",
+            "CAST(stamp_day - last_active_day AS BIGINT) AS days_since_last_active",
+        ]
+    if "survey" in plan.signals:
+        final += [
+            "CAST(survey_score AS DOUBLE) AS last_survey_score",
+            "CAST(stamp_day - last_survey_day AS BIGINT) AS days_since_survey",
+        ]
+    windows = _window_columns(plan)
+    window_names = [c.rsplit(" AS ", 1)[1] for c in windows]
+    con.execute(
+        f"""
+        COPY (
+        WITH mine AS (SELECT * FROM weekly WHERE {mine}),
+        lives AS (
+            -- a customer's weeks: from the first with a row until the last that may still be active
+            SELECT customer_id, min(b) AS b_first,
+                least({plan.weeks - 1}, (max(last_day) + {active}) // 7) AS b_last
+            FROM mine GROUP BY customer_id
+        ),
+        grid AS (SELECT customer_id, unnest(range(b_first, b_last + 1)) AS b FROM lives),
+        rolled AS (
+            SELECT customer_id, b, 7 * (b + 1) AS stamp_day, {', '.join(windows + carried)}
+            FROM grid LEFT JOIN mine USING (customer_id, b)
+            WINDOW w AS (PARTITION BY customer_id ORDER BY b)
+        )
+        SELECT customer_id,
+            TIMESTAMPTZ '{plan.origin.isoformat()}' + to_days(CAST(stamp_day AS INTEGER)) AS event_timestamp,
+            {', '.join(window_names + final)}
+        FROM rolled
+        -- stamps of the generic builder, while the customer had a row within `active_days`
+        WHERE b >= {plan.first_stamp_week} AND stamp_day - last_day <= {active}
+        ) TO '{part}' (FORMAT parquet)
+        """
+    )
