@@ -1,0 +1,143 @@
+"""Feature engines benchmark: the simulator's builder vs the weekly engine of ingested logs.
+
+On the same simulated company (`--customers`, 400 days): `features/build.py`
+(`build_feature_tables` on the raw tables) against `features/weekly.py` on the same tables
+brought through `churn ingest` (a config over the raw Parquet files, like
+tests/e2e/test_bring_your_own_data.py, with the simulator's event types declared as signals).
+Prints each stage's wall time and the peak resident memory of this process (sampled every
+50 ms), then the two engines side by side with the ratio. `--range-join` also times the
+generic builder of `features/contract_features.py` (daily rows range-joined to the stamps).
+
+Usage (from the project root):
+    PYTHONPATH=. .venv/bin/python benchmarks/feature_engines.py --customers 20000 --workdir /tmp/engines
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, Python puts benchmarks/ first on sys.path: put the project root in its place.
+if Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import argparse
+import json
+from datetime import datetime
+
+from benchmarks import scale
+from benchmarks.scale import STAGES, PeakMemory, stage
+
+
+def company_config(raw_dir: Path) -> dict:
+    """The simulator's raw tables as an ingested data set: events (with signals), payments, cancellations."""
+    return {
+        "name": "sim",
+        "data_root": str(raw_dir),
+        "sources": {
+            "events": {
+                "shape": "events", "path": "events.parquet", "customer_id": "customer_id", "timestamp": "event_time",
+                "kind": "event_type", "values": ["value"],
+                "signals": {
+                    "activity": ["activity"], "support_tickets": ["support_ticket"], "complaints": ["complaint"],
+                    "failed_payments": ["payment_failed"], "plan_changes": ["downgrade"], "survey": ["nps"],
+                    "survey_score": "value",
+                },
+            },
+            "payments": {
+                "shape": "transactions", "path": "transactions.parquet", "customer_id": "customer_id",
+                "timestamp": "transaction_time", "amount": "amount", "kind": "kind",
+            },
+            "cancellations": {
+                "shape": "cancellations", "path": "cancellations.parquet", "customer_id": "customer_id",
+                "timestamp": "cancelled_at",
+            },
+        },
+        "churn": {"definition": "cancellations", "horizon_days": 28, "active_days": 91},
+    }
+
+
+def run(args: argparse.Namespace) -> None:
+    from features.build import build_feature_tables
+    from features.contract import Contract
+    from features.ingest import ingest, read_manifest
+    from features.simulate import simulate
+    from features.weekly import weekly_log_features
+
+    workdir = Path(args.workdir)
+    raw_dir = workdir / "raw"
+    manifest = raw_dir / "manifest.json"
+    with stage("simulate (400 days)") as s:
+        if manifest.exists() and json.loads(manifest.read_text())["n_customers"] == args.customers:
+            s.facts["reused"] = str(raw_dir)
+        else:
+            sim = simulate(raw_dir, workdir / "truth", n_customers=args.customers, days=400, seed=42)
+            s.facts.update(customers=f"{sim.n_customers:,}", events=f"{sim.n_events:,}", transactions=f"{sim.n_transactions:,}")
+
+    with stage("simulator's builder (build.py)") as s:  # its four views: 29 features in all
+        built = build_feature_tables(raw_dir, workdir / "sim_tables", memory_limit=args.memory)
+        s.facts.update(rows=f"{built.rows:,}", partitions=built.partitions)
+    simulator = STAGES[-1]
+
+    contract = Contract.model_validate(company_config(raw_dir))
+    ingested = workdir / "ingested"
+    with stage("ingest (churn ingest)") as s:
+        if args.reuse and (ingested / "manifest.json").exists():
+            s.facts["reused"] = str(ingested)
+        else:
+            done = ingest(contract, raw_dir, ingested)
+            s.facts.update(customers=f"{done.customers:,}", rows=f"{sum(done.rows.values()):,}")
+
+    meta = read_manifest(ingested)
+    end = datetime.fromisoformat(meta["data_end"])
+    with stage("weekly engine (weekly.py)") as s:
+        for name in ("events", "payments"):
+            table = weekly_log_features(
+                ingested / f"{name}.parquet", name, contract, end, meta["types"][name],
+                workdir / "weekly_tables" / f"sim_{name}.parquet", memory_limit=args.memory,
+            )
+            s.facts[f"{name}_rows"] = f"{table.rows:,}"
+            s.facts[f"{name}_columns"] = len(table.fields)
+        s.facts["partitions"] = table.partitions
+    weekly = STAGES[-1]
+    print(
+        f"  weekly engine / simulator's builder: time {weekly.seconds / simulator.seconds:.2f}x, "
+        f"peak RSS {weekly.peak_rss_gb / simulator.peak_rss_gb:.2f}x",
+        flush=True,
+    )
+    if args.range_join:
+        from features.contract_features import build_contract_features
+
+        with stage("generic builder (range join)") as s:
+            old = build_contract_features(ingested, workdir / "range_join_tables")
+            s.facts.update(rows={k: f"{v:,}" for k, v in old.rows.items()})
+        print(f"  range join / simulator's builder: time {STAGES[-1].seconds / simulator.seconds:.2f}x", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--workdir", default="/tmp/churn-engines")
+    parser.add_argument("--reuse", action="store_true", help="reuse the ingested tables in workdir (same --customers)")
+    parser.add_argument("--memory", default="4GB", help="DuckDB memory limit of both engines")
+    parser.add_argument("--range-join", action="store_true", help="also time the generic builder of contract_features.py")
+    parser.add_argument("--json", help="also write the stage figures to this file")
+    args = parser.parse_args()
+
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    scale.MEMORY = PeakMemory()
+    print(f"feature engines benchmark: {args.customers:,} customers, workdir {args.workdir}", flush=True)
+    try:
+        run(args)
+    finally:
+        scale.MEMORY.stop()
+        if args.json:
+            Path(args.json).write_text(
+                json.dumps({"customers": args.customers, "stages": [s.__dict__ for s in STAGES]}, indent=2, default=str)
+            )
+
+
+if __name__ == "__main__":
+    main()
