@@ -21,7 +21,7 @@ raw rows), into a scratch DuckDB database on disk under `memory_limit` (DuckDB s
 `temp_directory`). Windows are then sums over the preceding weekly rows of a dense weekly
 grid, computed per customer partition (`hash(customer_id) % n`) one after another, each
 partition written as a Parquet part. Exact values at weekly granularity: a day lies in one
-week, so distinct days are counted per week and summed; the latest row, the latest activity
+week, so distinct days are counted per week (the bits of a 7-bit weekday mask) and summed; the latest row, the latest activity
 and the latest survey answer are carried per week as day numbers and taken as the running
 maximum up to the stamp.
 """
@@ -268,46 +268,49 @@ def _build(
 def _weekly_rows(con, path: Path, plan: _Plan, source, end: datetime) -> None:
     """One row per customer per week with a log row: table `weekly` in the scratch database.
 
-    Two steps, days then weeks, so that distinct days are exact: a day lies in one week.
-    Day numbers count from `plan.origin` (integer microseconds, no time-zone arithmetic).
+    One pass over the log, grouped by customer and week. Distinct days stay exact without a
+    daily step: each row sets the bit of its weekday in a 7-bit mask, and the days of the
+    week are the bits set. Day numbers count from `plan.origin` (integer microseconds, no
+    time-zone arithmetic).
     """
     origin_us = int(plan.origin.timestamp()) * 1_000_000
     end_us = int(end.timestamp()) * 1_000_000
-    daily = ["count(*) AS n"] + [f'sum("{col}") AS "s_{key}"' for key, col in plan.sums.items()]
-    daily += [f'count(*) FILTER (WHERE "{source.kind}" = {_literal(k)}) AS "k_{slug(k)}"' for k in plan.kinds]
-    daily += [f"count(*) FILTER (WHERE {_in(source.kind, kinds)}) AS g_{s}" for s, kinds in plan.signals.items()]
-    weekly = ["sum(n) AS n", "count(*) AS days", "min(day) AS first_day", "max(day) AS last_day"]
-    weekly += [f'sum("s_{key}") AS "s_{key}"' for key in plan.sums]
-    weekly += [f'sum("k_{slug(k)}") AS "k_{slug(k)}"' for k in plan.kinds]
-    weekly += [f"sum(g_{s}) AS g_{s}" for s in plan.signals if s != "survey"]
+    bit = "(CAST(1 AS INTEGER) << (day % 7))"
+    weekly = [
+        "count(*) AS n",
+        f"bit_count(bit_or({bit})) AS days",
+        "min(day) AS first_day",
+        "max(day) AS last_day",
+    ]
+    weekly += [f'sum("{col}") AS "s_{key}"' for key, col in plan.sums.items()]
+    weekly += [f'count(*) FILTER (WHERE "{source.kind}" = {_literal(k)}) AS "k_{slug(k)}"' for k in plan.kinds]
+    weekly += [
+        f"count(*) FILTER (WHERE {_in(source.kind, kinds)}) AS g_{signal}"
+        for signal, kinds in plan.signals.items()
+        if signal != "survey"
+    ]
     if "activity" in plan.signals:
+        active = _in(source.kind, plan.signals["activity"])
         weekly += [
-            "count(*) FILTER (WHERE g_activity > 0) AS active_days",
-            "max(day) FILTER (WHERE g_activity > 0) AS last_active_day",
+            f"bit_count(bit_or(CASE WHEN {active} THEN {bit} ELSE 0 END)) AS active_days",
+            f"max(day) FILTER (WHERE {active}) AS last_active_day",
         ]
     if "survey" in plan.signals:
-        score = source.signals.survey_score
-        # the score of the day's latest answer, then of the week's latest day with one
-        daily.append(
-            f'arg_max("{score}", event_time) FILTER (WHERE {_in(source.kind, plan.signals["survey"])} '
-            f'AND "{score}" IS NOT NULL) AS survey_score'
-        )
+        score, answered = source.signals.survey_score, _in(source.kind, plan.signals["survey"])
         weekly += [
-            "max(day) FILTER (WHERE g_survey > 0) AS last_survey_day",
-            "arg_max(survey_score, day) FILTER (WHERE survey_score IS NOT NULL) AS survey_score",
+            f"max(day) FILTER (WHERE {answered}) AS last_survey_day",
+            f'arg_max("{score}", event_time) FILTER (WHERE {answered} AND "{score}" IS NOT NULL) AS survey_score',
         ]
     con.execute(
         f"""
         CREATE TABLE weekly AS
-        WITH days AS (
-            SELECT customer_id, CAST((epoch_us(event_time) - {origin_us}) // {_DAY_US} AS INTEGER) AS day,
-                {', '.join(daily)}
+        SELECT customer_id, day // 7 AS b, {', '.join(weekly)}
+        FROM (
+            SELECT *, CAST((epoch_us(event_time) - {origin_us}) // {_DAY_US} AS INTEGER) AS day
             FROM read_parquet('{path}')
             WHERE epoch_us(event_time) < {end_us}
-            GROUP BY ALL
         )
-        SELECT customer_id, day // 7 AS b, {', '.join(weekly)}
-        FROM days GROUP BY ALL
+        GROUP BY ALL
         """
     )
 
