@@ -245,7 +245,7 @@ def _build(
     plan = _plan(con, path, name, contract, end, types)
     _weekly_rows(con, path, plan, contract.sources[name], end)
     if partitions is None:
-        customers = con.execute("SELECT count(DISTINCT customer_id) FROM weekly").fetchone()[0]
+        customers = con.execute("SELECT count(*) FROM customers").fetchone()[0]
         partitions = max(1, -(-customers // partition_customers))
     if partitions < 1:
         raise ValueError(f"partitions must be at least 1; got {partitions}")
@@ -303,7 +303,7 @@ def _weekly_rows(con, path: Path, plan: _Plan, source, end: datetime) -> None:
         ]
     con.execute(
         f"""
-        CREATE TABLE weekly AS
+        CREATE TABLE weekly_by_id AS
         SELECT customer_id, day // 7 AS b, {', '.join(weekly)}
         FROM (
             SELECT *, CAST((epoch_us(event_time) - {origin_us}) // {_DAY_US} AS INTEGER) AS day
@@ -313,67 +313,80 @@ def _weekly_rows(con, path: Path, plan: _Plan, source, end: datetime) -> None:
         GROUP BY ALL
         """
     )
+    # customers numbered in the order of their ids: the window step sorts and partitions on
+    # integers (about twice as fast as on text), and the text id comes back at the end
+    con.execute(
+        "CREATE TABLE customers AS SELECT customer_id, CAST(row_number() OVER (ORDER BY customer_id) - 1 AS INTEGER) AS cid "
+        "FROM (SELECT DISTINCT customer_id FROM weekly_by_id)"
+    )
+    con.execute("CREATE TABLE weekly AS SELECT c.cid, w.* EXCLUDE (customer_id) FROM weekly_by_id w JOIN customers c USING (customer_id)")
+    con.execute("DROP TABLE weekly_by_id")
 
 
-def _window_columns(plan: _Plan) -> list[str]:
-    """Window sums over the weekly grid, in the column order of the table."""
+def _window_columns(plan: _Plan) -> tuple[list[str], list[str]]:
+    """Window sums over the weekly grid: running totals (first step) and the sums (second step).
 
-    def window(expr: str, weeks: int) -> str:
-        return f"sum(coalesce({expr}, 0)) OVER (w ROWS BETWEEN {weeks - 1} PRECEDING AND CURRENT ROW)"
+    A count over the last k weeks is the running total minus the total k weeks earlier
+    (exact on integers, and about twice as fast in DuckDB as a k-row frame per window).
+    Money keeps k-row frames: a difference of float totals would not be the plain sum.
+    The second list is in the column order of the table.
+    """
+    totals: dict[str, str] = {}
+    first, second = [], []
 
-    def money(expr: str) -> str:
+    def count(quantity: str, weeks: int, alias: str, cast: str = "BIGINT") -> None:
+        totals.setdefault(quantity, f'sum(coalesce("{quantity}", 0)) OVER (w ROWS UNBOUNDED PRECEDING) AS "c_{quantity}"')
+        total = f'"c_{quantity}"'
+        second.append(f'CAST({total} - coalesce(lag({total}, {weeks}) OVER w, 0) AS {cast}) AS "{alias}"')
+
+    def money(quantity: str, weeks: int, alias: str) -> None:
         # a float sum's last bits depend on the order DuckDB adds in (threads, partitions);
         # rounded to a micro-unit, any order gives the same value
-        return f"CAST(round({expr}, 6) AS DOUBLE)"
+        frame = f"w ROWS BETWEEN {weeks - 1} PRECEDING AND CURRENT ROW"
+        first.append(f'CAST(round(sum(coalesce("{quantity}", 0)) OVER ({frame}), 6) AS DOUBLE) AS "{alias}"')
+        second.append(f'"{alias}"')
 
-    name, columns = plan.name, []
+    name = plan.name
     for days, weeks in WINDOWS.items():
-        columns += [
-            f"CAST({window('n', weeks)} AS BIGINT) AS {name}_count_{days}d",
-            f"CAST({window('days', weeks)} AS BIGINT) AS {name}_days_{days}d",
-        ]
-        columns += [f'{money(window(f"s_{key}", weeks))} AS "{name}_{key}_{days}d"' for key in plan.sums]
+        count("n", weeks, f"{name}_count_{days}d")
+        count("days", weeks, f"{name}_days_{days}d")
+        for key in plan.sums:
+            money(f"s_{key}", weeks, f"{name}_{key}_{days}d")
         if days in KIND_WINDOWS:
-            kind = slug(plan.kind_column)
-            columns += [
-                f'CAST({window(f"k_{slug(k)}", weeks)} AS BIGINT) AS "{name}_{kind}_{slug(k)}_{days}d"'
-                for k in plan.kinds
-            ]
+            for k in plan.kinds:
+                count(f"k_{slug(k)}", weeks, f"{name}_{slug(plan.kind_column)}_{slug(k)}_{days}d")
     for signal, windows in _SIGNAL_WINDOWS.items():
         if signal not in plan.signals:
             continue
         for days in windows:
-            weeks = WINDOWS[days]
             if signal == "activity":
-                columns += [
-                    f"CAST({window('g_activity', weeks)} AS DOUBLE) AS sessions_{days}d",
-                    f"CAST({window('active_days', weeks)} AS BIGINT) AS active_days_{days}d",
-                ]
+                count("g_activity", WINDOWS[days], f"sessions_{days}d", cast="DOUBLE")
+                count("active_days", WINDOWS[days], f"active_days_{days}d")
             else:
-                columns.append(f"CAST({window(f'g_{signal}', weeks)} AS BIGINT) AS {_SIGNAL_NAMES[signal]}_{days}d")
-    return columns
+                count(f"g_{signal}", WINDOWS[days], f"{_SIGNAL_NAMES[signal]}_{days}d")
+    return list(totals.values()) + first, second
 
 
 def _window_step(con, plan: _Plan, part: Path, k: int, n: int) -> None:
-    """The snapshots of customer partition k of n (`hash(customer_id) % n = k`), written to `part`."""
-    mine = f"hash(customer_id) % {n} = {k}"
+    """The snapshots of customer partition k of n (customer numbers `cid % n = k`), written to `part`."""
+    mine = f"cid % {n} = {k}"
     name, active = plan.name, plan.active_days
     running = "OVER (w ROWS UNBOUNDED PRECEDING)"
-    carried = [
-        f"min(first_day) {running} AS first_day",
-        f"max(last_day) {running} AS last_day",
-        f"sum(coalesce(n, 0)) {running} AS n_all",
-        f"sum(coalesce(days, 0)) {running} AS days_all",
-    ]
+    carried = ["first_day", "last_day"]
     if plan.amount:
-        carried.append(f'round(sum(coalesce("s_{plan.amount}", 0)) {running}, 6) AS amount_all')
+        carried.append("amount_all")
     if "activity" in plan.signals:
-        carried.append(f"max(last_active_day) {running} AS last_active_day")
+        carried.append("last_active_day")
     if "survey" in plan.signals:
-        carried += [
-            f"max(last_survey_day) {running} AS last_survey_day",
-            f"last_value(survey_score IGNORE NULLS) {running} AS survey_score",
-        ]
+        carried += ["last_survey_day", "survey_score"]
+    running_columns = {
+        "first_day": f"min(first_day) {running}",
+        "last_day": f"max(last_day) {running}",
+        "amount_all": f'round(sum(coalesce("s_{plan.amount}", 0)) {running}, 6)',
+        "last_active_day": f"max(last_active_day) {running}",
+        "last_survey_day": f"max(last_survey_day) {running}",
+        "survey_score": f"last_value(survey_score IGNORE NULLS) {running}",
+    }
     final = [
         f"CAST(({name}_days_28d + 1.0) / ({name}_days_91d * 4.0 / 13.0 + 1.0) AS DOUBLE) AS {name}_trend_28d_91d",
         f"CAST(({name}_days_91d + 1.0) / ({name}_days_364d / 4.0 + 1.0) AS DOUBLE) AS {name}_trend_91d_364d",
@@ -398,30 +411,34 @@ def _window_step(con, plan: _Plan, part: Path, k: int, n: int) -> None:
             "CAST(survey_score AS DOUBLE) AS last_survey_score",
             "CAST(stamp_day - last_survey_day AS BIGINT) AS days_since_survey",
         ]
-    windows = _window_columns(plan)
-    window_names = [c.rsplit(" AS ", 1)[1] for c in windows]
+    first, second = _window_columns(plan)
+    window_names = [c.rsplit(" AS ", 1)[-1] for c in second]
     con.execute(
         f"""
         COPY (
         WITH mine AS (SELECT * FROM weekly WHERE {mine}),
         lives AS (
             -- a customer's weeks: from the first with a row until the last that may still be active
-            SELECT customer_id, min(b) AS b_first,
-                least({plan.weeks - 1}, (max(last_day) + {active}) // 7) AS b_last
-            FROM mine GROUP BY customer_id
+            SELECT cid, min(b) AS b_first, least({plan.weeks - 1}, (max(last_day) + {active}) // 7) AS b_last
+            FROM mine GROUP BY cid
         ),
-        grid AS (SELECT customer_id, unnest(range(b_first, b_last + 1)) AS b FROM lives),
-        rolled AS (
-            SELECT customer_id, b, 7 * (b + 1) AS stamp_day, {', '.join(windows + carried)}
-            FROM grid LEFT JOIN mine USING (customer_id, b)
-            WINDOW w AS (PARTITION BY customer_id ORDER BY b)
+        grid AS (SELECT cid, unnest(range(b_first, b_last + 1)) AS b FROM lives),
+        totals AS (
+            SELECT cid, b, {', '.join(first + [f"{running_columns[c]} AS {c}" for c in carried])}
+            FROM grid LEFT JOIN mine USING (cid, b)
+            WINDOW w AS (PARTITION BY cid ORDER BY b)
+        ),
+        windowed AS (
+            SELECT cid, 7 * (b + 1) AS stamp_day, c_n AS n_all, c_days AS days_all, {', '.join(second + carried)}
+            FROM totals
+            WINDOW w AS (PARTITION BY cid ORDER BY b)
         )
-        SELECT customer_id,
+        SELECT c.customer_id,
             TIMESTAMPTZ '{plan.origin.isoformat()}' + to_days(CAST(stamp_day AS INTEGER)) AS event_timestamp,
             {', '.join(window_names + final)}
-        FROM rolled
+        FROM windowed JOIN (SELECT * FROM customers WHERE {mine}) c USING (cid)
         -- stamps of the generic builder, while the customer had a row within `active_days`
-        WHERE b >= {plan.first_stamp_week} AND stamp_day - last_day <= {active}
+        WHERE stamp_day >= {7 * (plan.first_stamp_week + 1)} AND stamp_day - last_day <= {active}
         ) TO '{part}' (FORMAT parquet)
         """
     )
