@@ -18,11 +18,14 @@ name unless they are a declared signal:
 How it scales (as `features/build.py`): log rows are reduced once to one row per customer
 per week (integer microseconds from the first week's start, no time-zone arithmetic on the
 raw rows), into a scratch DuckDB database on disk under `memory_limit` (DuckDB spills to
-`temp_directory`). Windows are then sums over the preceding weekly rows of a dense weekly
-grid, computed per customer partition (`hash(customer_id) % n`) one after another, each
-partition written as a Parquet part. Exact values at weekly granularity: a day lies in one
-week, so distinct days are counted per week (the bits of a 7-bit weekday mask) and summed; the latest row, the latest activity
-and the latest survey answer are carried per week as day numbers and taken as the running
+`temp_directory`). Customers are then numbered (in the order of their text ids), and the
+windows are sums over the preceding weekly rows of a dense weekly grid, computed per customer
+partition (numbers equal to k modulo n) one after another, each written as a Parquet part;
+the table is the parts sorted by (event_timestamp, customer_id), the same for any n.
+
+Exact values at weekly granularity: a day lies in one week, so distinct days are counted per
+week (the bits of a 7-bit weekday mask) and summed; the latest row, the latest activity and
+the latest survey answer are carried per week as day numbers and taken as the running
 maximum up to the stamp.
 """
 
@@ -163,6 +166,10 @@ def weekly_log_features(
     The table is sorted by (event_timestamp, customer_id); a scratch folder next to
     `out_path` holds the DuckDB database, its spill files and the parts while it runs.
     """
+    if partitions is not None and partitions < 1:
+        raise ValueError(f"partitions must be at least 1; got {partitions}")
+    if partition_customers < 1:
+        raise ValueError(f"partition_customers must be at least 1; got {partition_customers}")
     path, out_path = Path(path), Path(out_path)
     scratch = out_path.parent / f"_{out_path.stem}_build"
     shutil.rmtree(scratch, ignore_errors=True)
@@ -242,13 +249,12 @@ def _build(
     con, path: Path, name: str, contract: Contract, end: datetime, types: dict[str, str], out_path: Path,
     scratch: Path, partitions: int | None, partition_customers: int,
 ) -> WeeklyTable:
+    """Weekly rows, then the window step partition by partition, then the sorted table."""
     plan = _plan(con, path, name, contract, end, types)
     _weekly_rows(con, path, plan, contract.sources[name], end)
     if partitions is None:
         customers = con.execute("SELECT count(*) FROM customers").fetchone()[0]
         partitions = max(1, -(-customers // partition_customers))
-    if partitions < 1:
-        raise ValueError(f"partitions must be at least 1; got {partitions}")
     parts = scratch / "parts"
     parts.mkdir()
     for k in range(partitions):

@@ -240,6 +240,8 @@ def test_a_log_of_one_day_has_one_stamp(tmp_path, random_log):
 def test_bad_input_is_named(tmp_path, random_log):
     with pytest.raises(ValueError, match=r"partitions must be at least 1; got 0"):
         _build(tmp_path / "zero", random_log, partitions=0)
+    with pytest.raises(ValueError, match=r"partition_customers must be at least 1; got -5"):
+        _build(tmp_path / "negative", random_log, partition_customers=-5)
     config = _contract().model_dump(mode="json")
     config["sources"]["orders"]["columns"] = {"score": "categorical"}
     with pytest.raises(DataError, match=r"signals.survey_score 'score' must be a numeric column .* ingested as categorical"):
