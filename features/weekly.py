@@ -264,7 +264,8 @@ def _build(
     if rows == 0:
         raise DataError(f"{path}: no customer is active at any weekly snapshot; nothing to build features from")
     tmp = out_path.with_suffix(".parquet.tmp")
-    con.execute(f"COPY (SELECT * FROM {features} ORDER BY event_timestamp, customer_id) TO '{tmp}' (FORMAT parquet)")
+    # customer numbers follow the order of the text ids: sorting on them is sorting on the ids, and cheaper
+    con.execute(f"COPY (SELECT * EXCLUDE (cid) FROM {features} ORDER BY event_timestamp, cid) TO '{tmp}' (FORMAT parquet)")
     tmp.replace(out_path)  # a failed build leaves the previous table in place
     described = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{out_path}')").fetchall()
     fields = [(column, _KINDS[kind], describe(column, name)) for column, kind, *_ in described[2:]]
@@ -439,7 +440,7 @@ def _window_step(con, plan: _Plan, part: Path, k: int, n: int) -> None:
             FROM totals
             WINDOW w AS (PARTITION BY cid ORDER BY b)
         )
-        SELECT c.customer_id,
+        SELECT cid, c.customer_id,
             TIMESTAMPTZ '{plan.origin.isoformat()}' + to_days(CAST(stamp_day AS INTEGER)) AS event_timestamp,
             {', '.join(window_names + final)}
         FROM windowed JOIN (SELECT * FROM customers WHERE {mine}) c USING (cid)
