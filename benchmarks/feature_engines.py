@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> None:
         f"peak RSS {weekly.peak_rss_gb / simulator.peak_rss_gb:.2f}x",
         flush=True,
     )
+    common, differ = _agreement(workdir / "sim_tables", workdir / "weekly_tables" / "sim_events.parquet")
+    print(f"  declared signals vs the simulator's own features: {common:,} common rows, {differ} differ", flush=True)
     if args.range_join:
         from features.contract_features import build_contract_features
 
@@ -112,6 +114,40 @@ def run(args: argparse.Namespace) -> None:
             old = build_contract_features(ingested, workdir / "range_join_tables")
             s.facts.update(rows={k: f"{v:,}" for k, v in old.rows.items()})
         print(f"  range join / simulator's builder: time {STAGES[-1].seconds / simulator.seconds:.2f}x", flush=True)
+
+
+def _agreement(sim_tables: Path, events_table: Path) -> tuple[int, int]:
+    """Rows at which both engines have the customer, and how many of them disagree.
+
+    The signals declared in `company_config` are the simulator's own features under the same
+    names (active days, tickets, complaints, failed payments, last NPS, days since the last
+    activity): on a (customer, stamp) both tables hold, they must be equal. Sessions differ on
+    purpose (the simulator sums a session count, the generic engine counts activity rows).
+    """
+    import duckdb
+
+    row = duckdb.connect().execute(
+        f"""
+        WITH sim AS (
+            SELECT CAST(customer_id AS VARCHAR) AS customer_id, event_timestamp, b.active_days_7d, b.active_days_28d,
+                b.active_days_91d, b.days_since_last_activity, e.tickets_28d, e.tickets_91d, e.complaints_28d,
+                e.complaints_91d, e.last_nps, l.payment_failures_28d, l.payment_failures_91d
+            FROM read_parquet('{sim_tables}/behavioral.parquet') b
+            JOIN read_parquet('{sim_tables}/experience.parquet') e USING (customer_id, event_timestamp)
+            JOIN read_parquet('{sim_tables}/lifecycle.parquet') l USING (customer_id, event_timestamp)
+        )
+        SELECT count(*), count(*) FILTER (WHERE
+            s.active_days_7d <> o.active_days_7d OR s.active_days_28d <> o.active_days_28d
+            OR s.active_days_91d <> o.active_days_91d OR s.tickets_28d <> o.tickets_28d OR s.tickets_91d <> o.tickets_91d
+            OR s.complaints_28d <> o.complaints_28d OR s.complaints_91d <> o.complaints_91d
+            OR s.payment_failures_28d <> o.payment_failures_28d OR s.payment_failures_91d <> o.payment_failures_91d
+            OR s.last_nps IS DISTINCT FROM o.last_survey_score
+            -- the simulator counts from signup when there is no activity yet; the generic engine says null
+            OR (o.days_since_last_active IS NOT NULL AND s.days_since_last_activity <> o.days_since_last_active))
+        FROM sim s JOIN read_parquet('{events_table}') o USING (customer_id, event_timestamp)
+        """
+    ).fetchone()
+    return row[0], row[1]
 
 
 def main() -> None:
