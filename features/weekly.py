@@ -116,8 +116,15 @@ def _in(column: str, values: list[str]) -> str:
     return f'"{column}" IN ({", ".join(_literal(v) for v in values)})'
 
 
-def describe(column: str, name: str) -> str:
-    """The description of a feature column of log source `name` (for views.json and Feast)."""
+def describe(column: str, name: str, kind_column: str | None = None, kinds: list[str] | tuple[str, ...] = ()) -> str:
+    """The description of a feature column of log source `name` (for views.json and Feast).
+
+    `kind_column` and `kinds`: the source's kind column and the values that have counts.
+    """
+    for kind in kinds:
+        match = re.fullmatch(rf"{name}_{slug(kind_column)}_{slug(kind)}_(\d+)d", column)
+        if match:
+            return f"Rows of {name} with {kind_column} = {kind!r} in the {match[1]} days before the snapshot."
     if column in _SIGNAL_DESCRIPTIONS:
         return _SIGNAL_DESCRIPTIONS[column]
     match = re.fullmatch(r"(sessions|active_days|tickets|complaints|payment_failures|plan_changes)_(\d+)d", column)
@@ -268,7 +275,7 @@ def _build(
     con.execute(f"COPY (SELECT * EXCLUDE (cid) FROM {features} ORDER BY event_timestamp, cid) TO '{tmp}' (FORMAT parquet)")
     tmp.replace(out_path)  # a failed build leaves the previous table in place
     described = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{out_path}')").fetchall()
-    fields = [(column, _KINDS[kind], describe(column, name)) for column, kind, *_ in described[2:]]
+    fields = [(column, _KINDS[kind], describe(column, name, plan.kind_column, plan.kinds)) for column, kind, *_ in described[2:]]
     return WeeklyTable(out_path, rows, fields, partitions)
 
 

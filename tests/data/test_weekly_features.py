@@ -231,6 +231,7 @@ def test_fields_name_every_column_with_its_kind_and_a_description(built):
     assert described["orders_amount_364d"] == "Sum of amount over rows of orders in the 364 days before the snapshot."
     assert described["orders_trend_28d_91d"].startswith("(active days in 28 d + 1)")
     assert described["tickets_91d"] == "Support tickets in the 91 days before the snapshot."
+    assert described["orders_type_refund_91d"] == "Rows of orders with type = 'refund' in the 91 days before the snapshot."
 
 
 def test_a_log_of_one_day_has_one_stamp(tmp_path, random_log):
