@@ -275,7 +275,9 @@ def _build(
     con.execute(f"COPY (SELECT * EXCLUDE (cid) FROM {features} ORDER BY event_timestamp, cid) TO '{tmp}' (FORMAT parquet)")
     tmp.replace(out_path)  # a failed build leaves the previous table in place
     described = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{out_path}')").fetchall()
-    fields = [(column, _KINDS[kind], describe(column, name, plan.kind_column, plan.kinds)) for column, kind, *_ in described[2:]]
+    fields = [
+        (column, _KINDS[kind], describe(column, name, plan.kind_column, plan.kinds)) for column, kind, *_ in described[2:]
+    ]
     return WeeklyTable(out_path, rows, fields, partitions)
 
 
@@ -333,7 +335,9 @@ def _weekly_rows(con, path: Path, plan: _Plan, source, end: datetime) -> None:
         "CREATE TABLE customers AS SELECT customer_id, CAST(row_number() OVER (ORDER BY customer_id) - 1 AS INTEGER) AS cid "
         "FROM (SELECT DISTINCT customer_id FROM weekly_by_id)"
     )
-    con.execute("CREATE TABLE weekly AS SELECT c.cid, w.* EXCLUDE (customer_id) FROM weekly_by_id w JOIN customers c USING (customer_id)")
+    con.execute(
+        "CREATE TABLE weekly AS SELECT c.cid, w.* EXCLUDE (customer_id) FROM weekly_by_id w JOIN customers c USING (customer_id)"
+    )
     con.execute("DROP TABLE weekly_by_id")
 
 
