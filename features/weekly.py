@@ -1,6 +1,6 @@
 """Weekly feature table of one ingested log source, at the simulator's scale.
 
-The same snapshots as the generic builder (`features/contract_features.py`): one row per
+The log views of the generic builder (`features/contract_features.py`): one row per
 customer per weekly stamp, stamped at UTC midnight every 7 days back from the end of the
 data; a row stamped `s` summarizes only log rows strictly before `s` and exists while the
 customer had a row within `churn.active_days` before `s`. Features, prefixed with the source
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -154,6 +154,8 @@ def weekly_log_features(
     memory_limit: str = "4GB",
     partitions: int | None = None,
     partition_customers: int = PARTITION_CUSTOMERS,
+    lifecycle: tuple[str, ...] = (),
+    signups: Path | None = None,
 ) -> WeeklyTable:
     """Write the weekly feature table of log source `name` to `out_path` (Parquet).
 
@@ -169,6 +171,10 @@ def weekly_log_features(
     memory_limit : DuckDB's memory limit; beyond it DuckDB spills to a scratch folder.
     partitions : customer partitions of the window step, run one after another (default: at
         most `partition_customers` customers each). The table is the same whatever the number.
+    lifecycle : the data set's generic lifecycle inputs this source carries (`tenure_days`,
+        `days_since_last_active`: `features.contract_features._lifecycle_columns`).
+    signups : the ingested customers table (customer_id, signup_at): `tenure_days` counts from
+        each customer's signup instead of their first row.
 
     The table is sorted by (event_timestamp, customer_id); a scratch folder next to
     `out_path` holds the DuckDB database, its spill files and the parts while it runs.
@@ -189,7 +195,9 @@ def weekly_log_features(
             con.execute(f"SET temp_directory='{scratch / 'spill'}'")
             con.execute("SET preserve_insertion_order=false")
             con.execute("SET TimeZone='UTC'")
-            return _build(con, path, name, contract, end, types, out_path, scratch, partitions, partition_customers)
+            return _build(
+                con, path, name, contract, end, types, out_path, scratch, partitions, partition_customers, lifecycle, signups
+            )
         finally:
             con.close()
     finally:
@@ -210,6 +218,9 @@ class _Plan:
     weeks: int  # weeks 0 .. weeks-1; the stamp after week b is origin + 7 (b + 1) days
     first_stamp_week: int  # the earliest week whose stamp gets rows
     active_days: int
+    sessions: str | None = None  # numeric column: the sessions an activity row stands for
+    lifecycle: tuple[str, ...] = ()  # generic lifecycle inputs carried here
+    signups: bool = False  # tenure_days from the signup (table `signups`), not the first row
 
 
 def _plan(con, path: Path, name: str, contract: Contract, end: datetime, types: dict[str, str]) -> _Plan:
@@ -223,6 +234,12 @@ def _plan(con, path: Path, name: str, contract: Contract, end: datetime, types: 
                 f"{path}: signals.survey_score {score!r} must be a numeric column (declare it int or float); "
                 f"it was ingested as {types.get(score)}"
             )
+    sessions = source.signals.activity_sessions
+    if sessions and types.get(sessions) not in (ColumnType.INT.value, ColumnType.FLOAT.value):
+        raise DataError(
+            f"{path}: signals.activity_sessions {sessions!r} must be a numeric column (declare it int or float); "
+            f"it was ingested as {types.get(sessions)}"
+        )
     kinds = []
     if source.kind:
         kinds = [
@@ -249,16 +266,25 @@ def _plan(con, path: Path, name: str, contract: Contract, end: datetime, types: 
         weeks=weeks,
         first_stamp_week=weeks - stamps,
         active_days=contract.churn.active_days,
+        sessions=source.signals.activity_sessions if "activity" in signals else None,
     )
 
 
 def _build(
     con, path: Path, name: str, contract: Contract, end: datetime, types: dict[str, str], out_path: Path,
-    scratch: Path, partitions: int | None, partition_customers: int,
+    scratch: Path, partitions: int | None, partition_customers: int, lifecycle: tuple[str, ...], signups: Path | None,
 ) -> WeeklyTable:
     """Weekly rows, then the window step partition by partition, then the sorted table."""
     plan = _plan(con, path, name, contract, end, types)
+    plan = replace(plan, lifecycle=tuple(lifecycle), signups=signups is not None and "tenure_days" in lifecycle)
     _weekly_rows(con, path, plan, contract.sources[name], end)
+    if plan.signups:
+        origin_us = int(plan.origin.timestamp()) * 1_000_000
+        # signup as a day number of the grid (floor: a signup at 10:00 is on its day)
+        con.execute(
+            f"CREATE TABLE signups AS SELECT c.cid, CAST((epoch_us(s.signup_at) - {origin_us}) // {_DAY_US} AS INTEGER) AS signup_day "
+            f"FROM read_parquet('{signups}') s JOIN customers c USING (customer_id)"
+        )
     if partitions is None:
         customers = con.execute("SELECT count(*) FROM customers").fetchone()[0]
         partitions = max(1, -(-customers // partition_customers))
@@ -311,6 +337,8 @@ def _weekly_rows(con, path: Path, plan: _Plan, source, end: datetime) -> None:
             f"bit_count(bit_or(CASE WHEN {active} THEN {bit} ELSE 0 END)) AS active_days",
             f"max(day) FILTER (WHERE {active}) AS last_active_day",
         ]
+        if plan.sessions:  # an activity row may stand for several sessions (a daily usage summary)
+            weekly.append(f'sum(coalesce("{plan.sessions}", 1)) FILTER (WHERE {active}) AS g_sessions')
     if "survey" in plan.signals:
         score, answered = source.signals.survey_score, _in(source.kind, plan.signals["survey"])
         weekly += [
@@ -377,7 +405,9 @@ def _window_columns(plan: _Plan) -> tuple[list[str], list[str]]:
         if signal not in plan.signals:
             continue
         for days in windows:
-            if signal == "activity":
+            if signal == "activity" and plan.sessions:
+                money("g_sessions", WINDOWS[days], f"sessions_{days}d")
+            elif signal == "activity":
                 count("g_activity", WINDOWS[days], f"sessions_{days}d", cast="DOUBLE")
                 count("active_days", WINDOWS[days], f"active_days_{days}d")
             else:
@@ -429,6 +459,11 @@ def _window_step(con, plan: _Plan, part: Path, k: int, n: int) -> None:
             "CAST(survey_score AS DOUBLE) AS last_survey_score",
             "CAST(stamp_day - last_survey_day AS BIGINT) AS days_since_survey",
         ]
+    if "tenure_days" in plan.lifecycle:
+        final.append(f"CAST(stamp_day - {'signup_day' if plan.signups else 'first_day'} AS BIGINT) AS tenure_days")
+    if "days_since_last_active" in plan.lifecycle:  # no activity signal: any row counts as activity
+        final.append("CAST(stamp_day - last_day AS BIGINT) AS days_since_last_active")
+    signup_join = "LEFT JOIN signups USING (cid)" if plan.signups else ""
     first, second = _window_columns(plan)
     window_names = [c.rsplit(" AS ", 1)[-1] for c in second]
     con.execute(
@@ -454,7 +489,7 @@ def _window_step(con, plan: _Plan, part: Path, k: int, n: int) -> None:
         SELECT cid, c.customer_id,
             TIMESTAMPTZ '{plan.origin.isoformat()}' + to_days(CAST(stamp_day AS INTEGER)) AS event_timestamp,
             {', '.join(window_names + final)}
-        FROM windowed JOIN (SELECT * FROM customers WHERE {mine}) c USING (cid)
+        FROM windowed JOIN (SELECT * FROM customers WHERE {mine}) c USING (cid) {signup_join}
         -- stamps of the generic builder, while the customer had a row within `active_days`
         WHERE stamp_day >= {7 * (plan.first_stamp_week + 1)} AND stamp_day - last_day <= {active}
         ) TO '{part}' (FORMAT parquet)

@@ -28,7 +28,7 @@ import pandas as pd
 from churn.errors import DataError
 from churn.settings import Settings
 from features.contract import Contract, Shape
-from features.contract_features import _slug
+from features.weekly import slug
 from features.definitions import contract_service_name
 from features.store import historical_features
 from training.dataset import to_matrix
@@ -48,7 +48,7 @@ def value_spec(contract: Contract, settings: Settings) -> dict:
     value = contract.value
     return {
         "method": contract.value_method,
-        "column": _slug(value.column) if value.column else None,
+        "column": slug(value.column) if value.column else None,
         "source_column": value.column,
         "period_days": value.period_days,
         "horizon_days": value.horizon_days,

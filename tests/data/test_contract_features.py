@@ -53,12 +53,14 @@ def test_a_row_summarizes_only_what_happened_before_its_stamp(built):
     assert row["orders_total_all"] == 35
     assert row["orders_monetary"] == 17.5
     assert row["orders_count_7d"] == 2 and row["orders_days_7d"] == 1
-    assert row["orders_total_90d"] == 35
+    assert row["orders_total_91d"] == 35
     assert row["orders_recency_days"] == 2
     assert row["orders_tenure_days"] == 53
     assert row["orders_mean_gap_days"] == 51  # one gap of 51 days between 2024-01-10 and 2024-03-01
     latest = frame.loc[("A", at("2024-03-31"))]
-    assert latest["orders_total_30d"] == 40 + 25 and latest["orders_recency_days"] == 1
+    # windows are whole weeks: 2024-03-01 is 30 days before the stamp, outside 28 days; 91 days reach 2024-01-10
+    assert latest["orders_total_28d"] == 40 and latest["orders_total_91d"] == 40 + 25 + 10
+    assert latest["orders_recency_days"] == 1
 
 
 def test_log_data_get_generic_tenure_and_recency(built):
@@ -176,7 +178,7 @@ def test_undeclared_kinds_keep_only_the_generic_features(tmp_path):
     contract = Contract.model_validate(_events_contract({}))
     ingest(contract, tmp_path, tmp_path / "ingested")
     frame = pd.read_parquet(build_contract_features(tmp_path / "ingested", tmp_path / "tables").tables["app_events"])
-    assert "events_type_login_30d" in frame.columns
+    assert "events_type_login_28d" in frame.columns
     assert not {"sessions_7d", "complaints_28d", "last_survey_score"} & set(frame.columns)
 
 
