@@ -568,7 +568,7 @@ def demo(
     _build(settings)
     _apply(settings)
     _materialize(settings, None)
-    _train(settings)
+    _train_contract(settings)
     _promote_if_waiting(settings)
     run = _interventions(settings, None, None)
     console.rule("done")
