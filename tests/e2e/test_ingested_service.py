@@ -14,29 +14,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from churn.cli import app
-from churn.settings import load_settings
-
-from tests.e2e.servers import AUTH, bentoml_service, service_env
-
-LIST_COLUMNS = [
-    "customer_id", "segment", "churn_probability", "clv", "action", "channel", "cost", "reason", "model_version",
-    "decided_at",
-]
-
-
-def _cli(args: list[str], env: dict) -> str:
-    result = CliRunner().invoke(app, args, env=env, terminal_width=400)
-    assert result.exit_code == 0, result.output
-    return " ".join(result.output.split())
-
+from tests.e2e.ingested import check_list, check_service, run_data_set
 
 def _snapshot_company(root) -> tuple[dict, datetime]:
     rng = np.random.default_rng(11)
@@ -113,46 +96,20 @@ def _log_company(root) -> tuple[dict, datetime]:
 
 @pytest.fixture(scope="module", params=["snapshot", "logs"])
 def company(request, tmp_path_factory):
-    """One company through ingest, features, train and interventions; its settings, list and env."""
+    """One company through ingest, features, train and interventions."""
     root = tmp_path_factory.mktemp(request.param)
     config, now = (_snapshot_company if request.param == "snapshot" else _log_company)(root)
     (root / "company.yaml").write_text(yaml.safe_dump(config))
-    env = {"CHURN_DATA_DIR": str(root / "data"), "CHURN_MLRUNS_DIR": str(root / "mlruns")}
-    _cli(["ingest", "--config", str(root / "company.yaml")], env)
-    _cli(["features", "build"], env)
-    _cli(["features", "apply"], env)
-    if now is None:  # logs: the clock at the end of the data, as `churn demo` pins it
-        views = pd.read_json(root / "data" / "feast" / "tables" / "views.json", typ="series")
-        now = datetime.fromisoformat(views["data_end"])
-    env["CHURN_NOW"] = now.isoformat()
-    _cli(["features", "materialize"], env)
-    _cli(["train"], env)
-    out = _cli(["interventions", "--campaign", "first"], env)
-    listing = pd.read_csv(next((root / "data").rglob("interventions_first.csv")), dtype={"customer_id": str})
-    settings = load_settings(data_dir=root / "data", mlruns_dir=root / "mlruns", now=now)
-    return request.param, settings, listing, out, root
+    settings, listing, out = run_data_set(root / "company.yaml", root, now)
+    return settings, listing, out
 
 
 def test_the_intervention_list_has_segments_actions_and_text_ids(company):
-    shape, _, listing, out, _ = company
-    assert set(LIST_COLUMNS) <= set(listing.columns), listing.columns
-    assert len(listing) > 0, out
-    assert listing["segment"].nunique() > 1, listing["segment"].value_counts()
-    assert listing["action"].nunique() > 1, listing["action"].value_counts()
+    _, listing, out = company
+    check_list(listing, out)
     assert listing["customer_id"].str.contains(r"[A-Za-z-]").all()  # text ids kept as text
-    assert listing["churn_probability"].between(0, 1).all() and (listing["clv"] >= 0).all()
 
 
 def test_the_service_scores_and_decides_for_ids_from_the_list(company, tmp_path):
-    shape, settings, listing, _, _ = company
-    env = service_env(settings, tmp_path / "bentoml_home")
-    ids = listing["customer_id"].head(5).tolist()
-    with bentoml_service(env, tmp_path / "service.log") as base:
-        scored = httpx.post(f"{base}/score", json={"customer_ids": ids}, headers=AUTH, timeout=30)
-        assert scored.status_code == 200, scored.text
-        body = scored.json()
-        assert [s["customer_id"] for s in body["scores"]] == ids, body
-        assert all(s["reasons"] for s in body["scores"]), body
-        decided = httpx.post(f"{base}/interventions", json={"customer_ids": ids, "campaign": "online"}, headers=AUTH, timeout=30)
-        assert decided.status_code == 200, decided.text
-        assert sorted(d["customer_id"] for d in decided.json()["decisions"]) == sorted(ids)
+    settings, listing, _ = company
+    check_service(settings, listing, tmp_path)
