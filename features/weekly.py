@@ -405,10 +405,11 @@ def _window_columns(plan: _Plan) -> tuple[list[str], list[str]]:
         if signal not in plan.signals:
             continue
         for days in windows:
-            if signal == "activity" and plan.sessions:
-                money("g_sessions", WINDOWS[days], f"sessions_{days}d")
-            elif signal == "activity":
-                count("g_activity", WINDOWS[days], f"sessions_{days}d", cast="DOUBLE")
+            if signal == "activity":
+                if plan.sessions:  # each activity row's session count
+                    money("g_sessions", WINDOWS[days], f"sessions_{days}d")
+                else:
+                    count("g_activity", WINDOWS[days], f"sessions_{days}d", cast="DOUBLE")
                 count("active_days", WINDOWS[days], f"active_days_{days}d")
             else:
                 count(f"g_{signal}", WINDOWS[days], f"{_SIGNAL_NAMES[signal]}_{days}d")

@@ -271,3 +271,61 @@ def test_a_tenure_column_must_be_numeric_and_only_on_a_snapshot_without_signup(t
         build_contract_features(tmp_path / "ingested", tmp_path / "tables")
     with pytest.raises(ValueError, match=r"`tenure` is for a snapshot source without `signup`"):
         _snapshot_contract(tenure="tenure", signup="since")
+
+
+# A customers table (attributes fixed at signup) and daily activity summaries of several sessions.
+SIGNUPS = "id,joined,plan\nA,2024-01-05 10:00,basic\nB,2024-02-20 08:00,pro\n"
+USAGE = (
+    "id,at,what,sessions\n"
+    "A,2024-01-10 09:00,active,3\nA,2024-03-25 09:00,active,2\nA,2024-03-26 09:00,active,4\nA,2024-03-27 09:00,ticket,\n"
+    "B,2024-03-01 09:00,active,1\n"
+)
+
+
+@pytest.fixture()
+def with_customers(tmp_path):
+    (tmp_path / "customers.csv").write_text(SIGNUPS)
+    (tmp_path / "usage.csv").write_text(USAGE)
+    contract = Contract.model_validate(
+        {
+            "name": "app",
+            "sources": {
+                "customers": {"shape": "customers", "path": "customers.csv", "customer_id": "id", "signup": "joined"},
+                "usage": {
+                    "shape": "events", "path": "usage.csv", "customer_id": "id", "timestamp": "at", "kind": "what",
+                    "columns": {"sessions": "float"},
+                    "signals": {"activity": ["active"], "support_tickets": ["ticket"], "activity_sessions": "sessions"},
+                },
+            },
+            "churn": {"definition": "inactivity", "horizon_days": 14},
+        }
+    )
+    ingest(contract, tmp_path, tmp_path / "ingested")
+    return build_contract_features(tmp_path / "ingested", tmp_path / "tables")
+
+
+def test_a_customers_table_is_known_from_each_signup_on(with_customers):
+    table = pd.read_parquet(with_customers.tables["app_customers"]).set_index("customer_id")
+    assert table.loc["A", "event_timestamp"] == pd.Timestamp("2024-01-05 10:00", tz="UTC")
+    assert table.loc["B", "plan"] == "pro"
+    assert "app_customers" in read_views(with_customers.tables["app_customers"].parent)["snapshot_views"]  # no TTL
+
+
+def test_tenure_counts_from_the_signup_and_sessions_from_their_column(with_customers):
+    frame = pd.read_parquet(with_customers.tables["app_usage"]).set_index(["customer_id", "event_timestamp"])
+    row = frame.loc[("A", at("2024-03-28"))]
+    assert row["tenure_days"] == (at("2024-03-28") - at("2024-01-05")).days  # from signup, not the first row (01-10)
+    assert row["sessions_7d"] == 2 + 4 and row["active_days_7d"] == 2  # session counts summed; days counted once
+    assert row["tickets_28d"] == 1
+    assert row["sessions_91d"] == 3 + 2 + 4
+
+
+def test_a_customers_source_needs_its_signup_and_has_no_label():
+    source = {"shape": "customers", "path": "c.csv", "customer_id": "id"}
+    logs = {"shape": "events", "path": "e.csv", "customer_id": "id", "timestamp": "at"}
+    with pytest.raises(ValueError, match="a customers source needs `signup`"):
+        Contract.model_validate({"name": "x", "sources": {"c": source, "e": logs}, "churn": {"definition": "inactivity"}})
+    with pytest.raises(ValueError, match="a customers source has no `label`"):
+        Contract.model_validate(
+            {"name": "x", "sources": {"c": {**source, "signup": "s", "label": "churned"}, "e": logs}, "churn": {"definition": "inactivity"}}
+        )
