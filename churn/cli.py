@@ -316,6 +316,8 @@ def _train_contract(settings: Settings, shuffle_labels: bool = False) -> None:
         else f"segment edges {result.segment_edges[0]:,.2f} / {result.segment_edges[1]:,.2f}"
     )
     console.print(f"  value: {value['method']}; {segments}")
+    if result.calibration and result.calibration.get("kept_raw"):
+        console.print(f"  calibration not kept: {result.calibration['why']}; the model's own probabilities are used")
     if result.clv_version is not None:
         m = result.clv_metrics
         console.print(

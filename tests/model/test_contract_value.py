@@ -240,3 +240,13 @@ def test_a_charge_value_is_scored_from_its_snapshot_column(tmp_path):
     expected = truth["MonthlyFee"].to_numpy() * expected_periods(scores["churn_probability"].to_numpy(), 30, 360, 30)
     np.testing.assert_allclose(scores["clv"], expected, rtol=1e-9)
     assert set(scores["segment"]) == {"low", "medium", "high"}
+
+
+def test_a_calibration_that_did_not_help_is_registered_as_the_identity():
+    from training.calibration import apply_map
+    from training.contract_train import KeptRaw
+
+    kept = KeptRaw(ece_raw=0.055, ece_calibrated=0.085)
+    p = np.array([0.001, 0.2, 0.5, 0.93])
+    assert np.allclose(apply_map(kept.to_dict(), p), p, atol=1e-9)  # what serving applies
+    assert np.array_equal(kept.predict(p), p) and "0.0550 without calibration" in kept.to_dict()["why"]
