@@ -2,11 +2,10 @@
 
 On the same simulated company (`--customers`, 400 days): `features/build.py`
 (`build_feature_tables` on the raw tables) against `features/weekly.py` on the same tables
-brought through `churn ingest` (a config over the raw Parquet files, like
-tests/e2e/test_bring_your_own_data.py, with the simulator's event types declared as signals).
+brought through `churn ingest` with the simulator's own config (`features.simulate.write_config`:
+its event types declared as signals), as `churn demo` does.
 Prints each stage's wall time and the peak resident memory of this process (sampled every
-50 ms), then the two engines side by side with the ratio. `--range-join` also times the
-generic builder of `features/contract_features.py` (daily rows range-joined to the stamps).
+50 ms), then the two engines side by side with the ratio.
 
 Usage (from the project root):
     PYTHONPATH=. .venv/bin/python benchmarks/feature_engines.py --customers 20000 --workdir /tmp/engines
@@ -29,39 +28,11 @@ from benchmarks import scale
 from benchmarks.scale import STAGES, PeakMemory, stage
 
 
-def company_config(raw_dir: Path) -> dict:
-    """The simulator's raw tables as an ingested data set: events (with signals), payments, cancellations."""
-    return {
-        "name": "sim",
-        "data_root": str(raw_dir),
-        "sources": {
-            "events": {
-                "shape": "events", "path": "events.parquet", "customer_id": "customer_id", "timestamp": "event_time",
-                "kind": "event_type", "values": ["value"],
-                "signals": {
-                    "activity": ["activity"], "support_tickets": ["support_ticket"], "complaints": ["complaint"],
-                    "failed_payments": ["payment_failed"], "plan_changes": ["downgrade"], "survey": ["nps"],
-                    "survey_score": "value",
-                },
-            },
-            "payments": {
-                "shape": "transactions", "path": "transactions.parquet", "customer_id": "customer_id",
-                "timestamp": "transaction_time", "amount": "amount", "kind": "kind",
-            },
-            "cancellations": {
-                "shape": "cancellations", "path": "cancellations.parquet", "customer_id": "customer_id",
-                "timestamp": "cancelled_at",
-            },
-        },
-        "churn": {"definition": "cancellations", "horizon_days": 28, "active_days": 91},
-    }
-
-
 def run(args: argparse.Namespace) -> None:
     from features.build import build_feature_tables
-    from features.contract import Contract
+    from features.contract import load_contract
     from features.ingest import ingest, read_manifest
-    from features.simulate import simulate
+    from features.simulate import simulate, write_config
     from features.weekly import weekly_log_features
 
     workdir = Path(args.workdir)
@@ -79,7 +50,8 @@ def run(args: argparse.Namespace) -> None:
         s.facts.update(rows=f"{built.rows:,}", partitions=built.partitions)
     simulator = STAGES[-1]
 
-    contract = Contract.model_validate(company_config(raw_dir))
+    # the simulator's tables as `churn demo` ingests them (their own contract config)
+    contract, _ = load_contract(write_config(raw_dir))
     ingested = workdir / "ingested"
     with stage("ingest (churn ingest)") as s:
         if args.reuse and (ingested / "manifest.json").exists():
@@ -107,22 +79,15 @@ def run(args: argparse.Namespace) -> None:
     )
     common, differ = _agreement(workdir / "sim_tables", workdir / "weekly_tables" / "sim_events.parquet")
     print(f"  declared signals vs the simulator's own features: {common:,} common rows, {differ} differ", flush=True)
-    if args.range_join:
-        from features.contract_features import build_contract_features
-
-        with stage("generic builder (range join)") as s:
-            old = build_contract_features(ingested, workdir / "range_join_tables")
-            s.facts.update(rows={k: f"{v:,}" for k, v in old.rows.items()})
-        print(f"  range join / simulator's builder: time {STAGES[-1].seconds / simulator.seconds:.2f}x", flush=True)
 
 
 def _agreement(sim_tables: Path, events_table: Path) -> tuple[int, int]:
     """Rows at which both engines have the customer, and how many of them disagree.
 
-    The signals declared in `company_config` are the simulator's own features under the same
-    names (active days, tickets, complaints, failed payments, last NPS, days since the last
-    activity): on a (customer, stamp) both tables hold, they must be equal. Sessions differ on
-    purpose (the simulator sums a session count, the generic engine counts activity rows).
+    The signals declared in the simulator's config (`features.simulate.write_config`) are its
+    own features under the same names (active days, tickets, complaints, failed payments, last
+    NPS, days since the last activity): on a (customer, stamp) both tables hold, they must be
+    equal.
     """
     import duckdb
 
@@ -156,7 +121,6 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/churn-engines")
     parser.add_argument("--reuse", action="store_true", help="reuse the ingested tables in workdir (same --customers)")
     parser.add_argument("--memory", default="4GB", help="DuckDB memory limit of both engines")
-    parser.add_argument("--range-join", action="store_true", help="also time the generic builder of contract_features.py")
     parser.add_argument("--json", help="also write the stage figures to this file")
     args = parser.parse_args()
 
