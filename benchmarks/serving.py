@@ -9,7 +9,8 @@ at concurrency 1 and 8:
 - BentoML on the SQLite online store, and BentoML on Redis (our service as deployed,
   API-key check included).
 The floor and FastAPI read Redis, like the service they are compared with. The first run
-builds a small engine (simulate, features, train) in `--workdir`; later runs reuse it.
+builds a small engine as `churn demo` does (simulate, ingest, features, train) in `--workdir`;
+later runs reuse it.
 """
 
 from __future__ import annotations
@@ -46,16 +47,20 @@ WORKLOADS = [(1, 1), (1, 8), (100, 1), (100, 8)]  # (ids per request, concurrenc
 class Engines:
     sqlite: Settings
     redis: Settings
-    customer_ids: list[int]
+    customer_ids: list[str]
 
 
 def prepare(workdir: Path, customers: int, redis_url: str) -> Engines:
-    """A trained engine on SQLite (built once) and a copy of its features materialized into Redis."""
-    from features.build import build_feature_tables, raw_as_of
+    """A trained engine on SQLite (built once, as `churn demo` builds it) and a copy of its features in Redis."""
+    from datetime import datetime
+
+    from features.contract import load_contract
+    from features.contract_features import build_contract_features
     from features.definitions import FEATURE_TTL
-    from features.simulate import simulate
-    from features.store import active_customers, apply_definitions, materialize
-    from training.train import train
+    from features.ingest import ingest, read_manifest
+    from features.simulate import CONFIG_FILE, simulate
+    from features.store import active_customers, apply_contract_definitions, materialize
+    from training.contract_train import train_contract
 
     sqlite = load_settings(data_dir=workdir / "data", mlruns_dir=workdir / "mlruns")
     sqlite.ensure_dirs()
@@ -63,24 +68,28 @@ def prepare(workdir: Path, customers: int, redis_url: str) -> Engines:
     if not ready_mark.exists():
         print(f"building a {customers}-customer engine in {workdir} (first run only) ...", flush=True)
         simulate(sqlite.raw_dir, sqlite.truth_dir, n_customers=customers, seed=11)
-        build_feature_tables(sqlite.raw_dir, sqlite.feature_tables_dir)
-        apply_definitions(sqlite)
-        as_of = raw_as_of(sqlite.raw_dir)
+        contract, root = load_contract(sqlite.raw_dir / CONFIG_FILE)  # the simulator is an ingested data set
+        ingest(contract, root, sqlite.ingested_dir)
+        build_contract_features(sqlite.ingested_dir, sqlite.feature_tables_dir)
+        apply_contract_definitions(sqlite)
+        as_of = datetime.fromisoformat(read_manifest(sqlite.ingested_dir)["data_end"])
         materialize(sqlite, as_of - FEATURE_TTL, as_of)
-        train(sqlite)
+        train_contract(clock.pinned(sqlite, as_of))
         ready_mark.touch()
-    as_of = raw_as_of(sqlite.raw_dir)
+    as_of = datetime.fromisoformat(read_manifest(sqlite.ingested_dir)["data_end"])
     sqlite = clock.pinned(sqlite, as_of)  # both services decide at the end of the data, on any date
     on_redis = load_settings(
         data_dir=workdir / "redis-data", mlruns_dir=workdir / "mlruns", online_store="redis", redis_url=redis_url,
         now=as_of,
     )
     on_redis.ensure_dirs()
-    for table in sqlite.feature_tables_dir.glob("*.parquet"):
-        shutil.copy(table, on_redis.feature_tables_dir / table.name)
-    apply_definitions(on_redis)
+    shutil.copytree(sqlite.ingested_dir, on_redis.ingested_dir, dirs_exist_ok=True)  # the same data set
+    for table in sqlite.feature_tables_dir.iterdir():
+        if table.is_file():  # the tables and their views.json
+            shutil.copy(table, on_redis.feature_tables_dir / table.name)
+    apply_contract_definitions(on_redis)
     materialize(on_redis, as_of - FEATURE_TTL, as_of)
-    ids = active_customers(sqlite, as_of)["customer_id"].astype(int).tolist()
+    ids = active_customers(sqlite, as_of)["customer_id"].astype(str).tolist()
     return Engines(sqlite, on_redis, ids)
 
 
@@ -116,7 +125,7 @@ def baseline_app() -> FastAPI:
     return app
 
 
-def _bodies(ids: list[int], size: int):
+def _bodies(ids: list[str], size: int):
     rng = random.Random(size)
 
     def make(i: int) -> dict:
@@ -125,7 +134,7 @@ def _bodies(ids: list[int], size: int):
     return make
 
 
-def floor(settings: Settings, ids: list[int], size: int, concurrency: int, seconds: float) -> LoadResult:
+def floor(settings: Settings, ids: list[str], size: int, concurrency: int, seconds: float) -> LoadResult:
     """The work of /score with no HTTP: online read, both boosters, bands; `concurrency` threads."""
     from features.store import feature_store
     from serving.online import FastScorer, OnlineReader
