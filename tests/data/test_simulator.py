@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from features.raw import RAW_TABLES, validate_raw_dir
-from features.simulate import ACTIONS, SimulationResult, simulate
+from features.simulate import CONFIG_FILE, ACTIONS, SimulationResult, simulate
 
 N, DAYS = 300, 400
 
@@ -148,4 +148,5 @@ def test_truth_has_one_response_per_customer_per_action(runs):
 
 def test_truth_is_kept_out_of_the_raw_folder(runs):
     raw_files = {p.name for p in runs["a"].raw_dir.iterdir()}
-    assert raw_files == {spec.file for spec in RAW_TABLES.values()} | {"manifest.json"}
+    # the tables, their manifest and their contract config (what `churn ingest` reads): no truth
+    assert raw_files == {spec.file for spec in RAW_TABLES.values()} | {"manifest.json", CONFIG_FILE}
