@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from features.raw import RAW_TABLES, validate_raw_dir
-from features.simulate import CONFIG_FILE, ACTIONS, SimulationResult, simulate
+from features.simulate import ACTIONS, CONFIG_FILE, SimulationResult, simulate
 
 N, DAYS = 300, 400
 
