@@ -5,7 +5,7 @@ real `bentoml serve` process, with text customer ids:
 - a snapshot (one row per customer, a churn label, a monthly fee valued as fee x expected
   retained months, tenure in months), like IBM Telco;
 - logs (activity events with tickets and complaints, monthly invoices; churn = no activity
-  within 28 days), like a subscription app, valued by a CLV model of its invoices.
+  within 28 days), like a subscription app, valued by a CLV model of its invoices; failed card payments too.
 Each must give an intervention list with several segments and actions, and a service that
 scores (with reasons) and decides for ids taken from that list.
 """
@@ -56,8 +56,8 @@ def _snapshot_company(root) -> tuple[dict, datetime]:
 
 
 def _log_company(root) -> tuple[dict, datetime]:
-    rng = np.random.default_rng(12)
-    n, start, days = 700, datetime(2023, 1, 2, tzinfo=timezone.utc), 546
+    rng = np.random.default_rng(13)
+    n, start, days = 900, datetime(2023, 1, 2, tzinfo=timezone.utc), 546
     ids = np.array([f"user-{i:04d}" for i in range(n)])
     signup = rng.integers(0, 200, n)
     life = rng.exponential(400, n).astype(int) + 30
@@ -69,10 +69,10 @@ def _log_company(root) -> tuple[dict, datetime]:
         # activity fades over the last 45 days before a customer leaves: an early warning
         fade = np.clip((last - day) / 45.0, 0.15, 1.0) if last < days else 1.0
         active = day[rng.random(len(day)) < rate[i] * fade]
-        kinds = rng.choice(["login", "ticket", "complaint"], len(active), p=[0.9, 0.07, 0.03])
+        kinds = rng.choice(["login", "ticket", "complaint", "card_declined"], len(active), p=[0.83, 0.06, 0.05, 0.06])
         events.append(pd.DataFrame({"user": ids[i], "day": active, "type": kinds}))
         months = np.arange(signup[i], last, 30)
-        invoices.append(pd.DataFrame({"user": ids[i], "day": months, "total": (rate[i] * 40 + 5).round(2)}))
+        invoices.append(pd.DataFrame({"user": ids[i], "day": months, "total": (rate[i] * 200 + 25).round(2)}))
     for name, frames in (("events", events), ("invoices", invoices)):
         table = pd.concat(frames, ignore_index=True)
         table["at"] = [(start + timedelta(days=int(d), hours=12)).isoformat() for d in table.pop("day")]
@@ -83,7 +83,10 @@ def _log_company(root) -> tuple[dict, datetime]:
         "sources": {
             "events": {
                 "shape": "events", "path": "events.csv", "customer_id": "user", "timestamp": "at", "kind": "type",
-                "signals": {"activity": ["login"], "support_tickets": ["ticket"], "complaints": ["complaint"]},
+                "signals": {
+                    "activity": ["login"], "support_tickets": ["ticket"], "complaints": ["complaint"],
+                    "failed_payments": ["card_declined"],
+                },
             },
             "invoices": {"shape": "transactions", "path": "invoices.csv", "customer_id": "user", "timestamp": "at", "amount": "total"},
         },
