@@ -56,10 +56,9 @@ def prepare(workdir: Path, customers: int, redis_url: str) -> Engines:
 
     from features.contract import load_contract
     from features.contract_features import build_contract_features
-    from features.definitions import FEATURE_TTL
     from features.ingest import ingest, read_manifest
     from features.simulate import CONFIG_FILE, simulate
-    from features.store import active_customers, apply_contract_definitions, materialize
+    from features.store import active_customers, apply_contract_definitions, materialize_ingested
     from training.contract_train import train_contract
 
     sqlite = load_settings(data_dir=workdir / "data", mlruns_dir=workdir / "mlruns")
@@ -73,7 +72,7 @@ def prepare(workdir: Path, customers: int, redis_url: str) -> Engines:
         build_contract_features(sqlite.ingested_dir, sqlite.feature_tables_dir)
         apply_contract_definitions(sqlite)
         as_of = datetime.fromisoformat(read_manifest(sqlite.ingested_dir)["data_end"])
-        materialize(sqlite, as_of - FEATURE_TTL, as_of)
+        materialize_ingested(sqlite, as_of)
         train_contract(clock.pinned(sqlite, as_of))
         ready_mark.touch()
     as_of = datetime.fromisoformat(read_manifest(sqlite.ingested_dir)["data_end"])
@@ -88,7 +87,7 @@ def prepare(workdir: Path, customers: int, redis_url: str) -> Engines:
         if table.is_file():  # the tables and their views.json
             shutil.copy(table, on_redis.feature_tables_dir / table.name)
     apply_contract_definitions(on_redis)
-    materialize(on_redis, as_of - FEATURE_TTL, as_of)
+    materialize_ingested(on_redis, as_of)
     ids = active_customers(sqlite, as_of)["customer_id"].astype(str).tolist()
     return Engines(sqlite, on_redis, ids)
 

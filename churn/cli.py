@@ -217,10 +217,10 @@ def _materialize(settings: Settings, as_of: datetime | None) -> None:
     else:
         end = _utc(as_of) or raw_as_of(settings.raw_dir)
     if settings.uses_ingested_data:  # views of a data contract: Feast's own materialize
-        from features.store import materialize
+        from features.store import materialize_ingested
 
         with _step(f"materialize into the {settings.online_store} online store"):
-            materialize(settings, end - FEATURE_TTL, end)
+            materialize_ingested(settings, end)
         console.print(f"  latest features as of {end:%Y-%m-%d} are online")
         return
     with _step(f"materialize into the {settings.online_store} online store (bulk, Feast's format)"):

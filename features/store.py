@@ -119,6 +119,32 @@ def materialize(settings: Settings, start: datetime, end: datetime) -> None:
     feature_store(settings).materialize(start_date=start, end_date=end)
 
 
+def materialize_ingested(settings: Settings, end: datetime) -> None:
+    """Load the latest rows of an ingested data set's views up to `end` into the online store.
+
+    Weekly log views: their rows of the last `FEATURE_TTL` (older ones would be stale anyway).
+    Views of one row per customer (a snapshot, a customers source): every row, however old: a
+    customer's row stamped at their signup holds their attributes for good, and a window of
+    two weeks would leave out everyone who signed up before it.
+    """
+    from features.contract_features import read_views
+
+    views = read_views(settings.feature_tables_dir)
+    store = feature_store(settings)
+    if views["log_views"]:
+        store.materialize(start_date=end - FEATURE_TTL, end_date=end, feature_views=views["log_views"])
+    if views["snapshot_views"]:
+        tables = [settings.feature_tables_dir / f"{v}.parquet" for v in views["snapshot_views"]]
+        con = duckdb.connect()
+        try:
+            first = con.execute(
+                "SELECT min(event_timestamp) FROM (" + " UNION ALL ".join(f"SELECT event_timestamp FROM read_parquet('{t}')" for t in tables) + ")"
+            ).fetchone()[0]
+        finally:
+            con.close()
+        store.materialize(start_date=min(first, end), end_date=end, feature_views=views["snapshot_views"])
+
+
 def feature_refs(store: FeatureStore, services: str | list[str]) -> list[str]:
     """The `view:feature` references of one or more FeatureServices, each once."""
     refs: dict[str, None] = {}

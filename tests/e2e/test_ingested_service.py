@@ -4,7 +4,8 @@ Two small made-up companies, each run through the real CLI, Feast, MLflow, the l
 real `bentoml serve` process, with text customer ids:
 - a snapshot (one row per customer, a churn label, a monthly fee valued as fee x expected
   retained months, tenure in months), like IBM Telco;
-- logs (activity events with tickets and complaints, monthly invoices; churn = no activity
+- logs (a customers table of attributes since signup, activity events with tickets and
+  complaints, monthly invoices; churn = no activity
   within 28 days), like a subscription app, valued by a CLV model of its invoices; failed card payments too.
 Each must give an intervention list with several segments and actions, and a service that
 scores (with reasons) and decides for ids taken from that list.
@@ -77,10 +78,19 @@ def _log_company(root) -> tuple[dict, datetime]:
         table = pd.concat(frames, ignore_index=True)
         table["at"] = [(start + timedelta(days=int(d), hours=12)).isoformat() for d in table.pop("day")]
         table.to_csv(root / f"{name}.csv", index=False)
+    # attributes fixed at signup (a customers source: known from each signup on, whatever its age)
+    pd.DataFrame(
+        {
+            "user": ids,
+            "joined": [(start + timedelta(days=int(d), hours=8)).isoformat() for d in signup],
+            "plan": np.random.default_rng(99).choice(["basic", "pro"], n),
+        }
+    ).to_csv(root / "accounts.csv", index=False)
     config = {
         "name": "app",
         "data_root": str(root),
         "sources": {
+            "accounts": {"shape": "customers", "path": "accounts.csv", "customer_id": "user", "signup": "joined"},
             "events": {
                 "shape": "events", "path": "events.csv", "customer_id": "user", "timestamp": "at", "kind": "type",
                 "signals": {
