@@ -118,8 +118,8 @@ def baseline_app() -> FastAPI:
         return service.score(customer_ids=request.customer_ids)
 
     @app.get("/ready")
-    def ready():
-        return service.readiness()
+    async def ready():
+        return await service.readiness()
 
     return app
 
