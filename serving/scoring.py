@@ -143,7 +143,7 @@ class Scorer:
 
         `features` columns: the churn model's features (as for `score`).
         """
-        check_features(features, self.churn.feature_names, f"explaining with {self.churn.label}")
+        check_features(features, self.churn.feature_names, f"explaining with {self.churn.label}", required_features(self.churn))
         contrib = contributions(
             self.churn.booster,
             to_matrix(features, self.churn.feature_names, self.churn.categories),
