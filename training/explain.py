@@ -82,6 +82,7 @@ _REASONS: dict[str, tuple[str, Callable[[dict], str]]] = {
     "active_days_91d": ("activity", _activity_month),
     "sessions_91d": ("activity", _activity_month),
     "days_since_last_activity": ("activity", lambda r: f"no activity for {int(r['days_since_last_activity'])} days"),
+    "days_since_last_active": ("activity", lambda r: f"no activity for {int(r['days_since_last_active'])} days"),
     "complaints_28d": ("complaints", _count("complaint", "complaints_28d", 28)),
     "complaints_91d": ("complaints", _count("complaint", "complaints_91d", 91)),
     "tickets_28d": ("support", _count("support ticket", "tickets_28d", 28)),
