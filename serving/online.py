@@ -54,7 +54,7 @@ class OnlineRows:
     columns: dict[str, np.ndarray]
     known: np.ndarray
     missing: list[list[str]]
-    # per customer, the event time (epoch seconds) of its oldest view, NaN when none; and whether
+    # per customer, the event time (epoch seconds) of its oldest view with a TTL, NaN when none; and whether
     # a view is older than its TTL at the `now` the rows were read for (never, without a `now`)
     oldest: np.ndarray | None = None
     stale: np.ndarray | None = None
@@ -201,7 +201,9 @@ class OnlineReader:
             [name for name in self._required if columns[name][i] is None] if known[i] else []
             for i in range(n)
         ]
-        oldest = np.where(np.isnan(observed), np.inf, observed).min(axis=1, initial=np.inf)
+        # the views that can go stale only: a view without a TTL (customers stamped at signup) is never "old"
+        expires = np.array([bool(view.ttl) for view, _ in self._views], dtype=bool)
+        oldest = np.where(np.isnan(observed) | ~expires, np.inf, observed).min(axis=1, initial=np.inf)
         oldest[np.isinf(oldest)] = np.nan
         stale = None
         if now is not None:
