@@ -65,14 +65,14 @@ _GRACE = 1.0
 MAX_PAGE = 1_000
 # an id is 1 to MAX_ID_LENGTH characters, none of them a control character
 _ID_PATTERN = f"^[^{CONTROL_CHARACTERS}]+$"
+# an integer id is a 64-bit integer (a larger one is text, as any id may be)
+_INT_ID_MIN, _INT_ID_MAX = -(2**63), 2**63 - 1
 
 
-def _no_duplicates(ids: list[str]) -> list[str]:
-    seen: set[str] = set()
-    repeated = [c for c in ids if c in seen or seen.add(c)]
-    if repeated:
-        raise ValueError(f"customer ids must be unique; repeated: {sorted(set(repeated))[:10]}")
-    return ids
+def _distinct(ids: list[str]) -> list[str]:
+    """Each customer once, in the order first asked: 123 and "123" are one customer, which JSON
+    Schema's `uniqueItems` cannot say, so a repeat is answered once rather than refused."""
+    return list(dict.fromkeys(ids))
 
 
 def _customer_id(value: object) -> str:
@@ -82,6 +82,8 @@ def _customer_id(value: object) -> str:
     """
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise ValueError("a customer id must be a string or an integer")
+    if isinstance(value, int) and not _INT_ID_MIN <= value <= _INT_ID_MAX:
+        raise ValueError(f"an integer customer id must be within [{_INT_ID_MIN}, {_INT_ID_MAX}] (64 bits); got {value}")
     text = str(value) if isinstance(value, int) else value
     problem = id_problem(text)
     if problem:
@@ -97,7 +99,7 @@ CustomerId = Annotated[
         {
             "anyOf": [
                 {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": _ID_PATTERN},
-                {"type": "integer"},
+                {"type": "integer", "minimum": _INT_ID_MIN, "maximum": _INT_ID_MAX},
             ],
             "description": f"A customer id as in the raw tables: text of 1 to {MAX_ID_LENGTH} characters without "
             'control characters, or an integer (123 is the customer "123").',
@@ -107,10 +109,10 @@ CustomerId = Annotated[
 CustomerIds = Annotated[
     list[CustomerId],
     Field(
-        min_length=1, max_length=MAX_IDS, description=f"Distinct customer ids (1 to {MAX_IDS}).",
-        json_schema_extra={"uniqueItems": True},
+        min_length=1, max_length=MAX_IDS,
+        description=f"Customer ids (1 to {MAX_IDS}); a repeated id (123 and \"123\" included) is answered once.",
     ),
-    AfterValidator(_no_duplicates),
+    AfterValidator(_distinct),
 ]
 Campaign = Annotated[
     str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", description="Campaign id.")
@@ -420,7 +422,7 @@ class ChurnService:
 
     @bentoml.api
     @_http_errors
-    async def interventions(self, customer_ids: CustomerIds, campaign: Campaign | None = None) -> InterventionResponse:
+    async def interventions(self, customer_ids: CustomerIds, campaign: Campaign = None) -> InterventionResponse:  # type: ignore[assignment]
         """Choose an action for each customer id and record it in the ledger.
 
         A decision is recorded once per (campaign, customer): asking again, or concurrently,

@@ -113,12 +113,10 @@ BAD_BODIES = {
     "wrong type of an id": ({"customer_ids": [{"id": 1}]}, 400, "customer_ids[0]: Value error, a customer id must be"),
     "empty list": ({"customer_ids": []}, 400, "customer_ids"),
     "oversized list": ({"customer_ids": list(range(1, MAX_IDS + 2))}, 400, "customer_ids"),
-    "duplicate ids": ({"customer_ids": [5, 6, 5]}, 400, "repeated: ['5']"),
-    "an integer and its text": ({"customer_ids": [5, "5"]}, 400, "repeated: ['5']"),
     "empty id": ({"customer_ids": ["7590-VHVEG", ""]}, 400, "customer_ids[1]: Value error, customer id '' is empty"),
     "overlong id": ({"customer_ids": ["x" * 129]}, 400, "has 129 characters, more than 128"),
     "control character in an id": ({"customer_ids": ["a\u0007b"]}, 400, "customer id 'a\\x07b' holds a control character"),
-    "integer of more than 128 digits": ({"customer_ids": [10**130]}, 400, "more than 128"),
+    "integer beyond 64 bits": ({"customer_ids": [2**63]}, 400, "an integer customer id must be within"),
     "missing field": ({"ids": [1]}, 400, "customer_ids"),
     "body over the size limit": ({"customer_ids": list(range(10**9, 10**9 + 40_000))}, 413, "larger than the limit"),
     "true as an id": (
@@ -146,6 +144,19 @@ def test_a_body_that_is_not_json_gets_415(api, content_type):
     )
     assert response.status_code == 415
     assert "must be JSON" in response.json()["error"]
+
+
+def test_a_campaign_is_a_string_or_absent_not_null(api):
+    response = _post(api[0], "/interventions", {"customer_ids": [5], "campaign": None})
+    assert response.status_code == 400 and "campaign" in response.json()["error"], response.text
+
+
+def test_a_repeated_id_is_answered_once(api):
+    """123 and "123" are one customer (JSON Schema cannot say so): each customer is answered once, in the order asked."""
+    base, _, known = api
+    answer = _post(base, "/score", {"customer_ids": [known[0], str(known[0]), known[1], known[0]]})
+    assert answer.status_code == 200, answer.text
+    assert [s["customer_id"] for s in answer.json()["scores"]] == [str(known[0]), str(known[1])]
 
 
 def test_unknown_ids(api):
@@ -375,7 +386,7 @@ def test_the_spec_says_an_id_is_a_string_or_an_integer_and_answers_strings(api):
     inputs = [s for s in _schemas(spec) if s.get("description", "").startswith("A customer id")]
     assert len(inputs) >= 2, "no customer id schemas in /score's list and an outcome"
     for schema in inputs:
-        assert {"type": "integer"} in schema["anyOf"]
+        assert {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1} in schema["anyOf"]
         string = next(s for s in schema["anyOf"] if s.get("type") == "string")
         assert (string["minLength"], string["maxLength"]) == (1, 128)
     answered = [
