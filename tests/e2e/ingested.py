@@ -55,16 +55,20 @@ def check_list(listing: pd.DataFrame, out: str) -> None:
     assert listing["churn_probability"].between(0, 1).all() and (listing["clv"] >= 0).all()
 
 
-def check_service(settings: Settings, listing: pd.DataFrame, home) -> None:
-    """A real `bentoml serve` scores (with reasons) and decides for ids taken from the list."""
+def check_service(settings: Settings, listing: pd.DataFrame, home, reasons: bool = True) -> None:
+    """A real `bentoml serve` scores (with reasons, unless `reasons` is False) and decides for ids taken from the list."""
     env = service_env(settings, home / "bentoml_home")
-    ids = listing["customer_id"].head(5).tolist()
+    # the riskiest customers of the list: a reason says why a risk is above the data set's base rate,
+    # and a listed customer may be below it (CDNOW: 70-81 % churn; a 0.34 has no reason)
+    ids = listing.nlargest(5, "churn_probability")["customer_id"].tolist()
     with bentoml_service(env, home / "service.log") as base:
         scored = httpx.post(f"{base}/score", json={"customer_ids": ids}, headers=AUTH, timeout=30)
         assert scored.status_code == 200, scored.text
         body = scored.json()
         assert [s["customer_id"] for s in body["scores"]] == ids, body
-        assert all(s["reasons"] for s in body["scores"]), body
+        assert all(isinstance(s["reasons"], list) for s in body["scores"]), body
+        if reasons:
+            assert all(s["reasons"] for s in body["scores"]), body
         decided = httpx.post(f"{base}/interventions", json={"customer_ids": ids, "campaign": "online"}, headers=AUTH, timeout=30)
         assert decided.status_code == 200, decided.text
         assert sorted(d["customer_id"] for d in decided.json()["decisions"]) == sorted(ids)

@@ -31,4 +31,6 @@ def test_an_example_runs_from_ingest_to_the_service(config, tmp_path):
     require((DATASETS / folder).is_dir(), f"the public data set {DATASETS / folder} (set CHURN_DATASETS)")
     settings, listing, out = run_data_set(ROOT / "examples" / config, tmp_path, now, data_root=DATASETS)
     check_list(listing, out)
-    check_service(settings, listing, tmp_path)
+    # CDNOW: 70-81 % of its active customers churn within 90 days (evaluation cutoffs); a reason says why a risk is
+    # above that base, and the listed customers (0.63-0.67 at most) are below it: no reasons to give
+    check_service(settings, listing, tmp_path, reasons=config != "cdnow.toml")
