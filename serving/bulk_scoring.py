@@ -25,7 +25,7 @@ from churn.settings import Settings
 from features.build import raw_as_of
 from features.pit import active_arrow_batches
 from serving.scoring import Scorer
-from training.value import value_column
+from training.value import value_columns
 
 @dataclass(frozen=True)
 class BulkScoreResult:
@@ -124,7 +124,7 @@ def score_arrow(scorer: Scorer, batch: pa.RecordBatch) -> pa.Table:
     try:
         x_churn = matrix(scorer.churn)
         x_clv = None if scorer.clv is None else matrix(scorer.clv)
-        columns = {c: cache[c] if c in cache else _float_column(batch, c, {}, True) for c in filter(None, [value_column(scorer.value)])}
+        columns = {c: cache[c] if c in cache else _float_column(batch, c, {}, True) for c in value_columns(scorer.value)}
     except _NotPlain:
         return pa.Table.from_pandas(scorer.score(batch.to_pandas()), preserve_index=False)
     scores = scorer.scores(x_churn, x_clv, columns)

@@ -35,7 +35,7 @@ from training.dataset import NULLABLE_FEATURES
 from training.explain import reasons_from_records
 from training.reason import Reason
 from training.registered import RegisteredModel
-from training.value import customer_value, value_column
+from training.value import customer_value, value_columns
 
 # What a store outage looks like from the online stores the engine uses (Redis, SQLite).
 _STORE_ERRORS = (RedisError, sqlite3.OperationalError, ConnectionError, TimeoutError)
@@ -335,7 +335,7 @@ class FastScorer:
             model.label: {name: {v: float(k) for k, v in enumerate(model.categories[name])} for name in model.categories}
             for model in scorer.models
         }
-        self._value_columns = list(filter(None, [value_column(scorer.value)]))
+        self._value_columns = value_columns(scorer.value)
 
     def _matrix(self, rows: OnlineRows, model: RegisteredModel) -> np.ndarray:
         out = np.empty((len(rows.customer_ids), len(model.feature_names)), dtype=np.float64)

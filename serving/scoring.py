@@ -19,8 +19,8 @@ from training.calibration import apply_map
 from training.dataset import check_features, required_features, to_matrix
 from training.explain import contributions, reason_codes
 from training.reason import Reason
-from training.registered import FetchedModel, RegisteredModel, load_fetched
-from training.value import customer_value, value_column, value_method
+from training.registered import FetchedModel, RegisteredModel, load_fetched, registered_value
+from training.value import customer_value, value_columns
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,10 @@ class Scorer:
                 )
         if "calibration" not in churn.extra:
             raise ConfigError(f"churn model {churn.label} has no probability calibration; retrain it with `churn train`")
-        if (clv is None) != (value_method(churn) != "model"):
+        method = registered_value(churn.extra)["method"]
+        if (clv is None) != (method != "model"):
             raise ConfigError(
-                f"churn model {churn.label} values customers by {value_method(churn)!r}, "
+                f"churn model {churn.label} values customers by {method!r}, "
                 f"{'but no CLV model came with it' if clv is None else f'yet a CLV model ({clv.label}) came with it'}"
             )
         return cls(churn=churn, clv=clv, catalog=load_catalog(settings.actions_path))
@@ -86,7 +87,7 @@ class Scorer:
     @property
     def value(self) -> dict:
         """How customers are valued (`training/value.py`); the simulator's models: the CLV model."""
-        return self.churn.extra.get("value", {"method": "model"})
+        return registered_value(self.churn.extra)
 
     @property
     def segment_edges(self) -> list[float]:
@@ -115,7 +116,7 @@ class Scorer:
         scores = self.scores(
             to_matrix(features, self.churn.feature_names, self.churn.categories),
             None if self.clv is None else to_matrix(features, self.clv.feature_names, self.clv.categories),
-            {c: pd.to_numeric(features[c], errors="coerce").to_numpy(dtype=float) for c in filter(None, [value_column(self.value)])},
+            {c: pd.to_numeric(features[c], errors="coerce").to_numpy(dtype=float) for c in value_columns(self.value)},
         )
         for name, values in scores.items():
             out[name] = values
@@ -125,7 +126,7 @@ class Scorer:
     def scores(self, x_churn: np.ndarray, x_clv: np.ndarray | None, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """churn_probability, clv, segment and risk_band from the models' input matrices (rows aligned).
 
-        `columns`: the features the value reads (`training.value.value_column`), as float arrays.
+        `columns`: the features the value reads (`training.value.value_columns`), as float arrays.
         """
         # calibrated on held-out data at training time: a 0.2 means about 2 in 10 such customers leave
         probability = apply_map(self.churn.extra["calibration"], self.churn.booster.predict(x_churn))

@@ -49,6 +49,12 @@ class FetchedModel:
     spec: dict
 
 
+def registered_value(extra: dict) -> dict:
+    """How a registered churn model values customers (`training/value.py`): its spec's `value`, or,
+    for the simulator's models, which carry none, their CLV model."""
+    return extra.get("value", {"method": "model"})
+
+
 def load_fetched(fetched: FetchedModel) -> RegisteredModel:
     """A fetched version as a raw booster with its spec."""
     import lightgbm as lgb

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from churn.errors import ConfigError, ModelNotFoundError
 from churn.settings import Settings
-from training.registered import FetchedModel, RegisteredModel, load_fetched
+from training.registered import FetchedModel, RegisteredModel, load_fetched, registered_value
 
 EXPERIMENT = "churn-engine"
 CHAMPION = "champion"
@@ -133,6 +133,6 @@ def fetch_scoring_champions(settings: Settings) -> list[FetchedModel]:
     """The champions a scorer needs: the churn model, then the CLV model when the churn model values by one."""
     churn_name, clv_name = scoring_model_names(settings)
     churn = fetch_alias(settings, churn_name, CHAMPION)
-    if churn.spec.get("extra", {}).get("value", {"method": "model"})["method"] != "model":
+    if registered_value(churn.spec.get("extra", {}))["method"] != "model":
         return [churn]
     return [churn, fetch_alias(settings, clv_name, CHAMPION)]

@@ -79,6 +79,12 @@ def value_column(spec: dict) -> str | None:
     return spec["column"] if spec["method"] in ("charge", "column") else None
 
 
+def value_columns(spec: dict) -> list[str]:
+    """The features `customer_value` reads for `spec`, as a list (empty when it reads none)."""
+    column = value_column(spec)
+    return [column] if column else []
+
+
 def customer_value(
     spec: dict, columns: Mapping[str, np.ndarray], probability: np.ndarray, clv_prediction: np.ndarray | None
 ) -> np.ndarray:
@@ -211,7 +217,3 @@ def fit_value_model(
         [f"{c:%Y-%m-%d}" for c in present[:-1]], f"{latest:%Y-%m-%d}", len(fit),
     )
 
-
-def value_method(model) -> str:
-    """The value method of a registered churn model (the simulator's models: its CLV model's `model`)."""
-    return model.extra.get("value", {"method": "model"})["method"]
