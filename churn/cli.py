@@ -324,6 +324,7 @@ def _train_contract(settings: Settings, shuffle_labels: bool = False) -> None:
             f"  value model version {result.clv_version}: MAE {m['mae']:,.2f}, RMSE {m['rmse']:,.2f}, "
             f"Spearman {m['spearman']:.3f} on the held-out cutoff"
         )
+    console.print(f"  report: [bold]{result.report_path.resolve()}[/]")
     console.print(
         f"  model {result.model_name} version {result.version}, trained on {result.n_train_rows:,} rows; "
         f"MLflow run {result.run_id}; {result.promotion}"

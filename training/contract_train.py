@@ -29,6 +29,7 @@ import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import lightgbm as lgb
 import mlflow
@@ -81,6 +82,10 @@ class ContractTrainResult:
     clv_version: str | None = None
     clv_metrics: dict[str, float] | None = None
     calibration: dict | None = None  # the registered map (`kept_raw` when calibrating did not help)
+    report_path: Path | None = None  # the run's HTML report (also logged with the run)
+    # every evaluation split's test rows: split, customer_id, event_timestamp, churned, raw and calibrated
+    # probability of that split's model, value
+    held_out: pd.DataFrame | None = None
 
 
 def _shuffled(frame: pd.DataFrame, seed: int) -> np.ndarray:
@@ -247,6 +252,15 @@ def train_contract(
     step(f"evaluate on {len(data.splits)} splits")
     per_split, parts = _evaluate(settings, data, make, fit_labels, spec, value_model)
     summary = summarize(per_split)
+    held_out = pd.concat(
+        [
+            data.frame.iloc[test_rows][["customer_id", "event_timestamp", "churned"]].assign(
+                split=name, raw=part.raw, probability=part.probability, value=part.value
+            )
+            for name, (_, test_rows), part in zip(data.split_names, data.splits, parts)
+        ],
+        ignore_index=True,
+    )
 
     step("fit the model to register")
     final = data.frame.iloc[data.final_rows]
@@ -311,6 +325,9 @@ def train_contract(
         )
         report_path = write_report(report, settings.reports_dir / f"train-{run.info.run_id}.html")
         mlflow.log_artifact(str(report_path), "report")
+        for table in ("backtest", "reliability", "importance", "importance_clv", "segments"):  # the report's figures as data
+            if getattr(report, table) is not None:
+                mlflow.log_table(getattr(report, table), f"evaluation/{table}.json")
         tags = held_out_tags(summary, evaluation_fingerprint(data.frame, data.splits, data.split_names), data.split_names)
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
@@ -337,5 +354,5 @@ def train_contract(
     return ContractTrainResult(
         run.info.run_id, name, version, data.split_names, per_split, summary, len(final), model.search_, promotion,
         {**spec, "constant": constant}, edges, clv_version, value_model.metrics if value_model is not None else None,
-        calibrator.to_dict(),
+        calibrator.to_dict(), report_path, held_out,
     )

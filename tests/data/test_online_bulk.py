@@ -50,7 +50,7 @@ def _redis_dump(client) -> dict:
 
 def _assert_online_reads_offline(engine, settings, n=40):
     """Feast's own reader returns, for active customers, what the offline store holds at as_of."""
-    as_of = engine.features.as_of
+    as_of = engine.as_of
     ids = pd.read_parquet(engine.interventions.scores_path)["customer_id"].head(n).tolist()
     names = feature_names("churn_model_v1")
     online = online_features(feature_store(settings), ids, "churn_model_v1").set_index("customer_id")
@@ -61,7 +61,7 @@ def _assert_online_reads_offline(engine, settings, n=40):
 
 
 def test_sqlite_bulk_equals_feast_materialize(engine, tmp_path):
-    as_of = engine.features.as_of
+    as_of = engine.as_of
     by_feast, bulk = make_settings(tmp_path / "feast"), make_settings(tmp_path / "bulk")
     for settings in (by_feast, bulk):
         _copy_tables(engine, settings)
@@ -77,7 +77,7 @@ def test_sqlite_bulk_equals_feast_materialize(engine, tmp_path):
 
 
 def test_redis_bulk_equals_feast_materialize(engine, tmp_path, redis_client):
-    as_of = engine.features.as_of
+    as_of = engine.as_of
     settings = make_settings(tmp_path, online_store="redis", redis_url=f"127.0.0.1:6379,db={REDIS_DB}")
     _copy_tables(engine, settings)
     apply_definitions(settings)
@@ -112,7 +112,7 @@ def test_materializing_into_a_hung_redis_fails_within_the_timeout(engine, tmp_pa
         settings = make_settings(tmp_path, online_store="redis", redis_url=server.url)
         _copy_tables(engine, settings)
         apply_definitions(settings)
-        as_of = engine.features.as_of
+        as_of = engine.as_of
         server.pause()
         began = time.perf_counter()
         with pytest.raises(StoreUnavailableError, match=r"Redis online store unreachable while materializing \(no answer within timeouts.redis_seconds\)"):

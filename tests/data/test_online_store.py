@@ -9,8 +9,11 @@ import pytest
 import redis
 
 from churn.settings import Settings
-from features.definitions import FEATURE_TTL, feature_names
-from features.store import apply_definitions, feature_store, historical_features, materialize, online_features
+from features.contract_features import VIEWS_FILE
+from features.definitions import FEATURE_TTL
+from features.store import (
+    apply_contract_definitions, feature_store, historical_features, materialize, materialize_ingested, online_features,
+)
 
 from tests.conftest import make_settings
 
@@ -24,7 +27,7 @@ def redis_settings(engine, tmp_path):
     client.ping()  # Redis must run here (CI starts it): fail, don't skip
     client.flushdb()
     settings = make_settings(tmp_path, online_store="redis", redis_url=REDIS_TEST_URL)
-    for table in engine.settings.feature_tables_dir.glob("*.parquet"):
+    for table in [*engine.settings.feature_tables_dir.glob("*.parquet"), engine.settings.feature_tables_dir / VIEWS_FILE]:
         shutil.copy(table, settings.feature_tables_dir / table.name)
     yield settings
     client.flushdb()
@@ -35,24 +38,32 @@ def _materialized(engine, backend: str, request) -> Settings:
     if backend == "sqlite":
         return engine.settings
     settings = request.getfixturevalue("redis_settings")
-    apply_definitions(settings)
-    materialize(settings, engine.features.as_of - FEATURE_TTL, engine.features.as_of)
+    apply_contract_definitions(settings)
+    materialize_ingested(settings, engine.as_of)
     return settings
 
 
-def _scored_ids(engine) -> list[int]:
+def _reader(engine, settings: Settings):
+    """A reader of the engine's feature service that needs what its champion needs, as the service's reader does."""
+    from serving.online import OnlineReader
+    from serving.scoring import Scorer
+
+    return OnlineReader(feature_store(settings), [engine.service], Scorer.load(engine.settings).required_features)
+
+
+def _scored_ids(engine) -> list[str]:
     return pd.read_parquet(engine.interventions.scores_path)["customer_id"].head(25).tolist()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_online_matches_offline_at_as_of(engine, backend, request):
     settings = _materialized(engine, backend, request)
-    as_of = engine.features.as_of
+    as_of = engine.as_of
     ids = _scored_ids(engine)
-    names = feature_names("churn_model_v1")
-    online = online_features(feature_store(settings), ids, "churn_model_v1").set_index("customer_id")
+    names = engine.feature_names
+    online = online_features(feature_store(settings), ids, engine.service).set_index("customer_id")
     offline = historical_features(
-        engine.settings, pd.DataFrame({"customer_id": ids, "event_timestamp": as_of}), "churn_model_v1"
+        engine.settings, pd.DataFrame({"customer_id": ids, "event_timestamp": as_of}), engine.service
     ).set_index("customer_id")
     pd.testing.assert_frame_equal(
         online.loc[ids, names], offline.loc[ids, names], check_dtype=False, check_exact=False, rtol=1e-9
@@ -62,15 +73,13 @@ def test_online_matches_offline_at_as_of(engine, backend, request):
 def test_readiness_needs_fresh_features_in_a_store_that_holds_them(engine, redis_settings):
     from churn.errors import StoreUnavailableError
     from features.store import redis_connection_string
-    from serving.online import OnlineReader
-
-    as_of = engine.features.as_of
+    as_of = engine.as_of
     assert redis_connection_string(redis_settings) == f"{REDIS_TEST_URL},socket_timeout=1,socket_connect_timeout=1"
-    apply_definitions(redis_settings)
-    reader = OnlineReader(feature_store(redis_settings), ["churn_model_v1"])
+    apply_contract_definitions(redis_settings)
+    reader = _reader(engine, redis_settings)
     with pytest.raises(StoreUnavailableError, match=r"feature view '\w+' was never materialized"):
         reader.check_ready(as_of)
-    materialize(redis_settings, as_of - FEATURE_TTL, as_of)
+    materialize_ingested(redis_settings, as_of)
     reader.check_ready(as_of)
     reader.check_ready(as_of + FEATURE_TTL)  # the last day of the TTL
     late = as_of + FEATURE_TTL + pd.Timedelta(days=1)
@@ -80,18 +89,16 @@ def test_readiness_needs_fresh_features_in_a_store_that_holds_them(engine, redis
     with pytest.raises(StoreUnavailableError, match=r"online store \(redis\) holds no features of project 'churn'"):
         reader.check_ready(as_of)
     # the embedded SQLite store of the engine's run holds fresh features
-    OnlineReader(feature_store(engine.settings), ["churn_model_v1"]).check_ready(as_of)
+    _reader(engine, engine.settings).check_ready(as_of)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_reads_mark_customers_whose_features_are_past_the_ttl(engine, backend, request):
     """At the engine's clock, a customer's features older than the view's TTL are stale (Feast would drop them)."""
-    from serving.online import OnlineReader
-
     settings = _materialized(engine, backend, request)
-    as_of = engine.features.as_of
+    as_of = engine.as_of
     ids = _scored_ids(engine)
-    reader = OnlineReader(feature_store(settings), ["churn_model_v1"])
+    reader = _reader(engine, settings)
     fresh = reader.read(ids, now=as_of)
     assert fresh.complete.all() and not fresh.stale.any()
     assert (fresh.oldest == as_of.timestamp()).all()  # every active customer has the latest weekly snapshot
@@ -101,15 +108,13 @@ def test_reads_mark_customers_whose_features_are_past_the_ttl(engine, backend, r
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
-def test_reads_by_text_ids_of_the_simulators_integer_entity(engine, backend, request):
-    """Ids are text: an integer's decimal text finds the simulator's customer, any other text is unknown, no error."""
-    from serving.online import OnlineReader
-
+def test_reads_by_text_ids_and_by_integers(engine, backend, request):
+    """Ids are text: an integer finds the customer of its decimal text (the simulator's ids), other text is unknown, no error."""
     settings = _materialized(engine, backend, request)
     ids = _scored_ids(engine)
-    reader = OnlineReader(feature_store(settings), ["churn_model_v1"])
-    asked = [ids[0], str(ids[1]), "7590-VHVEG", f"0{ids[2]}", f"{ids[3]}.0", "99999999999999999999"]
-    rows = reader.read(asked, now=engine.features.as_of)
+    reader = _reader(engine, settings)
+    asked = [int(ids[0]), str(ids[1]), "7590-VHVEG", f"0{ids[2]}", f"{ids[3]}.0", "99999999999999999999"]
+    rows = reader.read(asked, now=engine.as_of)
     assert rows.customer_ids.tolist() == [str(c) for c in asked]
     assert all(isinstance(c, str) for c in rows.customer_ids)
     assert rows.known.tolist() == [True, True, False, False, False, False]
@@ -178,12 +183,8 @@ def test_reads_a_feature_view_keyed_by_text_ids(text_id_settings):
     assert entity_ids(text_id_settings, "accounts_v1", pd.Series(["7590-VHVEG", "007"])).tolist() == ["7590-VHVEG", "007"]
 
 
-def test_ledger_ids_join_the_offline_store_in_the_entitys_type(engine):
-    """The ledger's text ids become the simulator's integers for a point-in-time join; other text is named."""
-    from churn.errors import DataError
+def test_ledger_ids_join_the_offline_store_as_text(engine):
+    """The ledger's ids join the offline store as the text they are: '007' stays '007', an integer becomes its text."""
     from features.store import entity_ids
 
-    ids = entity_ids(engine.settings, "churn_model_v1", pd.Series(["12", "0", "-3"]))
-    assert ids.dtype == "int64" and ids.tolist() == [12, 0, -3]
-    with pytest.raises(DataError, match=r"customer id '007' is not an integer, but the entity of \['churn_model_v1'\]"):
-        entity_ids(engine.settings, "churn_model_v1", pd.Series(["12", "007"]))
+    assert entity_ids(engine.settings, engine.service, pd.Series(["12", "007", 3])).tolist() == ["12", "007", "3"]

@@ -98,7 +98,7 @@ def test_join_process_ends_with_its_parent(engine, tmp_path):
 
 def test_active_batches_are_the_point_in_time_rows_at_as_of(engine):
     """Batch scoring's chunked read equals Feast's join for every active customer, in bounded chunks."""
-    settings, as_of = engine.settings, engine.features.as_of
+    settings, as_of = engine.settings, engine.as_of
     batches = list(active_feature_batches(settings.feature_tables_dir, as_of, batch_rows=500))
     assert len(batches) > 1 and max(len(b) for b in batches) <= 500
     streamed = pd.concat(batches, ignore_index=True)
@@ -117,7 +117,7 @@ def test_active_batches_fall_back_to_asof_when_a_view_lacks_the_latest_row(engin
 
     import duckdb
 
-    settings, as_of = engine.settings, engine.features.as_of
+    settings, as_of = engine.settings, engine.as_of
     columns = [c for cols in VIEW_COLUMNS.values() for c in cols]
     fast = pd.concat(active_feature_batches(settings.feature_tables_dir, as_of), ignore_index=True)
     entity = pd.DataFrame({"customer_id": fast["customer_id"], "event_timestamp": fast["event_timestamp"]})

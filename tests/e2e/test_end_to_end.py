@@ -27,7 +27,7 @@ def test_intervention_list(engine):
     assert listing["customer_id"].is_unique
     assert (listing["action"] != "none").all()
     assert (listing["expected_value"] > 0).all()
-    assert listing["model_version"].str.contains(f"churn-risk/{engine.training.churn_version}").all()
+    assert listing["model_version"].str.contains(f"{engine.training.model_name}/{engine.training.version}").all()
     # every listed customer is an active customer that was scored
     scores = pd.read_parquet(run.scores_path)
     assert set(listing["customer_id"]) <= set(scores["customer_id"].astype(str))
@@ -171,7 +171,7 @@ def learned_ledger(engine, tmp_path_factory):
     settings = engine.settings.model_copy(
         update={"ledger_url": f"sqlite:///{tmp_path_factory.mktemp('learned') / 'ledger.db'}"}
     )
-    as_of = engine.features.as_of - pd.Timedelta(weeks=5)  # a snapshot whose 30-day horizon has ended
+    as_of = engine.as_of - pd.Timedelta(weeks=5)  # a snapshot whose 30-day horizon has ended
     scores = pd.read_parquet(engine.interventions.scores_path)
     rng = np.random.default_rng(5)
     ledger = Ledger(settings.resolved_ledger_url)

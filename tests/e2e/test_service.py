@@ -308,9 +308,9 @@ def test_the_documented_1000_outcomes_fit_the_default_body_limit(engine, api):
     ids = pd.read_parquet(engine.interventions.scores_path)["customer_id"].head(MAX_IDS).tolist()
     assert _post(base, "/interventions", {"customer_ids": ids, "campaign": campaign}).status_code == 200
     outcomes = [
-        {"campaign": campaign, "customer_id": c, "churned": c % 2 == 0, "revenue": 1234567.8912345678,
+        {"campaign": campaign, "customer_id": c, "churned": k % 2 == 0, "revenue": 1234567.8912345678,
          "horizon_end": engine.settings.now.isoformat(timespec="microseconds")}
-        for c in ids
+        for k, c in enumerate(ids)
     ]
     body = json.dumps({"outcomes": outcomes}, indent=2)
     assert len(body) > 64_000 * 3  # far over the old limit

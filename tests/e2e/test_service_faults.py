@@ -8,7 +8,6 @@ when the service says so. A second service on the same stores plays a second rep
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 import uuid
@@ -23,11 +22,11 @@ import sqlalchemy as sa
 import yaml
 
 from churn.settings import load_settings
-from features.definitions import FEATURE_TTL
-from features.store import apply_definitions, materialize
+from features.store import materialize_ingested
 from serving.ledger import Ledger
 from serving.policy import load_catalog
 
+from tests.conftest import serve_features_of
 from tests.e2e.servers import AUTH, RedisServer, TcpRelay, bentoml_service, free_port, service_env
 
 # ports and database of this run only: other checkouts may run this module on the same machine at once
@@ -67,11 +66,7 @@ def stores(engine, tmp_path_factory):
         now=engine.settings.now,  # the engine's pinned clock
     )
     settings.ensure_dirs()
-    for table in engine.settings.feature_tables_dir.glob("*.parquet"):
-        shutil.copy(table, settings.feature_tables_dir / table.name)
-    apply_definitions(settings)
-    as_of = engine.features.as_of
-    materialize(settings, as_of - FEATURE_TTL, as_of)
+    serve_features_of(engine, settings)
     try:
         yield redis_server, relay, settings
     finally:
@@ -372,8 +367,7 @@ def test_readiness_turns_red_on_an_emptied_redis_and_the_ledger_gets_its_tables_
         assert ready.status_code == 503
         assert "holds no features of project 'churn'" in ready.json()["online_store"] and ready.json()["ledger"] == "ok"
     finally:
-        as_of = engine.features.as_of
-        materialize(settings, as_of - FEATURE_TTL, as_of)
+        materialize_ingested(settings, engine.as_of)
     assert _ready(base).status_code == 200
     # the ledger re-created empty (tables dropped under the running service): the next decision makes them again
     direct = sa.create_engine(PG_DIRECT)

@@ -32,7 +32,7 @@ def test_arrow_scoring_equals_scorer_and_keeps_its_errors(engine):
 
     settings = engine.settings
     scorer = Scorer.load(settings)
-    batch = next(active_arrow_batches(settings.feature_tables_dir, engine.features.as_of, 300))
+    batch = next(active_arrow_batches(settings.feature_tables_dir, engine.as_of, 300))
     fast = score_arrow(scorer, batch).to_pandas()
     slow = scorer.score(batch.to_pandas())
     pd.testing.assert_frame_equal(fast, slow)

@@ -50,7 +50,7 @@ def test_dask_build_equals_one_machine_build(engine, client, tmp_path):
 
 def test_dask_model_is_as_good_as_one_machine_model(engine, client):
     settings, cfg = engine.settings, engine.settings.training
-    cutoffs = cutoff_dates(engine.features.as_of, cfg.horizon_days, cfg.n_cutoffs, cfg.cutoff_spacing_days)
+    cutoffs = cutoff_dates(engine.as_of, cfg.horizon_days, cfg.n_cutoffs, cfg.cutoff_spacing_days)
     labels = label_frame(settings.raw_dir, cutoffs, cfg.horizon_days, cfg.clv_horizon_days)
     frame = training_set(settings, labels[["customer_id", "event_timestamp", "churned"]], cfg.feature_service)
     train, stop, test = _split(frame, cutoffs)
@@ -113,6 +113,6 @@ def test_churn_train_in_dask_mode_matches_one_machine(engine, client, tmp_path):
     clv_dask = run.data.metrics["clv_val_spearman"]
     assert abs(clv_dask - engine.training.clv_metrics["spearman"]) < 0.05
     # the registered Dask model scores like any other: the batch scorer loads and uses it
-    features = next(active_feature_batches(settings.feature_tables_dir, engine.features.as_of, 500))
+    features = next(active_feature_batches(settings.feature_tables_dir, engine.as_of, 500))
     scores = Scorer.load(dask_settings).score(features)
     assert scores["churn_probability"].between(0, 1).all() and len(scores) == len(features)

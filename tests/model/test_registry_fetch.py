@@ -6,12 +6,12 @@ import mlflow.lightgbm
 import numpy as np
 
 from serving.launch import champions_fetched_aside
-from training.registry import CHAMPION, connect, fetch_alias, load_fetched
+from training.registry import CHAMPION, connect, fetch_alias, load_fetched, scoring_model_names
 
 
 def test_fetched_booster_predicts_as_mlflows_own_loader(engine):
     settings = engine.settings
-    name = settings.training.churn_model_name
+    name = scoring_model_names(settings)[0]
     fetched = fetch_alias(settings, name, CHAMPION)
     version = connect(settings).get_model_version_by_alias(name, CHAMPION)
     theirs = mlflow.lightgbm.load_model(f"models:/{name}/{version.version}")
@@ -26,5 +26,5 @@ def test_helper_process_fetches_both_champions(engine):
     settings = engine.settings
     with champions_fetched_aside(settings) as fetched_champions:
         fetched = fetched_champions()
-    assert [f.name for f in fetched] == settings.training.scoring_models
+    assert [f.name for f in fetched] == scoring_model_names(settings) == ["simulated-churn", "simulated-clv"]
     assert all(f.model_text.startswith("tree") for f in fetched)
