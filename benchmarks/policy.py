@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/policy.py [--workdir DIR] [--customers N] [--rounds R]
 
-Builds the default simulated population (simulate -> features -> train) in `--workdir`
+Builds the default simulated population (simulate -> ingest -> features -> train) in `--workdir`
 unless it is there already, then:
 1. learning rounds, 35 days apart (each horizon ends before the next round decides): the
    policy decides with the catalog's budget, capacities, cooldowns and holdouts, the
@@ -36,8 +36,11 @@ import pandas as pd
 
 from churn import clock
 from churn.settings import load_settings
-from features.build import build_feature_tables, raw_as_of
-from features.simulate import simulate
+from features.build import build_features
+from features.contract import load_contract
+from features.ingest import ingest
+from features.raw import raw_as_of
+from features.simulate import CONFIG_FILE, simulate
 from features.store import apply_definitions
 from features.truth import churn_change, untreated_outcomes
 from serving.allocate import NONE, allocate, exact_allocate
@@ -55,12 +58,15 @@ ROUND_SPACING = timedelta(days=35)
 def _prepare(workdir: Path, customers: int):
     settings = load_settings(data_dir=workdir / "data", mlruns_dir=workdir / "mlruns")
     settings.ensure_dirs()
-    if not (settings.raw_dir / "manifest.json").exists():
+    if not (settings.feature_repo_dir / "feature_store.yaml").exists():
         t = time.perf_counter()
+        # the path of `churn demo`: the simulator's tables ingested as any data set's
         simulate(settings.raw_dir, settings.truth_dir, n_customers=customers, seed=settings.simulation.seed)
-        build_feature_tables(settings.raw_dir, settings.feature_tables_dir)
+        contract, root = load_contract(settings.raw_dir / CONFIG_FILE)
+        end = ingest(contract, root, settings.ingested_dir).data_end
+        build_features(settings.ingested_dir, settings.feature_tables_dir)
         apply_definitions(settings)
-        train(settings)
+        train(clock.pinned(settings, end))
         print(f"built {customers:,} simulated customers, features and models in {time.perf_counter() - t:.0f}s")
     ledger_path = settings.data_dir / "benchmark_ledger.db"
     ledger_path.unlink(missing_ok=True)
@@ -71,6 +77,7 @@ def _true_effects(settings, customer_ids: np.ndarray, actions: list[str]) -> np.
     table = pd.read_parquet(settings.truth_dir / "responses.parquet").pivot(
         index="customer_id", columns="action", values="true_effect"
     )
+    table.index = table.index.astype(str)  # the engine's ids are text, the simulator's truth keeps integers
     return table.reindex(customer_ids)[actions].to_numpy()
 
 

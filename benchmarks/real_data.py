@@ -23,10 +23,10 @@ from pathlib import Path
 
 from churn.settings import load_settings
 from features.contract import Shape, load_contract
-from features.contract_features import build_contract_features
+from features.build import build_features
 from features.ingest import ingest
-from features.store import apply_contract_definitions
-from training.contract_eval import METRICS, backtest, contract_data, engine_model, summarize
+from features.store import apply_definitions
+from training.backtest import METRICS, backtest, training_data, engine_model, summarize
 from training.baselines import DefaultLightGBM, OneHotLogistic, RFMLogistic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,9 +43,9 @@ def run(config: Path, datasets: Path, work: Path) -> tuple[dict, dict]:
     ingest(contract, root, settings.ingested_dir)
     timings["ingest"] = time.perf_counter() - start
     start = time.perf_counter()
-    build_contract_features(settings.ingested_dir, settings.feature_tables_dir)
-    apply_contract_definitions(settings)
-    data = contract_data(settings)
+    build_features(settings.ingested_dir, settings.feature_tables_dir)
+    apply_definitions(settings)
+    data = training_data(settings)
     timings["features + training set"] = time.perf_counter() - start
     seed = contract.evaluation.seed
     models = {"engine (auto-tuned LightGBM)": lambda: engine_model(data)}

@@ -55,11 +55,11 @@ def prepare(workdir: Path, customers: int, redis_url: str) -> Engines:
     from datetime import datetime
 
     from features.contract import load_contract
-    from features.contract_features import build_contract_features
+    from features.build import build_features
     from features.ingest import ingest, read_manifest
     from features.simulate import CONFIG_FILE, simulate
-    from features.store import active_customers, apply_contract_definitions, materialize_ingested
-    from training.contract_train import train_contract
+    from features.store import active_customers, apply_definitions, materialize
+    from training.train import train
 
     sqlite = load_settings(data_dir=workdir / "data", mlruns_dir=workdir / "mlruns")
     sqlite.ensure_dirs()
@@ -69,11 +69,11 @@ def prepare(workdir: Path, customers: int, redis_url: str) -> Engines:
         simulate(sqlite.raw_dir, sqlite.truth_dir, n_customers=customers, seed=11)
         contract, root = load_contract(sqlite.raw_dir / CONFIG_FILE)  # the simulator is an ingested data set
         ingest(contract, root, sqlite.ingested_dir)
-        build_contract_features(sqlite.ingested_dir, sqlite.feature_tables_dir)
-        apply_contract_definitions(sqlite)
+        build_features(sqlite.ingested_dir, sqlite.feature_tables_dir)
+        apply_definitions(sqlite)
         as_of = datetime.fromisoformat(read_manifest(sqlite.ingested_dir)["data_end"])
-        materialize_ingested(sqlite, as_of)
-        train_contract(clock.pinned(sqlite, as_of))
+        materialize(sqlite, as_of)
+        train(clock.pinned(sqlite, as_of))
         ready_mark.touch()
     as_of = datetime.fromisoformat(read_manifest(sqlite.ingested_dir)["data_end"])
     sqlite = clock.pinned(sqlite, as_of)  # both services decide at the end of the data, on any date
@@ -86,8 +86,8 @@ def prepare(workdir: Path, customers: int, redis_url: str) -> Engines:
     for table in sqlite.feature_tables_dir.iterdir():
         if table.is_file():  # the tables and their views.json
             shutil.copy(table, on_redis.feature_tables_dir / table.name)
-    apply_contract_definitions(on_redis)
-    materialize_ingested(on_redis, as_of)
+    apply_definitions(on_redis)
+    materialize(on_redis, as_of)
     ids = active_customers(sqlite, as_of)["customer_id"].astype(str).tolist()
     return Engines(sqlite, on_redis, ids)
 

@@ -170,65 +170,30 @@ def _dask_or_none(settings: Settings):
 
 
 def _build(settings: Settings) -> None:
-    if settings.uses_ingested_data:
-        from features.contract_features import build_contract_features
+    from features.build import build_features
 
-        with _step("build generic feature tables from the ingested data (DuckDB)"):
-            built = build_contract_features(settings.ingested_dir, settings.feature_tables_dir)
-        for view, n in built.rows.items():
-            console.print(f"  {view}: {n:,} rows, {len(built.schema[view])} features -> {built.tables[view]}")
-        return
-    from features.build import build_feature_tables
-    from features.build_dask import build_feature_tables_dask
-
-    with _dask_or_none(settings) as client, _step("build feature tables (DuckDB)"):
-        if client is None:
-            result = build_feature_tables(
-                settings.raw_dir, settings.feature_tables_dir, memory_limit=settings.build.memory_limit,
-                partition_customers=settings.build.partition_customers,
-            )
-        else:
-            result = build_feature_tables_dask(
-                client, settings.raw_dir, settings.feature_tables_dir, partitions=settings.dask.partitions
-            )
-    console.print(
-        f"  {result.rows:,} rows over {result.snapshots} weekly snapshots ({result.partitions} customer partitions)"
-        f" -> {settings.feature_tables_dir}"
-    )
+    with _step("build the feature tables of the data set (DuckDB)"):
+        built = build_features(settings.ingested_dir, settings.feature_tables_dir)
+    for view, n in built.rows.items():
+        console.print(f"  {view}: {n:,} rows, {len(built.schema[view])} features -> {built.tables[view]}")
 
 
 def _apply(settings: Settings) -> None:
-    from features.store import apply_contract_definitions, apply_definitions
+    from features.store import apply_definitions
 
     with _step("feast apply"):
-        names = apply_contract_definitions(settings) if settings.uses_ingested_data else apply_definitions(settings)
+        names = apply_definitions(settings)
     console.print(f"  registered {', '.join(names)} in {settings.feature_repo_dir}")
 
 
 def _materialize(settings: Settings, as_of: datetime | None) -> None:
-    from features.build import raw_as_of
-    from features.definitions import FEATURE_TTL
-    from features.online_bulk import materialize_bulk
+    from features.build import read_views
+    from features.store import materialize
 
-    if settings.uses_ingested_data:
-        from features.contract_features import read_views
-
-        end = _utc(as_of) or datetime.fromisoformat(read_views(settings.feature_tables_dir)["data_end"])
-    else:
-        end = _utc(as_of) or raw_as_of(settings.raw_dir)
-    if settings.uses_ingested_data:  # views of a data contract: Feast's own materialize
-        from features.store import materialize_ingested
-
-        with _step(f"materialize into the {settings.online_store} online store"):
-            materialize_ingested(settings, end)
-        console.print(f"  latest features as of {end:%Y-%m-%d} are online")
-        return
-    with _step(f"materialize into the {settings.online_store} online store (bulk, Feast's format)"):
-        result = materialize_bulk(settings, end - FEATURE_TTL, end)
-    console.print(
-        f"  latest features as of {end:%Y-%m-%d} of {result.customers:,} customers are online "
-        f"({result.customers_per_second:,.0f} customers/s)"
-    )
+    end = _utc(as_of) or datetime.fromisoformat(read_views(settings.feature_tables_dir)["data_end"])
+    with _step(f"materialize into the {settings.online_store} online store"):
+        materialize(settings, end)
+    console.print(f"  latest features as of {end:%Y-%m-%d} are online")
 
 
 @features_app.command("build")
@@ -257,46 +222,9 @@ def _train(settings: Settings, shuffle_labels: bool = False) -> None:
     from training.train import train
 
     start = time.perf_counter()
-    with _dask_or_none(settings) as client, Progress(
-        SpinnerColumn(), TextColumn("train: {task.description}"), TimeElapsedColumn(), console=console, transient=True
-    ) as bar:
-        task = bar.add_task("starting", total=None)
-        result = train(
-            settings, step=lambda what: bar.update(task, description=what), shuffle_labels=shuffle_labels, client=client
-        )
-    console.print(f"[green]✓[/] trained and registered [dim]({time.perf_counter() - start:.1f}s)[/]")
-    # fits an 80-column terminal: no rules, one space between columns, short headers
-    table = Table("test cutoff", "ROC AUC", "PR AUC", "Brier", "ECE raw>cal", "lift@10%", "EMPC", "contact", "churn",
-                  title="churn model backtest (each row: fit on earlier cutoffs, tested on this one)",
-                  box=None, padding=(0, 1, 0, 0))
-    for row in result.backtest.to_dict("records"):
-        table.add_row(
-            row["test_cutoff"], f"{row['roc_auc']:.3f}", f"{row['pr_auc']:.3f}", f"{row['brier']:.4f}",
-            f"{row['ece_raw']:.4f}>{row['ece']:.4f}", f"{row['top_decile_lift']:.2f}", f"{row['empc']:.3f}",
-            f"{row['empc_contact_share']:.1%}", f"{row['churn_rate']:.1%}",
-        )
-    console.print(table)
-    cm, vm = result.churn_metrics, result.clv_metrics
-    console.print(
-        f"  {settings.training.churn_model_name} v{result.churn_version}, latest cutoff: EMPC {cm['empc']:.3f} per customer "
-        f"contacting the top {cm['empc_contact_share']:.1%} (CLV {settings.profit.clv:g}); with predicted CLV "
-        f"{cm['empc_clv']:.3f}, contacting {cm['empc_clv_contact_share']:.1%}"
-    )
-    console.print(
-        f"  {settings.training.clv_model_name} v{result.clv_version}: MAE {vm['mae']:.1f}  RMSE {vm['rmse']:.1f}  "
-        f"Spearman {vm['spearman']:.3f}  total ratio {vm['total_ratio']:.3f}"
-    )
-    console.print(f"  report: [bold]{result.report_path.resolve()}[/]")
-    console.print(f"  MLflow run {result.run_id} in {settings.resolved_tracking_uri}; {result.promotion}")
-
-
-def _train_contract(settings: Settings, shuffle_labels: bool = False) -> None:
-    from training.contract_train import train_contract
-
-    start = time.perf_counter()
     with Progress(SpinnerColumn(), TextColumn("train: {task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("starting", total=None)
-        result = train_contract(settings, step=lambda what: bar.update(task, description=what), shuffle_labels=shuffle_labels)
+        result = train(settings, step=lambda what: bar.update(task, description=what), shuffle_labels=shuffle_labels)
     console.print(f"[green]✓[/] evaluated, trained and registered [dim]({time.perf_counter() - start:.1f}s)[/]")
     # (metric key, header, format): ranking, then calibration raw -> calibrated (cross-fitted), then profit
     shown = (
@@ -338,15 +266,8 @@ def train(
         bool, typer.Option(help="Train on shuffled churn labels: a deliberately useless model, to see `churn promote` refuse it.")
     ] = False,
 ) -> None:
-    """Backtest, train, calibrate, report, log and register the churn and CLV models (as challengers).
-
-    On ingested data (after `churn ingest`): evaluate, train and register the churn model of the data set.
-    """
-    settings = _settings()
-    if settings.uses_ingested_data:
-        _train_contract(settings, shuffle_labels)
-    else:
-        _train(settings, shuffle_labels)
+    """Evaluate, train, calibrate, report, log and register the churn and value models of the data set (as challengers)."""
+    _train(_settings(), shuffle_labels)
 
 
 def _promote(settings: Settings) -> None:
@@ -360,7 +281,7 @@ def _promote(settings: Settings) -> None:
         table = Table("metric", f"challenger {decision.challenger}", f"champion {decision.champion}",
                       title=f"held out: {decision.evaluated_on}")
         for key in ("roc_auc", "pr_auc", "brier", "ece", "top_decile_lift", "empc"):
-            if key not in decision.challenger_metrics:  # ingested data: no calibration, CLV or profit
+            if key not in decision.challenger_metrics:
                 continue
             table.add_row(key, f"{decision.challenger_metrics[key]:.4f}", f"{decision.champion_metrics[key]:.4f}")
         console.print(table)
@@ -392,12 +313,12 @@ def models_history() -> None:
 
 
 # ---------------------------------------------------------------- score / interventions
-def _score_ingested(settings: Settings, as_of: datetime | None) -> None:
+def _score(settings: Settings, as_of: datetime | None) -> None:
     from features.store import latest_snapshot
     from serving.batch import score_active, write_scores
     from serving.scoring import Scorer
 
-    with _step("score the ingested data set's customers"):
+    with _step("score the active customers"):
         scorer = Scorer.load(settings)
         when = as_of or latest_snapshot(settings, clock.now(settings))
         scores = score_active(settings, scorer, when)
@@ -409,19 +330,7 @@ def _score_ingested(settings: Settings, as_of: datetime | None) -> None:
 @_fails_cleanly
 def score(as_of: AsOf = None) -> None:
     """Score every active customer with the champion models."""
-    from features.store import latest_snapshot
-    from serving.bulk_scoring import score_all, score_all_dask
-    from serving.scoring import Scorer
-
-    settings = _settings()
-    if settings.uses_ingested_data:
-        _score_ingested(settings, _utc(as_of))
-        return
-    when = _utc(as_of) or latest_snapshot(settings, clock.now(settings))
-    with _dask_or_none(settings) as client, _step("score active customers (in chunks)"):
-        scorer = Scorer.load(settings)
-        result = score_all(settings, scorer, when) if client is None else score_all_dask(client, settings, scorer, when)
-    console.print(f"  {result.rows:,} customers scored ({result.rows_per_second:,.0f}/s) -> {result.path}")
+    _score(_settings(), _utc(as_of))
 
 
 def _interventions(settings: Settings, as_of: datetime | None, campaign: str | None):
@@ -571,7 +480,7 @@ def demo(
     _build(settings)
     _apply(settings)
     _materialize(settings, None)
-    _train_contract(settings)
+    _train(settings)
     _promote_if_waiting(settings)
     run = _interventions(settings, None, None)
     console.rule("done")

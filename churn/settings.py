@@ -16,7 +16,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,7 +32,13 @@ _CONFIG_ENV = "CHURN_CONFIG"
 _DEFAULT_CONFIG_FILE = "churn.toml"
 
 
-class SimulationSettings(BaseModel):
+class Section(BaseModel):
+    """A section of the settings: a key it does not know (a typo, or one a newer version removed) is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SimulationSettings(Section):
     """Size and time span of the embedded simulator."""
 
     n_customers: int = Field(20_000, ge=100, description="Customers to simulate.")
@@ -41,20 +47,13 @@ class SimulationSettings(BaseModel):
     days: int = Field(730, ge=400, description="Simulated days (about two years).")
 
 
-class TrainingSettings(BaseModel):
-    """Labels, cutoffs and model names."""
+class TrainingSettings(Section):
+    """Training and measurement settings that no data set's config holds (its labels and splits are in the config)."""
 
-    horizon_days: int = Field(30, ge=1, description="Churn label: cancelled within this many days after a cutoff.")
-    n_cutoffs: int = Field(6, ge=2, description="Cutoff dates per training set; the latest is the validation set.")
-    cutoff_spacing_days: int = Field(28, ge=7, description="Days between consecutive cutoffs (a multiple of 7).")
-    clv_horizon_days: int = Field(365, ge=30, description="CLV target: revenue over this many days after a cutoff.")
-    churn_model_name: str = Field("churn-risk", description="Registered MLflow model name of the churn classifier.")
-    clv_model_name: str = Field("customer-clv", description="Registered MLflow model name of the CLV regressor.")
-    feature_service: str = Field("churn_model_v1", description="Feast FeatureService the models are trained on.")
-    num_boost_round: int = Field(400, ge=10, description="Upper bound on LightGBM boosting rounds (early stopping decides).")
-    backtest_folds: int = Field(
-        3, ge=1, description="Rolling backtest folds: each of the latest cutoffs is tested by a model fit on earlier ones."
+    horizon_days: int = Field(
+        30, ge=1, description="Days after a decision over which a campaign's outcomes count (`churn outcomes --simulated`)."
     )
+    num_boost_round: int = Field(400, ge=10, description="Upper bound on LightGBM boosting rounds (early stopping decides).")
     calibration_bins: int = Field(10, ge=2, description="Equal-count probability bins of the reliability table and ECE.")
     num_threads: int = Field(
         1, ge=1,
@@ -62,32 +61,8 @@ class TrainingSettings(BaseModel):
         "give it the cores (with OMP_WAIT_POLICY=PASSIVE so idle OpenMP threads do not spin).",
     )
 
-    @property
-    def scoring_models(self) -> list[str]:
-        """The registered models a scorer loads: churn, then CLV."""
-        return [self.churn_model_name, self.clv_model_name]
 
-    @model_validator(mode="after")
-    def _spacing_is_weekly(self) -> TrainingSettings:
-        if self.cutoff_spacing_days % 7:
-            raise ValueError(
-                f"training.cutoff_spacing_days must be a multiple of 7 (feature snapshots are weekly); "
-                f"got {self.cutoff_spacing_days}"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _enough_cutoffs_for_backtest(self) -> TrainingSettings:
-        # each fold needs at least one cutoff to fit on and one to stop early / calibrate on
-        if self.n_cutoffs < self.backtest_folds + 2:
-            raise ValueError(
-                f"training.n_cutoffs must be at least training.backtest_folds + 2 "
-                f"(fit, calibrate, test); got n_cutoffs={self.n_cutoffs}, backtest_folds={self.backtest_folds}"
-            )
-        return self
-
-
-class ProfitSettings(BaseModel):
+class ProfitSettings(Section):
     """Campaign economics for EMPC (Verbraken, Verbeke & Baesens 2013; defaults are the paper's)."""
 
     clv: float = Field(200.0, gt=0, description="Constant customer lifetime value of the paper's EMPC.")
@@ -97,7 +72,7 @@ class ProfitSettings(BaseModel):
     accept_beta: float = Field(14.0, gt=0, description="Acceptance rate gamma ~ Beta(alpha, beta): beta.")
 
 
-class PromotionSettings(BaseModel):
+class PromotionSettings(Section):
     """When `churn promote` lets a challenger replace the champion."""
 
     metric: Literal["roc_auc", "pr_auc", "empc", "top_decile_lift", "brier", "ece"] = Field(
@@ -108,7 +83,7 @@ class PromotionSettings(BaseModel):
     )
 
 
-class BuildSettings(BaseModel):
+class BuildSettings(Section):
     """The one-machine feature build (`features/build.py`): memory it may use and how it splits the work."""
 
     memory_limit: str = Field("4GB", description="DuckDB memory limit of the build; past it DuckDB spills to disk.")
@@ -119,7 +94,7 @@ class BuildSettings(BaseModel):
     )
 
 
-class OfflineSettings(BaseModel):
+class OfflineSettings(Section):
     """Reads from Feast's offline store (`features/store.historical_features`)."""
 
     pit_chunk_rows: int = Field(
@@ -135,7 +110,7 @@ class OfflineSettings(BaseModel):
     )
 
 
-class DaskSettings(BaseModel):
+class DaskSettings(Section):
     """Dask mode: where the offline stages run when one machine is not enough (`churn/cluster.py`)."""
 
     scheduler: str | None = Field(
@@ -149,7 +124,7 @@ class DaskSettings(BaseModel):
     partitions: int = Field(8, ge=1, description="Customer partitions (tasks) per stage; each must fit one worker's memory.")
 
 
-class TimeoutSettings(BaseModel):
+class TimeoutSettings(Section):
     """How long a call to a store may wait: every wait is bounded, so a hung store is an error, not a hang."""
 
     redis_seconds: float = Field(
@@ -174,7 +149,7 @@ class TimeoutSettings(BaseModel):
     )
 
 
-class ServingSettings(BaseModel):
+class ServingSettings(Section):
     """Who may call the scoring service and how much one request may carry."""
 
     api_keys: list[SecretStr] = Field(

@@ -1,341 +1,202 @@
-"""Turn the raw tables into weekly, timestamped feature tables for Feast.
+"""Generic feature tables from ingested data, with no per-data-set code.
 
-One row per customer per weekly snapshot while the customer is active. A row stamped
-`event_timestamp = s` summarizes only raw rows with a timestamp strictly before `s`, so a
-point-in-time join at a cutoff `c >= s` never sees anything from after `c`.
+- The snapshot source becomes one view: its attributes as of its `as_of` date (numbers stay
+  numbers, categories stay categories; a signup column, or a `tenure` column in its
+  `tenure_unit`, becomes `tenure_days`).
+- A customers source becomes one view of attributes fixed at signup, each row stamped at the
+  customer's signup (known from then on).
+- Every events/transactions source becomes one view of weekly snapshots (`features/weekly.py`,
+  which scales like the simulator's builder): stamped at UTC midnight every 7 days back from
+  the end of the data, a row stamped `s` summarizes only log rows strictly before `s` and
+  exists while the customer was active within `churn.active_days` before `s`. Signals,
+  prefixed with the source name: counts, distinct active days and sums of the amount/value
+  columns over 7/28/91/364 days; trends (28 d vs 91 d, 91 d vs 364 d); recency, tenure (days
+  since the first row), lifetime frequency (active days) and, for transactions, monetary
+  value per active day (RFM); mean gap between active days; counts per value of the `kind`
+  column (its 8 most frequent); the declared signals under the engine's own names.
+- Lifecycle inputs under the engine's own names (the action catalog's stages read them on any
+  data set): `tenure_days`, from the snapshot when it has one, else in the view of the first
+  events source (else transactions source) as days since the customer's signup (a customers
+  source) or first row there;
+  `days_since_last_active`, from the `activity` signal when declared, else in that same view as
+  days since the customer's latest row there. Snapshot-only data have no activity.
 
-Windows are whole weeks counted back from the snapshot: 7, 28, 91 and 364 days.
-The work runs in DuckDB (columnar, out-of-core): events are first reduced to one row per
-customer per week, and the windows are sums over the preceding weekly rows.
+`features/definitions.py` turns the schema written next to the tables (`views.json`)
+into Feast feature views.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-import shutil
+from datetime import datetime
 from pathlib import Path
 
-import duckdb
+import pandas as pd
 
 from churn.errors import DataError
-from features.definitions import VIEW_COLUMNS
-from features.raw import RAW_TABLES, validate_raw_dir
+from features.contract import LOG_SHAPES, TABLE_SHAPES, ColumnType, Contract, Shape
+from features.ingest import read_manifest
+from features.weekly import slug, weekly_log_features
 
-# Customers per partition of the window step (see `build_partitions`).
-PARTITION_CUSTOMERS = 125_000
-# Weeks in each window; names say days so that a reader need not convert.
-_WINDOWS = {"7d": 1, "28d": 4, "91d": 13, "364d": 52}
-_DAY_US = 86_400 * 1_000_000
-_WEEK_US = 7 * _DAY_US
+_DAYS_PER = {"days": 1.0, "weeks": 7.0, "months": 30.44}  # a snapshot `tenure_unit` in days
+VIEWS_FILE = "views.json"
 
 
 @dataclass(frozen=True)
-class FeatureBuildResult:
-    """What `build_feature_tables` wrote."""
+class FeatureTables:
+    """What `build_features` wrote: per view, its table and its (column, kind, description) list."""
 
     tables: dict[str, Path]
-    rows: int
-    snapshots: int
-    first_snapshot: datetime
-    as_of: datetime
-    partitions: int = 1
+    schema: dict[str, list[tuple[str, str, str]]]
+    rows: dict[str, int]
+    data_end: datetime
 
 
-def raw_as_of(raw_dir: Path) -> datetime:
-    """The end of the data: midnight UTC after the latest event (the scoring date)."""
-    path = Path(raw_dir) / RAW_TABLES["events"].file
-    con = duckdb.connect()
-    latest = con.execute(f"SELECT max(event_time) FROM read_parquet('{path}')").fetchone()[0]
-    if latest is None:
-        raise DataError(f"{path}: table 'events' is empty; cannot tell the end of the data")
-    latest = latest.astimezone(timezone.utc)
-    return datetime(latest.year, latest.month, latest.day, tzinfo=timezone.utc) + timedelta(days=1)
+def _kind_of(dtype) -> str:
+    if pd.api.types.is_integer_dtype(dtype):
+        return "int"
+    if pd.api.types.is_float_dtype(dtype):
+        return "float"
+    return "string"
 
 
-def build_partitions(customers: int, partition_customers: int = PARTITION_CUSTOMERS) -> int:
-    """How many customer partitions the window step runs in, one after another.
-
-    The window step (about 58 weekly rows per customer x 25 windowed sums) is what outgrows
-    memory: at 1,000,000 customers it did not fit in 11 GB as one query. Each partition holds
-    at most `partition_customers` customers, which keeps the step well under 2 GB.
-    """
-    if partition_customers < 1:
-        raise ValueError(f"partition_customers must be at least 1; got {partition_customers}")
-    return max(1, -(-customers // partition_customers))
-
-
-def build_feature_tables(
-    raw_dir: Path,
-    out_dir: Path,
-    memory_limit: str = "4GB",
-    partition: tuple[int, int] | None = None,
-    partitions: int | None = None,
-    partition_customers: int = PARTITION_CUSTOMERS,
-) -> FeatureBuildResult:
-    """Compute the four feature tables (behavioral, lifecycle, experience, value).
-
-    Reads from `raw_dir`:
-    - customers.parquet: customer_id, signup_at, plan, price_tier, monthly_price, channel, region
-    - events.parquet: customer_id, event_time, event_type, value
-    - transactions.parquet: customer_id, transaction_time, kind, amount
-    - cancellations.parquet: customer_id, cancelled_at, reason
-
-    Writes one Parquet file per feature view into `out_dir`.
-    `partition=(k, n)` builds only the customers with `customer_id % n == k` (features are
-    per customer, so partitions are independent: `features/build_dask.py` runs them as tasks);
-    the weekly grid stays that of the whole data, so partitions concatenate into the full tables.
-
-    Memory stays bounded on one machine: the weekly aggregation of the raw rows runs once into
-    a scratch DuckDB database on disk (DuckDB spills under `memory_limit`), then the window step
-    runs over `partitions` customer partitions one after another (default: `build_partitions`
-    of the customer count, i.e. at most `partition_customers` each), each written to a Parquet
-    part; the tables are the parts sorted by (event_timestamp, customer_id), identical whatever
-    the number of partitions.
-    """
-    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    validate_raw_dir(raw_dir)
-    if partition is not None and not 0 <= partition[0] < partition[1]:
-        raise ValueError(f"partition must be (k, n) with 0 <= k < n; got {partition}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    as_of = raw_as_of(raw_dir)
-    scratch = out_dir / "_build"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir()
-    try:
-        return _build(raw_dir, out_dir, scratch, as_of, memory_limit, partition, partitions, partition_customers)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _build(
-    raw_dir: Path,
-    out_dir: Path,
-    scratch: Path,
-    as_of: datetime,
-    memory_limit: str,
-    partition: tuple[int, int] | None,
-    partitions: int | None,
-    partition_customers: int,
-) -> FeatureBuildResult:
-    # a database file, not memory: the weekly tables of a million customers stay on disk
-    con = duckdb.connect(str(scratch / "build.duckdb"))
-    con.execute(f"SET memory_limit='{memory_limit}'")
-    con.execute(f"SET temp_directory='{scratch / 'spill'}'")
-    con.execute("SET preserve_insertion_order=false")
-    con.execute("SET TimeZone='UTC'")
-    events_file = raw_dir / RAW_TABLES["events"].file
-    first_event = con.execute(f"SELECT CAST(min(event_time) AS TIMESTAMPTZ) FROM read_parquet('{events_file}')").fetchone()[0]
-    # one view per raw table, with its time column at microsecond precision whatever the file holds
-    where = f"WHERE customer_id % {partition[1]} = {partition[0]}" if partition else ""
-    for name, spec in RAW_TABLES.items():
-        con.execute(
-            f"CREATE TEMP VIEW raw_{name} AS SELECT * REPLACE "
-            f"(CAST({spec.time_column} AS TIMESTAMPTZ) AS {spec.time_column}) "
-            f"FROM read_parquet('{raw_dir / spec.file}') {where}"
-        )
-    paths = {name: f"raw_{name}" for name in RAW_TABLES}
-    n_weeks = (as_of - first_event.astimezone(timezone.utc)).days // 7 + 1
-    origin = as_of - timedelta(days=7 * n_weeks)
-    # bucket b holds raw rows in [origin + 7b, origin + 7b + 7); snapshot b+1 is stamped at its end.
-    # Integer microseconds, not TIMESTAMPTZ arithmetic: time-zone aware subtraction and casts to
-    # DATE cost several times the rest of the aggregation on hundreds of millions of events.
-    origin_us = int(origin.timestamp()) * 1_000_000
-    bucket = "CAST((epoch_us({col}) - {origin_us}) // {week_us} AS INTEGER)"
-    ev_b, tx_b, su_b, ca_b = (
-        bucket.format(col=col, origin_us=origin_us, week_us=_WEEK_US)
-        for col in ("event_time", "transaction_time", "signup_at", "cancelled_at")
-    )
-    # the UTC day of an event, as an integer (origin is a UTC midnight, so whole days fit in weeks)
-    ev_day = f"(epoch_us(event_time) // {_DAY_US})"
-
-    con.execute(
-        f"""
-        CREATE TABLE weekly_events AS
-        WITH days AS (
-            -- active days counted once however many activity rows a day has
-            SELECT customer_id, CAST((day - {origin_us // _DAY_US}) // 7 AS INTEGER) AS b, count(*) AS active_days
-            FROM (
-                SELECT DISTINCT customer_id, {ev_day} AS day FROM {paths['events']}
-                WHERE event_type = 'activity' AND event_time < TIMESTAMPTZ '{as_of.isoformat()}'
+def _snapshot_table(path: Path, contract: Contract, types: dict[str, str]) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
+    name, source = contract.snapshot
+    frame = pd.read_parquet(path)
+    as_of = pd.Timestamp(source.as_of, tz="UTC")
+    out = pd.DataFrame({"customer_id": frame["customer_id"].astype(str), "event_timestamp": as_of})
+    schema = []
+    if "signup_at" in frame:
+        out["tenure_days"] = (as_of - pd.to_datetime(frame["signup_at"], utc=True)).dt.days.astype("Int64")
+        schema.append(("tenure_days", "int", f"Days from {source.signup} to the snapshot date."))
+    elif source.tenure:
+        if types.get(source.tenure) not in (ColumnType.INT.value, ColumnType.FLOAT.value):
+            raise DataError(
+                f"{path}: `tenure` {source.tenure!r} must be a numeric column (declare it int or float); "
+                f"it was ingested as {types.get(source.tenure)}"
             )
-            GROUP BY ALL
-        ),
-        other AS (
-        SELECT customer_id, {ev_b} AS b,
-            sum(value) FILTER (WHERE event_type = 'activity') AS sessions,
-            max(event_time) FILTER (WHERE event_type = 'activity') AS last_activity,
-            count(*) FILTER (WHERE event_type = 'support_ticket') AS tickets,
-            count(*) FILTER (WHERE event_type = 'complaint') AS complaints,
-            count(*) FILTER (WHERE event_type = 'payment_failed') AS payment_failures,
-            count(*) FILTER (WHERE event_type = 'downgrade') AS downgrades,
-            arg_max(value, event_time) FILTER (WHERE event_type = 'downgrade') AS downgrade_price,
-            arg_max(value, event_time) FILTER (WHERE event_type = 'nps') AS nps
-        FROM {paths['events']}
-        WHERE event_time < TIMESTAMPTZ '{as_of.isoformat()}'
-        GROUP BY ALL
-        )
-        SELECT * FROM other LEFT JOIN days USING (customer_id, b)
-        """
-    )
-    con.execute(
-        f"""
-        CREATE TABLE weekly_tx AS
-        SELECT customer_id, {tx_b} AS b,
-            sum(amount) AS revenue,
-            sum(amount) FILTER (WHERE kind = 'addon') AS addon_revenue,
-            count(*) FILTER (WHERE kind = 'addon') AS addon_purchases
-        FROM {paths['transactions']}
-        WHERE transaction_time < TIMESTAMPTZ '{as_of.isoformat()}'
-        GROUP BY ALL
-        """
-    )
-    # customers and the weeks in which they exist (from their first bucket, or the data start)
-    con.execute(
-        f"""
-        CREATE TABLE lives AS
-        SELECT c.customer_id, c.signup_at, c.plan, c.price_tier, c.monthly_price, c.channel,
-            x.cancelled_at,
-            greatest({su_b}, 0) AS b_first,
-            least(coalesce({ca_b}, {n_weeks - 1}), {n_weeks - 1}) AS b_last
-        FROM {paths['customers']} c
-        LEFT JOIN (
-            SELECT customer_id, min(cancelled_at) AS cancelled_at
-            FROM {paths['cancellations']} GROUP BY customer_id
-        ) x USING (customer_id)
-        WHERE c.signup_at < TIMESTAMPTZ '{as_of.isoformat()}'
-        """
-    )
-
-    def window(expr: str, weeks: int) -> str:
-        total = f"sum({expr}) OVER (w ROWS BETWEEN {weeks - 1} PRECEDING AND CURRENT ROW)"
-        # money sums to a micro-unit: the last bits of a float sum depend on the order DuckDB adds
-        # in, which depends on how the customers are partitioned; rounded, any order gives the same value
-        return f"round({total}, 6)" if "revenue" in expr else total
-
-    sums = []
-    for suffix, weeks in _WINDOWS.items():
-        if weeks <= 13:
-            sums += [
-                f"{window('coalesce(e.active_days, 0)', weeks)} AS active_days_{suffix}",
-                f"{window('coalesce(e.sessions, 0)', weeks)} AS sessions_{suffix}",
-            ]
-        if weeks in (4, 13):
-            sums += [
-                f"{window('coalesce(e.tickets, 0)', weeks)} AS tickets_{suffix}",
-                f"{window('coalesce(e.complaints, 0)', weeks)} AS complaints_{suffix}",
-                f"{window('coalesce(e.payment_failures, 0)', weeks)} AS payment_failures_{suffix}",
-                f"{window('coalesce(t.revenue, 0)', weeks)} AS revenue_{suffix}",
-            ]
-        if weeks == 13:
-            sums += [
-                f"{window('coalesce(e.downgrades, 0)', weeks)} AS downgrades_{suffix}",
-                f"{window('coalesce(t.addon_revenue, 0)', weeks)} AS addon_revenue_{suffix}",
-                f"{window('coalesce(t.addon_purchases, 0)', weeks)} AS addon_purchases_{suffix}",
-            ]
-        if weeks == 52:
-            sums.append(f"{window('coalesce(t.revenue, 0)', weeks)} AS revenue_{suffix}")
-
-    if partitions is None:
-        partitions = build_partitions(con.execute("SELECT count(*) FROM lives").fetchone()[0], partition_customers)
-    if partitions < 1:
-        raise ValueError(f"partitions must be at least 1; got {partitions}")
-    parts = scratch / "parts"
-    parts.mkdir()
-    for k in range(partitions):
-        _window_step(con, sums, origin, parts / f"part-{k:04d}.parquet", k, partitions)
-    return _write_tables(con, raw_dir, out_dir, parts, as_of, partition, partitions)
+        out["tenure_days"] = frame[source.tenure].astype("float64") * _DAYS_PER[source.tenure_unit]
+        schema.append(("tenure_days", "float", f"{source.tenure} ({source.tenure_unit}) in days as of the snapshot date."))
+    return out, schema + _attributes(frame, out, name, types, as_of, "the snapshot date")
 
 
-def _window_step(con, sums: list[str], origin: datetime, part: Path, k: int, n: int) -> None:
-    """The snapshots of customer partition k of n (`customer_id % n = k`), written to `part`."""
-    mine = f"customer_id % {n} = {k}"
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP VIEW snapshots AS
-        WITH grid AS (
-            SELECT l.*, unnest(range(l.b_first, l.b_last + 1)) AS b FROM lives l WHERE {mine}
-        ),
-        rolled AS (
-            SELECT g.customer_id, g.b, g.signup_at, g.cancelled_at, g.plan, g.price_tier, g.channel,
-                g.monthly_price,
-                {", ".join(sums)},
-                max(e.last_activity) OVER (w ROWS UNBOUNDED PRECEDING) AS last_activity,
-                last_value(e.nps IGNORE NULLS) OVER (w ROWS UNBOUNDED PRECEDING) AS last_nps,
-                last_value(e.downgrade_price IGNORE NULLS) OVER (w ROWS UNBOUNDED PRECEDING) AS downgraded_price
-            FROM grid g
-            LEFT JOIN (SELECT * FROM weekly_events WHERE {mine}) e USING (customer_id, b)
-            LEFT JOIN (SELECT * FROM weekly_tx WHERE {mine}) t USING (customer_id, b)
-            WINDOW w AS (PARTITION BY g.customer_id ORDER BY g.b)
-        )
-        SELECT *, TIMESTAMPTZ '{origin.isoformat()}' + to_days(CAST(7 * (b + 1) AS INTEGER)) AS event_timestamp
-        FROM rolled
-        """
-    )
-    # keep the snapshots at which the customer is active: signed up before, not yet cancelled
-    con.execute(
-        f"""
-        COPY (
-        SELECT customer_id, event_timestamp,
-            -- behavioral
-            CAST(active_days_7d AS BIGINT) AS active_days_7d,
-            CAST(active_days_28d AS BIGINT) AS active_days_28d,
-            CAST(active_days_91d AS BIGINT) AS active_days_91d,
-            CAST(sessions_7d AS DOUBLE) AS sessions_7d,
-            CAST(sessions_28d AS DOUBLE) AS sessions_28d,
-            CAST(sessions_91d AS DOUBLE) AS sessions_91d,
-            (active_days_7d + 1.0) / (active_days_28d / 4.0 + 1.0) AS activity_trend_7d_28d,
-            (active_days_28d + 1.0) / (active_days_91d * 4.0 / 13.0 + 1.0) AS activity_trend_28d_91d,
-            CAST(date_diff('day', coalesce(last_activity, signup_at), event_timestamp) AS BIGINT)
-                AS days_since_last_activity,
-            -- lifecycle
-            CAST(date_diff('day', signup_at, event_timestamp) AS BIGINT) AS tenure_days,
-            plan, price_tier, channel,
-            CAST(coalesce(downgraded_price, monthly_price) AS DOUBLE) AS monthly_price,
-            CAST(CASE WHEN plan = 'annual'
-                THEN 365 - date_diff('day', signup_at, event_timestamp) % 365
-                ELSE 30 - date_diff('day', signup_at, event_timestamp) % 30 END AS BIGINT) AS days_to_renewal,
-            CAST(payment_failures_28d AS BIGINT) AS payment_failures_28d,
-            CAST(payment_failures_91d AS BIGINT) AS payment_failures_91d,
-            CAST(downgrades_91d AS BIGINT) AS downgrades_91d,
-            -- experience
-            CAST(tickets_28d AS BIGINT) AS tickets_28d,
-            CAST(tickets_91d AS BIGINT) AS tickets_91d,
-            CAST(complaints_28d AS BIGINT) AS complaints_28d,
-            CAST(complaints_91d AS BIGINT) AS complaints_91d,
-            CAST(last_nps AS DOUBLE) AS last_nps,
-            -- value
-            CAST(revenue_28d AS DOUBLE) AS revenue_28d,
-            CAST(revenue_91d AS DOUBLE) AS revenue_91d,
-            CAST(revenue_364d AS DOUBLE) AS revenue_364d,
-            CAST(addon_revenue_91d AS DOUBLE) AS addon_revenue_91d,
-            CAST(addon_purchases_91d AS BIGINT) AS addon_purchases_91d
-        FROM snapshots
-        WHERE signup_at < event_timestamp AND (cancelled_at IS NULL OR cancelled_at >= event_timestamp)
-        ) TO '{part}' (FORMAT parquet)
-        """
-    )
-    con.execute("DROP VIEW snapshots")
+def _attributes(
+    frame: pd.DataFrame, out: pd.DataFrame, name: str, types: dict[str, str], since, since_text: str
+) -> list[tuple[str, str, str]]:
+    """Add the attribute columns of a one-row-per-customer table to `out`; returns their schema.
+
+    Numbers stay numbers, categories stay categories; a timestamp column becomes the days from
+    it to `since` (a date, or per customer), named `days_since_<column>`.
+    """
+    schema = []
+    for column in frame.columns:
+        if column in ("customer_id", "churned", "signup_at"):
+            continue
+        kind = types.get(column, "categorical")
+        feature = f"{slug(column)}"
+        if kind == ColumnType.TIMESTAMP.value:
+            out[f"days_since_{feature}"] = (since - pd.to_datetime(frame[column], utc=True)).dt.days.astype("Int64")
+            schema.append((f"days_since_{feature}", "int", f"Days from {column} to {since_text}."))
+        elif kind == ColumnType.CATEGORICAL.value:
+            out[feature] = frame[column].astype("string")
+            schema.append((feature, "string", f"{column} (categorical) from source {name}."))
+        else:
+            out[feature] = frame[column].astype("float64")
+            schema.append((feature, "float", f"{column} from source {name}."))
+    return schema
 
 
-def _write_tables(
-    con, raw_dir: Path, out_dir: Path, parts: Path, as_of: datetime, partition: tuple[int, int] | None, partitions: int
-) -> FeatureBuildResult:
-    """Concatenate the parts into one table per view, in (event_timestamp, customer_id) order."""
-    features = f"read_parquet('{parts}/part-*.parquet')"
-    rows = con.execute(f"SELECT count(*) FROM {features}").fetchone()[0]
-    if rows == 0 and partition is None:  # one partition of many may well be empty
-        raise DataError(f"{raw_dir}: no customer is active at any weekly snapshot; nothing to build features from")
-    tables = {}
-    for view, columns in VIEW_COLUMNS.items():
-        path = out_dir / f"{view}.parquet"
-        tmp = path.with_suffix(".parquet.tmp")
-        con.execute(
-            f"COPY (SELECT customer_id, event_timestamp, {', '.join(columns)} FROM {features} "
-            f"ORDER BY event_timestamp, customer_id) TO '{tmp}' (FORMAT parquet)"
-        )
-        tmp.replace(path)  # a failed build leaves the previous table in place
-        tables[view] = path
-    snapshots = con.execute(f"SELECT count(DISTINCT event_timestamp), min(event_timestamp) FROM {features}").fetchone()
-    con.close()
-    return FeatureBuildResult(tables, rows, snapshots[0], snapshots[1], as_of, partitions)
+def _customers_table(path: Path, contract: Contract, types: dict[str, str]) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
+    """The customers source as one row per customer stamped at its signup: known from then on."""
+    name, source = contract.customers
+    frame = pd.read_parquet(path)
+    signup = pd.to_datetime(frame["signup_at"], utc=True)
+    out = pd.DataFrame({"customer_id": frame["customer_id"].astype(str), "event_timestamp": signup})
+    return out, _attributes(frame, out, name, types, signup, f"{source.signup} (signup)")
+
+
+def _lifecycle_columns(contract: Contract) -> dict[str, str]:
+    """Generic lifecycle inputs a log source carries: column -> source name.
+
+    `tenure_days` unless the snapshot gives it, `days_since_last_active` unless an `activity`
+    signal gives it; both in the first events source (else transactions source).
+    """
+    logs = contract.of_shape(Shape.EVENTS) or contract.of_shape(Shape.TRANSACTIONS)
+    if not logs:
+        return {}
+    first = next(iter(logs))
+    snapshot = contract.snapshot
+    out = {}
+    if not (snapshot and (snapshot[1].signup or snapshot[1].tenure)):
+        out["tenure_days"] = first  # from the customers source's signup when there is one
+    if not any(s.signals.activity for s in contract.sources.values()):
+        out["days_since_last_active"] = first
+    return out
+
+
+def _lifecycle_described(fields: list[tuple[str, str, str]], name: str, signups: Path | None) -> list[tuple[str, str, str]]:
+    """The descriptions of the generic lifecycle inputs a log view carries."""
+    text = {
+        "tenure_days": "Days from the customer's signup to the snapshot (tenure)." if signups is not None
+        else f"Days from the customer's first row of {name} to the snapshot (tenure).",
+        "days_since_last_active": f"Days from the customer's latest row of {name} to the snapshot "
+        "(no `activity` signal is declared: any row counts as activity).",
+    }
+    return [(c, k, text.get(c, d)) for c, k, d in fields]
+
+
+def build_features(ingested_dir: Path, out_dir: Path, memory_limit: str = "4GB") -> FeatureTables:
+    """Write one feature table per source of the last ingest into `out_dir` (logs: `features/weekly.py`)."""
+    manifest = read_manifest(ingested_dir)
+    contract = Contract.model_validate(manifest["contract"])
+    end = datetime.fromisoformat(manifest["data_end"])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables, schema, rows = {}, {}, {}
+    for name, source in contract.sources.items():
+        path = Path(ingested_dir) / f"{name}.parquet"
+        view = f"{contract.name}_{name}"
+        if source.shape == Shape.SNAPSHOT:
+            frame, fields = _snapshot_table(path, contract, manifest["types"][name])
+        elif source.shape == Shape.CUSTOMERS:
+            frame, fields = _customers_table(path, contract, manifest["types"][name])
+        elif source.shape in LOG_SHAPES:
+            signups = Path(ingested_dir) / f"{contract.customers[0]}.parquet" if contract.customers else None
+            lifecycle = tuple(c for c, n in _lifecycle_columns(contract).items() if n == name)
+            target = out_dir / f"{view}.parquet"
+            built = weekly_log_features(
+                path, name, contract, end, manifest["types"][name], target, memory_limit=memory_limit,
+                lifecycle=lifecycle, signups=signups,
+            )
+            tables[view], schema[view], rows[view] = target, _lifecycle_described(built.fields, name, signups), built.rows
+            continue
+        else:
+            continue
+        if frame.empty:
+            raise DataError(f"{path}: no customer is active at any weekly snapshot; nothing to build features from")
+        target = out_dir / f"{view}.parquet"
+        tmp = target.with_suffix(".parquet.tmp")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(target)
+        tables[view], schema[view], rows[view] = target, fields, len(frame)
+    (out_dir / VIEWS_FILE).write_text(json.dumps(
+            {
+                "contract": contract.name,
+                "views": schema,
+                # views of one row per customer: they never go stale (no TTL)
+                "snapshot_views": [f"{contract.name}_{n}" for n in contract.of_shape(*TABLE_SHAPES)],
+                "log_views": [f"{contract.name}_{n}" for n in contract.of_shape(*LOG_SHAPES)],
+                "data_end": end.isoformat(),
+            },
+            indent=2,
+        ))
+    return FeatureTables(tables, schema, rows, end)
+
+
+def read_views(tables_dir: Path) -> dict:
+    """The schema `build_features` wrote (views, their fields, the end of the data)."""
+    path = Path(tables_dir) / VIEWS_FILE
+    if not path.exists():
+        raise DataError(f"{path} is missing; run `churn features build` after `churn ingest`")
+    return json.loads(path.read_text())

@@ -1,15 +1,18 @@
-"""The raw-data contract: which tables, which columns, which types.
+"""The simulator's tables: which tables, which columns, which types.
 
-`docs/raw-data-contract.md` is the reader's version of this module. Every pipeline step
-that reads raw tables calls `validate_raw_dir` first, so a table that breaks the contract
-is reported with its file, column and what was wrong, before anything is written.
+`docs/raw-data-contract.md` is the reader's version of this module. The engine reads them
+as any data set, through `churn ingest` and the config `features/simulate.py` writes beside
+them; `validate_raw_dir` checks what the simulator wrote (tests/data/test_simulator.py), and
+the simulator's truth and outcomes (`features/truth.py`) read them directly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -86,3 +89,17 @@ def validate_raw_dir(raw_dir: Path) -> None:
                 problems.append(f"{path}: column '{column}' must be {rule}; got {dtype}")
     if problems:
         raise DataError("raw data breaks the contract:\n  " + "\n  ".join(problems))
+
+
+def raw_as_of(raw_dir: Path) -> datetime:
+    """The end of the simulated data: midnight UTC after the latest event."""
+    path = Path(raw_dir) / RAW_TABLES["events"].file
+    con = duckdb.connect()
+    try:
+        latest = con.execute(f"SELECT max(event_time) FROM read_parquet('{path}')").fetchone()[0]
+    finally:
+        con.close()
+    if latest is None:
+        raise DataError(f"{path}: table 'events' is empty; cannot tell the end of the data")
+    latest = latest.astimezone(timezone.utc)
+    return datetime(latest.year, latest.month, latest.day, tzinfo=timezone.utc) + timedelta(days=1)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import tempfile
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timezone
-from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -26,15 +25,7 @@ from redis.retry import Retry
 from churn.child import frame_from_child
 from churn.errors import DataError
 from churn.settings import Settings
-from features.definitions import (
-    FEATURE_TTL,
-    contract_customer,
-    contract_feature_service,
-    contract_feature_views,
-    customer,
-    feature_services,
-    feature_views,
-)
+from features.definitions import FEATURE_TTL, customer, feature_service, feature_views
 
 PROJECT = "churn"
 
@@ -90,44 +81,26 @@ def feature_store(settings: Settings) -> FeatureStore:
 
 
 def apply_definitions(settings: Settings) -> list[str]:
-    """Register the entity, feature views and feature services (what `feast apply` does)."""
-    tables = settings.feature_tables_dir
-    missing = [v for v in ("behavioral", "lifecycle", "experience", "value") if not (tables / f"{v}.parquet").exists()]
-    if missing:
-        raise DataError(f"{tables}: feature tables {missing} are missing; run `churn features build` first")
-    store = feature_store(settings)
-    views = feature_views(tables)
-    services = feature_services(views)
-    store.apply([customer, *views, *services])
-    return [v.name for v in views] + [s.name for s in services]
-
-
-def apply_contract_definitions(settings: Settings) -> list[str]:
-    """Register the views and the FeatureService of the ingested data set (after `build_contract_features`)."""
-    from features.contract_features import read_views
+    """Register the entity, the data set's views and its FeatureService (`feast apply`, after `churn features build`)."""
+    from features.build import read_views
 
     written = read_views(settings.feature_tables_dir)
-    views = contract_feature_views(settings.feature_tables_dir, written["views"], set(written["snapshot_views"]))
-    service = contract_feature_service(written["contract"], views)
+    views = feature_views(settings.feature_tables_dir, written["views"], set(written["snapshot_views"]))
+    service = feature_service(written["contract"], views)
     store = feature_store(settings)
-    store.apply([contract_customer, *views, service])
+    store.apply([customer, *views, service])
     return [v.name for v in views] + [service.name]
 
 
-def materialize(settings: Settings, start: datetime, end: datetime) -> None:
-    """Load the latest feature row per customer in [start, end] into the online store."""
-    feature_store(settings).materialize(start_date=start, end_date=end)
-
-
-def materialize_ingested(settings: Settings, end: datetime) -> None:
-    """Load the latest rows of an ingested data set's views up to `end` into the online store.
+def materialize(settings: Settings, end: datetime) -> None:
+    """Load the latest rows of the data set's views up to `end` into the online store.
 
     Weekly log views: their rows of the last `FEATURE_TTL` (older ones would be stale anyway).
     Views of one row per customer (a snapshot, a customers source): every row, however old: a
     customer's row stamped at their signup holds their attributes for good, and a window of
     two weeks would leave out everyone who signed up before it.
     """
-    from features.contract_features import read_views
+    from features.build import read_views
 
     views = read_views(settings.feature_tables_dir)
     store = feature_store(settings)
@@ -158,9 +131,9 @@ def feature_refs(store: FeatureStore, services: str | list[str]) -> list[str]:
 def entity_ids(settings: Settings, services: str | list[str], ids: pd.Series) -> pd.Series:
     """Customer ids (text, as the ledger keeps them) in the type of the services' entity, for a join.
 
-    A STRING entity's ids are the texts; an INT64 entity's (the simulator's) the integers
-    they spell. An id that spells no integer cannot be a customer of an INT64 entity:
-    `DataError` naming it.
+    The entity's ids are text (`features.definitions.customer`); an entity of integer ids (a
+    Feast repository made by hand) gets the integers the texts spell, and an id that spells none
+    cannot be one of its customers: `DataError` naming it.
     """
     store = feature_store(settings)
     names = [services] if isinstance(services, str) else services
@@ -246,16 +219,13 @@ def latest_snapshot(settings: Settings, now: datetime) -> datetime:
 
     A weekly snapshot older than the features' TTL (`FEATURE_TTL`) at `now` is stale: deciding
     on it would act on customers as they were weeks ago, so this refuses with what to do
-    instead. An ingested data set with logs has weekly snapshots too; one made of a snapshot
-    table alone has one date, its `as_of`, which does not expire (its Feast view has no TTL).
+    instead. A data set made of a snapshot table alone has one date, its `as_of`, which does
+    not expire (its Feast view has no TTL).
     """
-    if settings.uses_ingested_data:
-        views = _ingested_views(settings)
-        if not views["log_views"]:
-            return _snapshot_date(settings, views, now)
-        paths = [settings.feature_tables_dir / f"{v}.parquet" for v in views["log_views"]]
-    else:
-        paths = [settings.feature_tables_dir / "behavioral.parquet"]
+    views = _views(settings)
+    if not views["log_views"]:
+        return _snapshot_date(settings, views, now)
+    paths = [settings.feature_tables_dir / f"{v}.parquet" for v in views["log_views"]]
     for path in paths:
         if not path.exists():
             raise DataError(f"{path} is missing; run `churn features build` first")
@@ -283,8 +253,8 @@ def latest_snapshot(settings: Settings, now: datetime) -> datetime:
     return latest
 
 
-def _ingested_views(settings: Settings) -> dict:
-    from features.contract_features import read_views
+def _views(settings: Settings) -> dict:
+    from features.build import read_views
 
     return read_views(settings.feature_tables_dir)
 
@@ -307,28 +277,16 @@ def _snapshot_date(settings: Settings, views: dict, now: datetime) -> datetime:
 def active_customers(settings: Settings, as_of: datetime) -> pd.DataFrame:
     """Customers with a feature snapshot at `as_of` (the active ones), as an entity frame.
 
-    On ingested data: the whole snapshot table, or for logs the customers in the latest weekly
-    feature rows at or before `as_of`, less those cancelled before it.
+    The whole snapshot table, or for logs the customers in the latest weekly feature rows at
+    or before `as_of`, less those cancelled before it.
     Returns customer_id, event_timestamp (= as_of).
     """
-    stamp = pd.Timestamp(as_of).tz_convert("UTC") if pd.Timestamp(as_of).tzinfo else pd.Timestamp(as_of, tz="UTC")
-    if settings.uses_ingested_data:
-        return _ingested_population(settings, stamp)
-    path = settings.feature_tables_dir / "behavioral.parquet"
-    if not path.exists():
-        raise DataError(f"{path} is missing; run `churn features build` first")
-    ids = pd.read_parquet(path, columns=["customer_id"], filters=[("event_timestamp", "==", stamp)])
-    if ids.empty:
-        raise DataError(f"{path}: no customer has a snapshot at {stamp.isoformat()}; is as_of on a weekly snapshot?")
-    return pd.DataFrame({"customer_id": ids["customer_id"].to_numpy(), "event_timestamp": stamp})
-
-
-def _ingested_population(settings: Settings, stamp: pd.Timestamp) -> pd.DataFrame:
     from features.contract import Contract, Shape
     from features.ingest import read_manifest
 
+    stamp = pd.Timestamp(as_of).tz_convert("UTC") if pd.Timestamp(as_of).tzinfo else pd.Timestamp(as_of, tz="UTC")
     contract = Contract.model_validate(read_manifest(settings.ingested_dir)["contract"])
-    views = _ingested_views(settings)
+    views = _views(settings)
     if not views["log_views"]:
         name, _ = contract.snapshot
         ids = pd.read_parquet(settings.ingested_dir / f"{name}.parquet", columns=["customer_id"])["customer_id"]
@@ -356,13 +314,13 @@ def _ingested_population(settings: Settings, stamp: pd.Timestamp) -> pd.DataFram
     return pd.DataFrame({"customer_id": ids.astype(str).to_numpy(), "event_timestamp": stamp})
 
 
-def online_features(store: FeatureStore, customer_ids: list[int], services: str | list[str]) -> pd.DataFrame:
-    """Latest features of `customer_ids` from the online store, one read for all ids.
+def online_features(store: FeatureStore, customer_ids: list, services: str | list[str]) -> pd.DataFrame:
+    """Latest features of `customer_ids` (as text) from the online store, one read for all ids.
 
     Customers the online store does not know come back with every feature null.
     """
     response = store.get_online_features(
         features=feature_refs(store, services),
-        entity_rows=[{"customer_id": int(c)} for c in customer_ids],
+        entity_rows=[{"customer_id": str(c)} for c in customer_ids],
     )
     return pd.DataFrame(response.to_dict())

@@ -23,8 +23,7 @@ import pandas as pd
 
 from churn.draws import uniform_draw
 from churn.errors import DataError
-from features.build import raw_as_of
-from features.raw import RAW_TABLES
+from features.raw import RAW_TABLES, raw_as_of
 
 
 def untreated_outcomes(raw_dir: Path, customer_ids: np.ndarray, as_of: datetime, horizon_days: int) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """Weekly feature table of one ingested log source, at the simulator's scale.
 
-The log views of the generic builder (`features/contract_features.py`): one row per
+The log views of the generic builder (`features/build.py`): one row per
 customer per weekly stamp, stamped at UTC midnight every 7 days back from the end of the
 data; a row stamped `s` summarizes only log rows strictly before `s` and exists while the
 customer had a row within `churn.active_days` before `s`. Features, prefixed with the source
@@ -172,7 +172,7 @@ def weekly_log_features(
     partitions : customer partitions of the window step, run one after another (default: at
         most `partition_customers` customers each). The table is the same whatever the number.
     lifecycle : the data set's generic lifecycle inputs this source carries (`tenure_days`,
-        `days_since_last_active`: `features.contract_features._lifecycle_columns`).
+        `days_since_last_active`: `features.build._lifecycle_columns`).
     signups : the ingested customers table (customer_id, signup_at): `tenure_days` counts from
         each customer's signup instead of their first row.
 

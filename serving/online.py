@@ -31,7 +31,6 @@ from features.store import redis_retry
 from serving.policy import risk_band_of
 from serving.scoring import Scorer
 from training.calibration import apply_map
-from training.dataset import NULLABLE_FEATURES
 from training.explain import reasons_from_records
 from training.reason import Reason
 from training.registered import RegisteredModel
@@ -98,10 +97,9 @@ class OnlineReader:
         self._views = [(store.get_feature_view(name), names) for name, names in views.items()]
         self._join_key, self._key_type = self._entity_key()
         self.feature_names = [name for _, names in self._views for name in names]
-        # features a customer must have to be scored (the models' `required_features`); default:
-        # all but those that may be legitimately absent
+        # features a customer must have to be scored (the models' `required_features`); default: all
         if required is None:
-            required = [name for name in self.feature_names if name not in NULLABLE_FEATURES]
+            required = self.feature_names
         self._required = [name for name in self.feature_names if name in set(required)]
         self._redis = self._redis_plan()
 

@@ -18,13 +18,13 @@ import pytest
 from churn import clock
 from churn.settings import Settings, load_settings
 from features.contract import load_contract
-from features.contract_features import VIEWS_FILE, ContractFeatures, build_contract_features
+from features.build import VIEWS_FILE, FeatureTables, build_features
 from features.ingest import ingest
-from features.definitions import contract_service_name
+from features.definitions import service_name
 from features.simulate import CONFIG_FILE, CONFIG_NAME, simulate
-from features.store import apply_contract_definitions, materialize_ingested
+from features.store import apply_definitions, materialize
 from serving.batch import InterventionRun, run_interventions
-from training.contract_train import ContractTrainResult, train_contract
+from training.train import TrainResult, train
 
 SMALL_POPULATION = 2_000
 
@@ -34,8 +34,8 @@ class EngineRun:
     """Everything one end-to-end run produced."""
 
     settings: Settings
-    features: ContractFeatures
-    training: ContractTrainResult
+    features: FeatureTables
+    training: TrainResult
     interventions: InterventionRun
 
     @property
@@ -46,7 +46,7 @@ class EngineRun:
     @property
     def service(self) -> str:
         """The Feast FeatureService the engine's models are trained on and served from."""
-        return contract_service_name(CONFIG_NAME)
+        return service_name(CONFIG_NAME)
 
     @property
     def feature_names(self) -> list[str]:
@@ -63,7 +63,7 @@ def make_settings(root: Path, **overrides) -> Settings:
 
 def prepared(
     settings: Settings, n_customers: int | None = None, seed: int = 7, settings_population: bool = False
-) -> tuple[Settings, ContractFeatures]:
+) -> tuple[Settings, FeatureTables]:
     """simulate -> ingest -> features build -> feast apply, as `churn demo` does; the settings (clock pinned) and the tables.
 
     `settings_population`: the population, seed, start and length of the settings' simulation
@@ -78,8 +78,8 @@ def prepared(
     data_end = ingest(contract, root, settings.ingested_dir).data_end
     # the engine's clock is pinned to the end of the simulated data, as the demo pins it
     settings = clock.pinned(settings, data_end)
-    built = build_contract_features(settings.ingested_dir, settings.feature_tables_dir)
-    apply_contract_definitions(settings)
+    built = build_features(settings.ingested_dir, settings.feature_tables_dir)
+    apply_definitions(settings)
     return settings, built
 
 
@@ -90,8 +90,8 @@ def run_engine(settings: Settings, n_customers: int, seed: int = 7) -> EngineRun
     run, and every test reading it, decides the same way on any date.
     """
     settings, built = prepared(settings, n_customers, seed)
-    materialize_ingested(settings, built.data_end)
-    trained = train_contract(settings)
+    materialize(settings, built.data_end)
+    trained = train(settings)
     run = run_interventions(settings)
     return EngineRun(settings, built, trained, run)
 
@@ -102,8 +102,8 @@ def serve_features_of(engine: EngineRun, settings: Settings) -> None:
     tables = engine.settings.feature_tables_dir
     for table in [*tables.glob("*.parquet"), tables / VIEWS_FILE]:
         shutil.copy(table, settings.feature_tables_dir / table.name)
-    apply_contract_definitions(settings)
-    materialize_ingested(settings, engine.as_of)
+    apply_definitions(settings)
+    materialize(settings, engine.as_of)
 
 
 @pytest.fixture(scope="session")

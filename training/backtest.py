@@ -1,70 +1,203 @@
-"""Rolling-cutoff backtest of the churn model: does it hold up over time?
+"""Training sets and honest evaluation for ingested data (`churn ingest` -> `churn features build`).
 
-Cutoffs are weekly-aligned dates, oldest first. The fold that tests cutoff k:
-- fits the trees on every cutoff before k - 1,
-- stops early and fits the probability calibration on cutoff k - 1 (rows the trees never saw),
-- and is scored on cutoff k, which no fitting step saw: train on the past, test on the next horizon.
+Labels by the config's churn definition:
+- `label`: the snapshot's label, one row per customer at the snapshot's `as_of`;
+- `inactivity`: at a cutoff, a customer active within `churn.active_days` before it has
+  churned if no log row of theirs falls in [cutoff, cutoff + horizon_days);
+- `cancellations`: a customer active and not yet cancelled at the cutoff has churned if
+  their cancellation falls in [cutoff, cutoff + horizon_days).
+Features come from Feast (point in time, as of each cutoff).
 
-The last `folds` cutoffs are each tested this way. The fold of the latest cutoff is the model
-that training registers, so the backtest costs `folds - 1` extra fits, not `folds`.
+Evaluation splits, the same for every model measured on them:
+- snapshot: `evaluation.folds` stratified folds;
+- logs: rolling cutoffs. For each evaluation cutoff `e`, models train on the
+  `evaluation.train_cutoffs` cutoffs whose labels are fully observed by `e` (cutoff +
+  horizon <= e), so no training label looks past the evaluation date.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
+import duckdb
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import StratifiedKFold
 
 from churn.errors import DataError
-from churn.settings import ProfitSettings
-from training.calibration import ProbabilityCalibrator
+from churn.settings import ProfitSettings, Settings
+from features.contract import LOG_SHAPES, Contract, Shape
+from features.build import read_views
+from features.definitions import service_name
+from features.ingest import read_manifest
+from features.store import historical_features
 from training.evaluate import churn_metrics, expected_calibration_error
-from training.model import GradientBoostedModel
 from training.profit import empc
+from training.tuning import AutoTunedModel
+
+METRICS = ("roc_auc", "pr_auc", "top_decile_lift")
 
 
 @dataclass(frozen=True)
-class Fold:
-    """One backtest fold: its model, calibration and held-out predictions."""
+class TrainingData:
+    """An ingested data set ready for training: its contract, the training frame and its features."""
 
-    fit_cutoffs: list[datetime]
-    calibration_cutoff: datetime
-    test_cutoff: datetime
-    model: GradientBoostedModel
-    calibrator: ProbabilityCalibrator
-    test: pd.DataFrame
-    raw_probability: np.ndarray
-    probability: np.ndarray
-    n_fit_rows: int
-
-
-@dataclass(frozen=True)
-class Backtest:
-    """Every fold, oldest test cutoff first, and the metrics table (one row per fold and one 'all')."""
-
-    folds: list[Fold]
-    table: pd.DataFrame
-
-    @property
-    def latest(self) -> Fold:
-        return self.folds[-1]
+    contract: Contract
+    frame: pd.DataFrame  # customer_id, event_timestamp, churned, features...
+    feature_names: list[str]
+    categorical: list[str]
+    splits: list[tuple[np.ndarray, np.ndarray]]  # (train rows, test rows) per fold / evaluation cutoff
+    split_names: list[str]
+    final_rows: np.ndarray  # rows the model to register is trained on
+    rfm: list[str] = field(default_factory=list)  # recency, frequency, monetary columns (logs)
 
 
-def split_at(frame: pd.DataFrame, cutoffs: list[datetime], k: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(fit, calibration, test) rows of the fold that tests cutoff index `k`."""
-    if k < 2:
-        raise DataError(f"a backtest fold needs two earlier cutoffs (fit, calibrate); cutoff index {k} has {k}")
-    stamps = pd.to_datetime(cutoffs, utc=True)
-    fit = frame[frame["event_timestamp"] < stamps[k - 1]]
-    calibration = frame[frame["event_timestamp"] == stamps[k - 1]]
-    test = frame[frame["event_timestamp"] == stamps[k]]
-    for name, part in (("fitting", fit), ("calibration", calibration), ("test", test)):
-        if part.empty:
-            raise DataError(f"the {name} cutoffs of the fold testing {stamps[k]:%Y-%m-%d} hold no active customer")
-    return fit, calibration, test
+def _weeks(days: int) -> int:
+    return -(-days // 7)
+
+
+def log_cutoffs(contract: Contract, data_end: datetime) -> tuple[list[datetime], dict[datetime, list[datetime]]]:
+    """Evaluation cutoffs (oldest first) and, for each, its training cutoffs (oldest first)."""
+    ev = contract.evaluation
+    gap = timedelta(days=7 * _weeks(contract.churn.horizon_days))
+    latest = data_end - gap
+    evaluation = [latest - timedelta(days=ev.cutoff_spacing_days * k) for k in reversed(range(ev.rolling_cutoffs))]
+    training = {
+        e: [e - gap - timedelta(days=ev.train_spacing_days * k) for k in reversed(range(ev.train_cutoffs))]
+        for e in evaluation
+    }
+    return evaluation, training
+
+
+def final_cutoffs(contract: Contract, data_end: datetime) -> list[datetime]:
+    """Cutoffs the registered model trains on: the latest fully labelled ones."""
+    ev = contract.evaluation
+    latest = data_end - timedelta(days=7 * _weeks(contract.churn.horizon_days))
+    return [latest - timedelta(days=ev.train_spacing_days * k) for k in reversed(range(ev.train_cutoffs))]
+
+
+def _label_frame(settings: Settings, contract: Contract, views: dict, cutoffs: list[datetime]) -> pd.DataFrame:
+    """customer_id, event_timestamp (cutoff), churned for every customer in the population at each cutoff."""
+    ingested = settings.ingested_dir
+    if contract.churn.definition == "label":
+        name, source = contract.snapshot
+        table = pd.read_parquet(ingested / f"{name}.parquet", columns=["customer_id", "churned"])
+        return table.assign(event_timestamp=pd.Timestamp(source.as_of, tz="UTC"))[["customer_id", "event_timestamp", "churned"]]
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    con.register("cutoffs", pd.DataFrame({"cutoff": pd.to_datetime(cutoffs, utc=True)}))
+    tables = [settings.feature_tables_dir / f"{v}.parquet" for v in views["log_views"]]
+    population = " UNION ".join(
+        f"SELECT customer_id, event_timestamp FROM read_parquet('{p}') WHERE event_timestamp IN (SELECT cutoff FROM cutoffs)"
+        for p in tables
+    )
+    horizon = contract.churn.horizon_days
+    if contract.churn.definition == "inactivity":
+        activity = " UNION ALL ".join(
+            f"SELECT customer_id, event_time FROM read_parquet('{ingested / name}.parquet')"
+            for name in contract.of_shape(*LOG_SHAPES)
+        )
+        sql = f"""
+            WITH pop AS ({population}), act AS ({activity})
+            SELECT p.customer_id, p.event_timestamp,
+                CAST(NOT EXISTS (SELECT 1 FROM act a WHERE a.customer_id = p.customer_id
+                    AND a.event_time >= p.event_timestamp
+                    AND a.event_time < p.event_timestamp + to_days({horizon})) AS BIGINT) AS churned
+            FROM pop p ORDER BY 2, 1"""
+    else:
+        cancels = " UNION ALL ".join(
+            f"SELECT customer_id, event_time FROM read_parquet('{ingested / name}.parquet')"
+            for name in contract.of_shape(Shape.CANCELLATIONS)
+        )
+        sql = f"""
+            WITH pop AS ({population}),
+            gone AS (SELECT customer_id, min(event_time) AS cancelled_at FROM ({cancels}) GROUP BY 1)
+            SELECT p.customer_id, p.event_timestamp,
+                CAST(coalesce(g.cancelled_at < p.event_timestamp + to_days({horizon}), false) AS BIGINT) AS churned
+            FROM pop p LEFT JOIN gone g USING (customer_id)
+            WHERE g.cancelled_at IS NULL OR g.cancelled_at >= p.event_timestamp
+            ORDER BY 2, 1"""
+    frame = con.execute(sql).df()
+    con.close()
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    return frame
+
+
+def training_data(settings: Settings) -> TrainingData:
+    """Labels at the cutoffs the evaluation and the final model need, with their features from Feast."""
+    manifest = read_manifest(settings.ingested_dir)
+    contract = Contract.model_validate(manifest["contract"])
+    views = read_views(settings.feature_tables_dir)
+    data_end = datetime.fromisoformat(views["data_end"])
+    is_snapshot = contract.churn.definition == "label"
+    if is_snapshot:
+        cutoffs, evaluation, training = [], [], {}
+    else:
+        evaluation, training = log_cutoffs(contract, data_end)
+        cutoffs = sorted({*evaluation, *(c for cs in training.values() for c in cs), *final_cutoffs(contract, data_end)})
+    labels = _label_frame(settings, contract, views, cutoffs)
+    if labels.empty:
+        raise DataError(f"{contract.name}: no customer is in the population at any cutoff {[f'{c:%Y-%m-%d}' for c in cutoffs]}")
+    frame = historical_features(settings, labels, service_name(contract.name))
+    fields = [f for v in views["views"].values() for f in v]
+    names = [c for c, _, _ in fields]
+    categorical = [c for c, kind, _ in fields if kind == "string"]
+    if is_snapshot:
+        folds = StratifiedKFold(contract.evaluation.folds, shuffle=True, random_state=contract.evaluation.seed)
+        splits = list(folds.split(frame, frame["churned"]))
+        split_names = [f"fold {k + 1}" for k in range(len(splits))]
+        final = np.arange(len(frame))
+    else:
+        stamps = frame["event_timestamp"]
+        splits, split_names = [], []
+        for e in evaluation:
+            train_rows = np.flatnonzero(stamps.isin(pd.to_datetime(training[e], utc=True)).to_numpy())
+            test_rows = np.flatnonzero((stamps == pd.Timestamp(e)).to_numpy())
+            if len(train_rows) == 0 or len(test_rows) == 0:
+                raise DataError(
+                    f"{contract.name}: evaluation cutoff {e:%Y-%m-%d} has {len(test_rows)} rows and "
+                    f"{len(train_rows)} training rows; use fewer or closer cutoffs in `evaluation`"
+                )
+            splits.append((train_rows, test_rows))
+            split_names.append(f"cutoff {e:%Y-%m-%d}")
+        final = np.flatnonzero(stamps.isin(pd.to_datetime(final_cutoffs(contract, data_end), utc=True)).to_numpy())
+    rfm = []
+    for name in contract.of_shape(Shape.TRANSACTIONS):
+        rfm = [f"{name}_recency_days", f"{name}_frequency", f"{name}_monetary"]
+        break
+    return TrainingData(contract, frame, names, categorical, splits, split_names, final, rfm)
+
+
+Model = Callable[[], object]  # a factory of objects with fit(X, y) -> self and predict(X) -> scores
+
+
+def held_out_predictions(data: TrainingData, make: Model, fit_labels: np.ndarray | None = None) -> list[tuple[object, np.ndarray]]:
+    """Each split's model (fitted on its training rows) and its scores of its own test rows, split by split.
+
+    `fit_labels` replaces the labels the models are fitted on (not those they are scored on).
+    """
+    y = data.frame["churned"].to_numpy() if fit_labels is None else fit_labels
+    fitted = []
+    for train_rows, test_rows in data.splits:
+        model = make().fit(data.frame.iloc[train_rows], y[train_rows])
+        fitted.append((model, model.predict(data.frame.iloc[test_rows])))
+    return fitted
+
+
+def backtest(
+    data: TrainingData, models: dict[str, Model], fit_labels: np.ndarray | None = None
+) -> dict[str, list[dict[str, float]]]:
+    """Fit and score every model on every split of `data`; metrics per model per split."""
+    y = data.frame["churned"].to_numpy()
+    results: dict[str, list[dict[str, float]]] = {}
+    for name, make in models.items():
+        results[name] = []
+        for (_, test_rows), (_, predicted) in zip(data.splits, held_out_predictions(data, make, fit_labels)):
+            metrics = churn_metrics(y[test_rows], predicted)
+            results[name].append({k: metrics[k] for k in (*METRICS, "churn_rate")})
+    return results
 
 
 def fold_metrics(
@@ -87,54 +220,12 @@ def fold_metrics(
     }
 
 
-def run_backtest(
-    frame: pd.DataFrame,
-    cutoffs: list[datetime],
-    features: list[str],
-    folds: int,
-    rounds: int,
-    clv_of: Callable[[pd.DataFrame], np.ndarray],
-    profit: ProfitSettings,
-    n_bins: int,
-    make_model: Callable[[str], GradientBoostedModel] | None = None,
-) -> Backtest:
-    """Fit, calibrate and test one model per fold on the `folds` latest cutoffs.
+def summarize(results: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
+    """Mean and standard deviation of each metric over the splits."""
+    return {k: (float(np.mean([r[k] for r in results])), float(np.std([r[k] for r in results]))) for k in results[0]}
 
-    - frame: customer_id, event_timestamp (a cutoff), churned, and every feature in `features`
-    - clv_of: predicted CLV of a frame's rows (for the CLV-weighted EMPC)
-    - make_model: the estimator of each fold, given the task (default: `GradientBoostedModel`
-      with `rounds`; `training.train.model_factory` gives the Dask one in Dask mode)
-    """
-    make_model = make_model or (lambda task: GradientBoostedModel(task=task, num_boost_round=rounds))
-    results, rows = [], []
-    for k in range(len(cutoffs) - folds, len(cutoffs)):
-        fit, calibration, test = split_at(frame, cutoffs, k)
-        model = make_model("churn").fit(
-            fit, fit["churned"].to_numpy(), calibration, calibration["churned"].to_numpy(), features
-        )
-        calibrator = ProbabilityCalibrator().fit(model.predict(calibration), calibration["churned"].to_numpy())
-        raw = model.predict(test)
-        fold = Fold(
-            fit_cutoffs=list(cutoffs[: k - 1]), calibration_cutoff=cutoffs[k - 1], test_cutoff=cutoffs[k],
-            model=model, calibrator=calibrator, test=test, raw_probability=raw, probability=calibrator.predict(raw),
-            n_fit_rows=len(fit),
-        )
-        results.append(fold)
-        metrics = fold_metrics(test["churned"].to_numpy(), fold.probability, raw, clv_of(test), profit, n_bins)
-        rows.append({"test_cutoff": f"{cutoffs[k]:%Y-%m-%d}", "calibration": calibrator.method_, **metrics})
-    pooled = pd.concat([f.test for f in results])
-    rows.append(
-        {
-            "test_cutoff": "all",
-            "calibration": "per fold",
-            **fold_metrics(
-                pooled["churned"].to_numpy(),
-                np.concatenate([f.probability for f in results]),
-                np.concatenate([f.raw_probability for f in results]),
-                clv_of(pooled),
-                profit,
-                n_bins,
-            ),
-        }
-    )
-    return Backtest(folds=results, table=pd.DataFrame(rows))
+
+def engine_model(data: TrainingData) -> AutoTunedModel:
+    """The engine's own churn model for `data`: validation `horizon_days` after its search data."""
+    gap = 0 if data.contract.churn.definition == "label" else data.contract.churn.horizon_days
+    return AutoTunedModel(data.feature_names, data.categorical, gap_days=gap, seed=data.contract.evaluation.seed)

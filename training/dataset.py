@@ -1,112 +1,35 @@
-"""Labels and point-in-time training sets.
+"""Model inputs: which features a model needs, the checks on them, and the matrix LightGBM reads.
 
-A training row is (customer, cutoff): a customer active at the cutoff, the features Feast
-serves as of the cutoff, and what happened after it:
-- churn label: cancelled within `horizon_days` after the cutoff;
-- CLV target: revenue over `clv_horizon_days` after the cutoff (zero if they left).
-Cutoffs sit on the weekly feature snapshots, the latest one a full horizon before the end
-of the data, so that every label is fully observed.
+Labels and point-in-time training sets are made by `training/backtest.py` (`training_data`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta
-from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 
 from churn.errors import DataError
-from churn.settings import Settings
-from features.raw import RAW_TABLES
-from features.store import historical_features
-
-# Features that may be legitimately absent, with the meaning of absence (the model is trained with it).
-NULLABLE_FEATURES = {"last_nps": "the customer never answered an NPS survey"}
-
-
-def cutoff_dates(as_of: datetime, horizon_days: int, n_cutoffs: int, spacing_days: int) -> list[datetime]:
-    """`n_cutoffs` weekly-aligned dates, the latest at least `horizon_days` before `as_of`, oldest first."""
-    latest = as_of - timedelta(days=7 * -(-horizon_days // 7))
-    return [latest - timedelta(days=spacing_days * k) for k in reversed(range(n_cutoffs))]
-
-
-def _raw(con: duckdb.DuckDBPyConnection, raw_dir: Path) -> None:
-    for name, spec in RAW_TABLES.items():
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW raw_{name} AS SELECT * REPLACE "
-            f"(CAST({spec.time_column} AS TIMESTAMPTZ) AS {spec.time_column}) "
-            f"FROM read_parquet('{Path(raw_dir) / spec.file}')"
-        )
-
-
-def label_frame(raw_dir: Path, cutoffs: list[datetime], horizon_days: int, clv_horizon_days: int) -> pd.DataFrame:
-    """One row per customer active at each cutoff, with both targets.
-
-    A cutoff listed twice counts once (the churn and CLV cutoffs of a run overlap when the CLV
-    horizon is short, e.g. 91 days: `train` asks for both lists at once).
-    Returns columns: customer_id, event_timestamp (the cutoff), churned (0/1), future_revenue.
-    """
-    con = duckdb.connect()
-    con.execute("SET TimeZone='UTC'")
-    _raw(con, raw_dir)
-    con.register("cutoffs", pd.DataFrame({"cutoff": pd.to_datetime(cutoffs, utc=True).unique()}))
-    frame = con.execute(
-        f"""
-        WITH gone AS (
-            SELECT customer_id, min(cancelled_at) AS cancelled_at FROM raw_cancellations GROUP BY customer_id
-        ),
-        rows AS (
-            SELECT c.customer_id, CAST(k.cutoff AS TIMESTAMPTZ) AS cutoff, g.cancelled_at
-            FROM raw_customers c CROSS JOIN cutoffs k LEFT JOIN gone g USING (customer_id)
-            WHERE c.signup_at < k.cutoff AND (g.cancelled_at IS NULL OR g.cancelled_at >= k.cutoff)
-        ),
-        revenue AS (
-            SELECT r.customer_id, r.cutoff, sum(t.amount) AS future_revenue
-            FROM rows r JOIN raw_transactions t
-              ON t.customer_id = r.customer_id
-             AND t.transaction_time >= r.cutoff
-             AND t.transaction_time < r.cutoff + to_days({clv_horizon_days})
-            GROUP BY ALL
-        )
-        SELECT r.customer_id, r.cutoff AS event_timestamp,
-            CAST(coalesce(r.cancelled_at < r.cutoff + to_days({horizon_days}), false) AS INTEGER) AS churned,
-            coalesce(v.future_revenue, 0.0) AS future_revenue
-        FROM rows r LEFT JOIN revenue v USING (customer_id, cutoff)
-        ORDER BY event_timestamp, customer_id
-        """
-    ).df()
-    con.close()
-    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
-    return frame
-
-
-def training_set(settings: Settings, labels: pd.DataFrame, service: str) -> pd.DataFrame:
-    """Join the FeatureService's features onto `labels` point-in-time correctly (through Feast)."""
-    return historical_features(settings, labels, service)
 
 
 def required_features(model) -> list[str]:
     """The features a registered model needs a value of: those it never saw missing in training.
 
-    Models of ingested data record them (`extra["required"]`); the simulator's models need all
-    but `NULLABLE_FEATURES`.
+    `churn train` records them in the model's spec (`extra["required"]`); a model without that
+    record needs every feature.
     """
-    if "required" in model.extra:
-        return list(model.extra["required"])
-    return [f for f in model.feature_names if f not in NULLABLE_FEATURES]
+    return list(model.extra.get("required", model.feature_names))
 
 
 def check_features(frame: pd.DataFrame, feature_names: list[str], where: str, required: list[str] | None = None) -> None:
     """Raise `DataError` if a feature that must be present is missing, naming customers and columns.
 
-    `required`: the features that must have a value (default: all but `NULLABLE_FEATURES`).
+    `required`: the features that must have a value (default: all of them).
     """
     absent = [f for f in feature_names if f not in frame.columns]
     if required is None:
-        required = [f for f in feature_names if f not in NULLABLE_FEATURES]
+        required = feature_names
     if absent:
         raise DataError(f"{where}: feature columns {absent} did not arrive from the feature store")
     holes = frame[required].isna()

@@ -1,21 +1,29 @@
 """Gated promotion: a retrained model replaces the one in production only if it is not worse.
 
-`churn train` registers new versions under the MLflow alias `challenger`. `promote` scores the
-challenger and the champion on the same held-out data: the challenger's test cutoff (the latest
-fully labelled one), which neither model was fitted or calibrated on (checked from each
-model's recorded cutoffs). It compares them on `settings.promotion.metric` and moves the
-`champion` alias only if the challenger is within `settings.promotion.tolerance` of the
-champion or better; otherwise it says why and leaves the champion alone.
+`churn train` registers the new version of `<data set>-churn` (and of `<data set>-clv`, when
+the value is a model) under the MLflow alias `challenger`; `churn promote` moves `champion` of
+both to them only if the challenger is within `settings.promotion.tolerance` of the champion
+on `settings.promotion.metric`, or better; otherwise it says why and leaves the champion
+alone. The value model trained in the same run moves with the churn model, so serving always
+pairs models from one run. The very first model of a data set (no champion yet) becomes
+champion at once, recorded as such. Every attempt, accepted or refused, is recorded as a run of
+the MLflow experiment `churn-engine-promotions` (who, what, when, both models' metrics, the
+decision and why); `history` reads them back.
 
-The churn model is the one judged; the CLV model trained in the same run moves with it, so
-serving always pairs models from one run. Every attempt, accepted or refused, is recorded as a
-run of the MLflow experiment `churn-engine-promotions` (who, what, when, both models' metrics,
-the decision and why); `history` reads them back.
+What is compared: the held-out evaluation `churn train` measured for each version, the mean
+over the config's evaluation splits (outer stratified folds of a snapshot, rolling cutoffs of
+logs). Neither model's fit saw its test rows, and both versions were measured by the same
+splits on the same labelled rows, which the gate checks through a fingerprint of the
+evaluation data (keys, true labels, split definitions). A data set registered after a new
+ingest is evaluated on other rows: the gate refuses to compare those figures (it would judge
+the data, not the models) and says so.
 """
 
 from __future__ import annotations
 
 import getpass
+import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -24,14 +32,16 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from churn.errors import ChurnError, ModelNotFoundError
 from churn import clock
+from churn.errors import ChurnError, ModelNotFoundError
 from churn.settings import Settings
-from training.backtest import fold_metrics
-from training.calibration import apply_map
-from training.dataset import label_frame, to_matrix, training_set
-from training.registry import CHALLENGER, CHAMPION, RegisteredModel, connect, has_alias, load_alias
+from features.contract import Contract
+from features.ingest import read_manifest
+from training.registry import CHALLENGER, CHAMPION, connect, has_alias
 
+# Metrics the gate can compare (each version records their held-out means); `settings.promotion.metric` picks one.
+HELD_OUT_METRICS = ("roc_auc", "pr_auc", "top_decile_lift", "brier", "ece", "empc")
+FINGERPRINT_TAG = "evaluation_fingerprint"
 PROMOTIONS_EXPERIMENT = "churn-engine-promotions"
 # Metrics where a smaller value is better; every other metric is better when larger.
 _LOWER_IS_BETTER = {"brier", "ece"}
@@ -57,48 +67,46 @@ class PromotionDecision:
     champion_metrics: dict[str, float] = field(default_factory=dict)
 
 
-def _churn_probability(model: RegisteredModel, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(calibrated, raw) churn probabilities of a registered churn model."""
-    if "calibration" not in model.extra:
-        raise PromotionError(f"model {model.label} has no probability calibration in its spec; retrain it with `churn train`")
-    raw = model.booster.predict(to_matrix(frame, model.feature_names, model.categories))
-    return apply_map(model.extra["calibration"], raw), raw
 
 
-def _held_out_everywhere(champion: RegisteredModel, cutoff: str) -> None:
-    """Refuse a comparison on data the champion was fitted or calibrated on: it would favour the champion."""
-    seen = [*champion.extra.get("fit_cutoffs", []), champion.extra.get("calibration_cutoff")]
-    if None in seen:
-        raise PromotionError(f"champion {champion.label} does not record its training cutoffs; cannot compare fairly")
-    if max(seen) >= cutoff:
+def churn_model_name(contract_name: str) -> str:
+    """Registered name of a data set's churn model (`telco` -> `telco-churn`)."""
+    return f"{contract_name.replace('_', '-')}-churn"
+
+
+def clv_model_name(contract_name: str) -> str:
+    """Registered name of a data set's value model (`retail` -> `retail-clv`; value method `model` only)."""
+    return f"{contract_name.replace('_', '-')}-clv"
+
+
+def evaluation_fingerprint(frame: pd.DataFrame, splits: list[tuple[np.ndarray, np.ndarray]], split_names: list[str]) -> str:
+    """Hash of the labelled rows and of the splits every model of this data set is evaluated on."""
+    digest = hashlib.sha256()
+    keys = frame[["customer_id", "event_timestamp", "churned"]]
+    digest.update(pd.util.hash_pandas_object(keys, index=False).to_numpy().tobytes())
+    digest.update(json.dumps(split_names).encode())
+    for train_rows, test_rows in splits:
+        digest.update(np.asarray(train_rows, dtype=np.int64).tobytes())
+        digest.update(np.asarray(test_rows, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def held_out_tags(summary: dict[str, tuple[float, float]], fingerprint: str, split_names: list[str]) -> dict[str, str]:
+    """Version tags the gate reads: each held-out metric's mean, and what it was measured on."""
+    tags = {f"held_out_{k}": repr(summary[k][0]) for k in HELD_OUT_METRICS}
+    tags[FINGERPRINT_TAG] = fingerprint
+    tags["evaluated_on"] = "; ".join(split_names)
+    return tags
+
+
+def _metrics(version) -> dict[str, float]:
+    missing = [k for k in HELD_OUT_METRICS if f"held_out_{k}" not in version.tags]
+    if missing:
         raise PromotionError(
-            f"champion {champion.label} was fitted or calibrated on cutoffs up to {max(seen)}, not before the "
-            f"challenger's test cutoff {cutoff}; a fair comparison needs data neither model saw"
+            f"{version.name}/{version.version} records no held-out {', '.join(missing)} "
+            "(registered before the gate covered ingested data); retrain it with `churn train`"
         )
-
-
-def _evaluate(settings: Settings, models: list[RegisteredModel], clv: RegisteredModel, cutoff: str) -> list[dict[str, float]]:
-    """Metrics of each churn model on the customers active at `cutoff`, with their observed labels."""
-    cfg = settings.training
-    stamp = pd.Timestamp(cutoff, tz="UTC").to_pydatetime()
-    labels = label_frame(settings.raw_dir, [stamp], cfg.horizon_days, cfg.clv_horizon_days)
-    frames: dict[str, pd.DataFrame] = {}
-    for service in {m.feature_service for m in [*models, clv]}:
-        frames[service] = training_set(settings, labels[["customer_id", "event_timestamp", "churned"]], service)
-    clv_frame = frames[clv.feature_service]
-    predicted_clv = pd.Series(
-        np.maximum(clv.booster.predict(to_matrix(clv_frame, clv.feature_names, clv.categories)), 0.0),
-        index=clv_frame["customer_id"].to_numpy(),
-    )
-    out = []
-    for model in models:
-        frame = frames[model.feature_service]
-        probability, raw = _churn_probability(model, frame)
-        values = predicted_clv.loc[frame["customer_id"].to_numpy()].to_numpy()
-        out.append(
-            fold_metrics(frame["churned"].to_numpy(), probability, raw, values, settings.profit, cfg.calibration_bins)
-        )
-    return out
+    return {k: float(version.tags[f"held_out_{k}"]) for k in HELD_OUT_METRICS}
 
 
 def _judge(settings: Settings, challenger: dict[str, float], champion: dict[str, float]) -> tuple[bool, str]:
@@ -115,63 +123,60 @@ def _judge(settings: Settings, challenger: dict[str, float], champion: dict[str,
     )
 
 
-def _paired_clv_version(client: MlflowClient, settings: Settings, churn_run_id: str) -> str:
-    """The CLV challenger version trained in the same run as the churn challenger."""
-    name = settings.training.clv_model_name
+def _version(client: MlflowClient, name: str, alias: str, settings: Settings):
     try:
-        version = client.get_model_version_by_alias(name, CHALLENGER)
+        return client.get_model_version_by_alias(name, alias)
     except mlflow.exceptions.MlflowException as exc:
-        raise PromotionError(f"no '{CHALLENGER}' version of {name!r} to pair with the churn challenger") from exc
-    if version.run_id != churn_run_id:
-        raise PromotionError(
-            f"the '{CHALLENGER}' versions of the churn and CLV models come from different runs "
-            f"({churn_run_id} and {version.run_id}); retrain with `churn train`"
-        )
-    return str(version.version)
+        raise PromotionError(f"no '{alias}' version of {name!r} in {settings.resolved_tracking_uri}; run `churn train`") from exc
 
 
 def promote(settings: Settings, who: str | None = None) -> PromotionDecision:
-    """Compare the challenger with the champion and move `champion` if the challenger is not worse.
-
-    With no champion yet, the challenger becomes champion without comparison (recorded as such).
-    After `churn ingest`, the ingested data set's model goes through the same gate
-    (`training/contract_promote.py`).
-    """
-    if settings.uses_ingested_data:
-        from training.contract_promote import promote_contract
-
-        return promote_contract(settings, who)
-    cfg = settings.training
-    client = connect(settings)
-    challenger = load_alias(settings, cfg.churn_model_name, CHALLENGER)
-    clv_version = _paired_clv_version(client, settings, challenger.run_id)
-    who = who or getpass.getuser()
+    """Gate the challenger of the data set's churn model (see the module docstring)."""
+    contract = Contract.model_validate(read_manifest(settings.ingested_dir)["contract"])
+    name = churn_model_name(contract.name)
     metric = settings.promotion.metric
-    if not has_alias(client, cfg.churn_model_name, CHAMPION):
+    if metric not in HELD_OUT_METRICS:
+        raise PromotionError(
+            f"settings.promotion.metric is {metric!r}, which the evaluation of ingested data does not measure "
+            f"(it measures {', '.join(HELD_OUT_METRICS)}); set CHURN_PROMOTION__METRIC to one of those"
+        )
+    client = connect(settings)
+    challenger = _version(client, name, CHALLENGER, settings)
+    new = _metrics(challenger)
+    who = who or getpass.getuser()
+    label = f"{name}/{challenger.version}"
+    if not has_alias(client, name, CHAMPION):
         decision = PromotionDecision(
             promoted=True, reason="promoted: no champion yet, so the first model becomes champion without comparison",
-            metric=metric, challenger=challenger.label, champion=None, evaluated_on=None, who=who,
-            decided_at=clock.now(settings),
+            metric=metric, challenger=label, champion=None, evaluated_on=None, who=who,
+            decided_at=clock.now(settings), challenger_metrics=new,
         )
     else:
-        champion = load_alias(settings, cfg.churn_model_name, CHAMPION)
+        champion = _version(client, name, CHAMPION, settings)
         if champion.version == challenger.version:
-            raise PromotionError(f"{challenger.label} is already the champion")
-        cutoff = challenger.extra["test_cutoff"]
-        _held_out_everywhere(champion, cutoff)
-        clv = load_alias(settings, cfg.clv_model_name, CHALLENGER)
-        new, old = _evaluate(settings, [challenger, champion], clv, cutoff)
+            raise PromotionError(f"{label} is already the champion")
+        old = _metrics(champion)
+        theirs, ours = champion.tags.get(FINGERPRINT_TAG), challenger.tags.get(FINGERPRINT_TAG)
+        if theirs != ours:
+            raise PromotionError(
+                f"champion {name}/{champion.version} was evaluated on other data than challenger {label} "
+                f"(evaluation fingerprints {theirs} and {ours}: the data set was re-ingested or its evaluation "
+                "settings changed); their held-out figures are not comparable"
+            )
         ok, reason = _judge(settings, new, old)
         decision = PromotionDecision(
-            promoted=ok, reason=reason, metric=metric, challenger=challenger.label, champion=champion.label,
-            evaluated_on=cutoff, who=who, decided_at=clock.now(settings),
+            promoted=ok, reason=reason, metric=metric, challenger=label, champion=f"{name}/{champion.version}",
+            evaluated_on=challenger.tags.get("evaluated_on"), who=who, decided_at=clock.now(settings),
             challenger_metrics=new, champion_metrics=old,
         )
     if decision.promoted:
-        for name, version in ((cfg.churn_model_name, challenger.version), (cfg.clv_model_name, clv_version)):
-            client.set_registered_model_alias(name, CHAMPION, version)
-            client.delete_registered_model_alias(name, CHALLENGER)
-    client.set_model_version_tag(cfg.churn_model_name, challenger.version, "promotion", decision.reason)
+        # the value model trained beside the churn model moves with it (segment edges live in both)
+        for model_name in (name, clv_model_name(contract.name)):
+            if has_alias(client, model_name, CHALLENGER):
+                version = client.get_model_version_by_alias(model_name, CHALLENGER).version
+                client.set_registered_model_alias(model_name, CHAMPION, version)
+                client.delete_registered_model_alias(model_name, CHALLENGER)
+    client.set_model_version_tag(name, challenger.version, "promotion", decision.reason)
     _record(settings, client, decision)
     return decision
 

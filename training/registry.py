@@ -115,18 +115,16 @@ def load_alias(settings: Settings, name: str, alias: str) -> RegisteredModel:
 
 
 def scoring_model_names(settings: Settings) -> list[str]:
-    """The registered models a scorer starts from: the data set's churn model (then its CLV model).
+    """The registered models a scorer starts from: the data set's churn model, then its value model.
 
-    The simulator's `settings.training.scoring_models`; after `churn ingest`, `<data set>-churn`
-    and, when it values customers with a CLV model, `<data set>-clv`.
+    `<data set>-churn` and `<data set>-clv` (registered when the data set values customers with
+    a model); the data set is the one `churn ingest` stored last.
     """
-    if not settings.uses_ingested_data:
-        return settings.training.scoring_models
     from features.ingest import read_manifest
-    from training.contract_promote import contract_clv_name, contract_model_name
+    from training.promote import churn_model_name, clv_model_name
 
     name = read_manifest(settings.ingested_dir)["contract"]["name"]
-    return [contract_model_name(name), contract_clv_name(name)]
+    return [churn_model_name(name), clv_model_name(name)]
 
 
 def fetch_scoring_champions(settings: Settings) -> list[FetchedModel]:

@@ -29,7 +29,7 @@ from churn.errors import DataError
 from churn.settings import Settings
 from features.contract import Contract, Shape
 from features.weekly import slug
-from features.definitions import contract_service_name
+from features.definitions import service_name
 from features.store import historical_features
 from training.dataset import to_matrix
 from training.evaluate import clv_metrics
@@ -194,7 +194,7 @@ def fit_value_model(
             f"({data_end:%Y-%m-%d}; cutoffs tried {[f'{c:%Y-%m-%d}' for c in cutoffs]}); the value model needs 2: "
             "use a shorter value.horizon_days, or another value.method"
         )
-    frame = historical_features(settings, labels, contract_service_name(contract.name))
+    frame = historical_features(settings, labels, service_name(contract.name))
     categories = {n: sorted(frame[n].dropna().astype(str).unique().tolist()) for n in categorical}
     latest = present[-1]
     fit, test = frame[frame["event_timestamp"] < latest], frame[frame["event_timestamp"] == latest]

@@ -10,6 +10,7 @@ from churn.errors import DataError
 from training.model import GradientBoostedModel, NotFittedError
 
 FEATURES = ["x", "plan"]
+CATEGORICAL = ("plan",)
 
 
 def _frame(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
@@ -26,7 +27,7 @@ def _frame(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
 def fitted() -> GradientBoostedModel:
     X, y = _frame(600, 0)
     X_val, y_val = _frame(200, 1)
-    model = GradientBoostedModel(num_boost_round=40, min_data_in_leaf=10, num_leaves=7)
+    model = GradientBoostedModel(num_boost_round=40, min_data_in_leaf=10, num_leaves=7, categorical=CATEGORICAL)
     returned = model.fit(X, y, X_val, y_val, FEATURES)
     assert returned is model
     return model
@@ -34,7 +35,8 @@ def fitted() -> GradientBoostedModel:
 
 def test_init_only_stores_arguments():
     model = GradientBoostedModel(
-        task="clv", num_boost_round=12, learning_rate=0.2, num_leaves=5, min_data_in_leaf=3, seed=9, num_threads=2
+        task="clv", num_boost_round=12, learning_rate=0.2, num_leaves=5, min_data_in_leaf=3, seed=9, num_threads=2,
+        categorical=CATEGORICAL,
     )
     assert vars(model) == {
         "task": "clv",
@@ -44,6 +46,7 @@ def test_init_only_stores_arguments():
         "min_data_in_leaf": 3,
         "seed": 9,
         "num_threads": 2,
+        "categorical": CATEGORICAL,
     }
 
 
@@ -67,7 +70,7 @@ def test_invalid_task_in_params():
 def test_fit_with_invalid_task():
     X, y = _frame(100, 0)
     with pytest.raises(ValueError, match=r"task must be 'churn' or 'clv'; got 'survival'"):
-        GradientBoostedModel(task="survival").fit(X, y, X, y, FEATURES)
+        GradientBoostedModel(task="survival", categorical=CATEGORICAL).fit(X, y, X, y, FEATURES)
 
 
 def test_params_by_task():
@@ -108,8 +111,8 @@ def test_unseen_category_at_predict(fitted):
 def test_same_seed_same_model():
     X, y = _frame(300, 3)
     X_val, y_val = _frame(100, 4)
-    a = GradientBoostedModel(num_boost_round=20, min_data_in_leaf=10, seed=5).fit(X, y, X_val, y_val, FEATURES)
-    b = GradientBoostedModel(num_boost_round=20, min_data_in_leaf=10, seed=5).fit(X, y, X_val, y_val, FEATURES)
+    a = GradientBoostedModel(num_boost_round=20, min_data_in_leaf=10, seed=5, categorical=CATEGORICAL).fit(X, y, X_val, y_val, FEATURES)
+    b = GradientBoostedModel(num_boost_round=20, min_data_in_leaf=10, seed=5, categorical=CATEGORICAL).fit(X, y, X_val, y_val, FEATURES)
     np.testing.assert_array_equal(a.predict(X_val), b.predict(X_val))
 
 
@@ -117,7 +120,7 @@ def test_clv_task_predicts_non_negative_amounts():
     rng = np.random.default_rng(6)
     X, _ = _frame(400, 6)
     y = np.where(rng.random(400) < 0.3, 0.0, np.exp(1 + X["x"].to_numpy()))
-    model = GradientBoostedModel(task="clv", num_boost_round=30, min_data_in_leaf=10).fit(X, y, X, y, FEATURES)
+    model = GradientBoostedModel(task="clv", num_boost_round=30, min_data_in_leaf=10, categorical=CATEGORICAL).fit(X, y, X, y, FEATURES)
     pred = model.predict(X)
     assert (pred >= 0).all()
     assert pred[X["x"].to_numpy() > 1].mean() > pred[X["x"].to_numpy() < -1].mean()

@@ -30,7 +30,7 @@ def test_defaults_without_file_or_variables():
     assert settings.simulation.n_customers == 20_000
     assert settings.simulation.start == date(2024, 11, 1)
     assert settings.training.horizon_days == 30
-    assert settings.training.cutoff_spacing_days == 28
+    assert settings.training.calibration_bins == 10
 
 
 def test_nested_environment_variable_overrides_default(monkeypatch):
@@ -43,18 +43,18 @@ def test_nested_environment_variable_overrides_default(monkeypatch):
     assert settings.online_store == "redis"
     # fields not named keep their defaults
     assert settings.simulation.seed == 42
-    assert settings.training.n_cutoffs == 6
+    assert settings.training.calibration_bins == 10
 
 
 def test_churn_toml_in_working_directory_is_read(tmp_path):
     (tmp_path / "churn.toml").write_text(
-        'data_dir = "elsewhere"\n\n[simulation]\nn_customers = 500\nseed = 9\n\n[training]\ncutoff_spacing_days = 14\n'
+        'data_dir = "elsewhere"\n\n[simulation]\nn_customers = 500\nseed = 9\n\n[training]\ncalibration_bins = 14\n'
     )
     settings = load_settings()
     assert settings.data_dir == Path("elsewhere")
     assert settings.simulation.n_customers == 500
     assert settings.simulation.seed == 9
-    assert settings.training.cutoff_spacing_days == 14
+    assert settings.training.calibration_bins == 14
 
 
 def test_churn_config_names_the_file(monkeypatch, tmp_path):
@@ -83,16 +83,12 @@ def test_n_customers_below_minimum_is_a_config_error_naming_the_field(monkeypatc
         load_settings()
 
 
-def test_cutoff_spacing_must_be_weekly():
-    with pytest.raises(
-        ConfigError, match=r"training\.cutoff_spacing_days must be a multiple of 7 \(feature snapshots are weekly\); got 10"
-    ):
+def test_a_key_a_section_does_not_know_is_refused_by_name():
+    """A typo, or a key this version removed (the simulator-only cutoffs), is an error, not silently ignored."""
+    with pytest.raises(ConfigError, match=r"training\.cutoff_spacing_days: Extra inputs are not permitted"):
         load_settings(training={"cutoff_spacing_days": 10})
-
-
-def test_backtest_needs_enough_cutoffs():
-    with pytest.raises(ConfigError, match=r"n_cutoffs must be at least training.backtest_folds \+ 2 .*n_cutoffs=4, backtest_folds=3"):
-        load_settings(training={"n_cutoffs": 4, "backtest_folds": 3})
+    with pytest.raises(ConfigError, match=r"simulation\.n_customer: Extra inputs are not permitted"):
+        load_settings(simulation={"n_customer": 10})
 
 
 def test_promotion_metric_must_be_known():

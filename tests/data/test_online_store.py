@@ -9,10 +9,10 @@ import pytest
 import redis
 
 from churn.settings import Settings
-from features.contract_features import VIEWS_FILE
+from features.build import VIEWS_FILE
 from features.definitions import FEATURE_TTL
 from features.store import (
-    apply_contract_definitions, feature_store, historical_features, materialize, materialize_ingested, online_features,
+    apply_definitions, feature_store, historical_features, materialize, online_features,
 )
 
 from tests.conftest import make_settings
@@ -38,8 +38,8 @@ def _materialized(engine, backend: str, request) -> Settings:
     if backend == "sqlite":
         return engine.settings
     settings = request.getfixturevalue("redis_settings")
-    apply_contract_definitions(settings)
-    materialize_ingested(settings, engine.as_of)
+    apply_definitions(settings)
+    materialize(settings, engine.as_of)
     return settings
 
 
@@ -75,11 +75,11 @@ def test_readiness_needs_fresh_features_in_a_store_that_holds_them(engine, redis
     from features.store import redis_connection_string
     as_of = engine.as_of
     assert redis_connection_string(redis_settings) == f"{REDIS_TEST_URL},socket_timeout=1,socket_connect_timeout=1"
-    apply_contract_definitions(redis_settings)
+    apply_definitions(redis_settings)
     reader = _reader(engine, redis_settings)
     with pytest.raises(StoreUnavailableError, match=r"feature view '\w+' was never materialized"):
         reader.check_ready(as_of)
-    materialize_ingested(redis_settings, as_of)
+    materialize(redis_settings, as_of)
     reader.check_ready(as_of)
     reader.check_ready(as_of + FEATURE_TTL)  # the last day of the TTL
     late = as_of + FEATURE_TTL + pd.Timedelta(days=1)
@@ -130,7 +130,7 @@ def text_id_settings(request, tmp_path) -> Settings:
     from feast import FeatureService, FeatureView, Field, FileSource
     from feast.types import Float64, String
 
-    from features.definitions import contract_customer
+    from features.definitions import customer
 
     if request.param == "redis":
         client = redis.Redis(host="127.0.0.1", port=6379, db=13)
@@ -152,7 +152,7 @@ def text_id_settings(request, tmp_path) -> Settings:
     ).to_parquet(path)
     view = FeatureView(
         name="accounts",
-        entities=[contract_customer],
+        entities=[customer],
         ttl=FEATURE_TTL,
         schema=[
             Field(name="monthly_charges", dtype=Float64, description="Monthly charge."),
@@ -162,8 +162,8 @@ def text_id_settings(request, tmp_path) -> Settings:
         online=True,
     )
     store = feature_store(settings)
-    store.apply([contract_customer, view, FeatureService(name="accounts_v1", features=[view])])
-    materialize(settings, as_of - FEATURE_TTL, as_of)
+    store.apply([customer, view, FeatureService(name="accounts_v1", features=[view])])
+    store.materialize(start_date=as_of - FEATURE_TTL, end_date=as_of)
     return settings
 
 

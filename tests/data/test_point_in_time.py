@@ -8,10 +8,10 @@ from datetime import timedelta
 import pandas as pd
 
 from features.contract import load_contract
-from features.contract_features import build_contract_features
+from features.build import build_features
 from features.ingest import ingest
 from features.simulate import CONFIG_FILE
-from features.store import apply_contract_definitions, historical_features
+from features.store import apply_definitions, historical_features
 
 from tests.conftest import make_settings
 
@@ -47,8 +47,8 @@ def test_future_events_do_not_reach_a_training_row(engine, tmp_path):
     poisoned.to_parquet(settings.raw_dir / "events.parquet", index=False)
     contract, root = load_contract(settings.raw_dir / CONFIG_FILE)
     ingest(contract, root, settings.ingested_dir)
-    build_contract_features(settings.ingested_dir, settings.feature_tables_dir)
-    apply_contract_definitions(settings)
+    build_features(settings.ingested_dir, settings.feature_tables_dir)
+    apply_definitions(settings)
 
     entity = pd.DataFrame({"customer_id": [customer, customer], "event_timestamp": [cutoff, cutoff + timedelta(days=7)]})
     poisoned_rows = historical_features(settings, entity, engine.service)

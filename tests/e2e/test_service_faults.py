@@ -22,7 +22,7 @@ import sqlalchemy as sa
 import yaml
 
 from churn.settings import load_settings
-from features.store import materialize_ingested
+from features.store import materialize
 from serving.ledger import Ledger
 from serving.policy import load_catalog
 
@@ -367,7 +367,7 @@ def test_readiness_turns_red_on_an_emptied_redis_and_the_ledger_gets_its_tables_
         assert ready.status_code == 503
         assert "holds no features of project 'churn'" in ready.json()["online_store"] and ready.json()["ledger"] == "ok"
     finally:
-        materialize_ingested(settings, engine.as_of)
+        materialize(settings, engine.as_of)
     assert _ready(base).status_code == 200
     # the ledger re-created empty (tables dropped under the running service): the next decision makes them again
     direct = sa.create_engine(PG_DIRECT)

@@ -13,8 +13,8 @@ from churn.errors import ConfigError
 from features.store import feature_store
 from serving.scoring import Scorer
 from training.baselines import OneHotLogistic
-from training.contract_eval import ContractData, contract_data
-from training.contract_train import train_contract
+from training.backtest import TrainingData, training_data
+from training.train import train
 from training.evaluate import top_decile_lift
 
 from tests.conftest import make_settings, prepared
@@ -117,14 +117,14 @@ def test_scores_are_probabilities_and_segments_cover_all(scores):
 def default_run(tmp_path_factory):
     """The demo's default population (20,000 customers), through ingest, features and training."""
     settings, _ = prepared(make_settings(tmp_path_factory.mktemp("default")), settings_population=True)
-    return settings, train_contract(settings)
+    return settings, train(settings)
 
 
 @pytest.fixture(scope="module")
-def default_rows(default_run) -> ContractData:
+def default_rows(default_run) -> TrainingData:
     """The labelled rows with their features, and the evaluation splits, exactly as training made them."""
     settings, _ = default_run
-    return contract_data(settings)
+    return training_data(settings)
 
 
 def _single_feature_scores(fit: pd.DataFrame, rows: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:

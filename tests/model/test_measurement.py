@@ -20,8 +20,7 @@ import pytest
 from churn import clock
 from churn.errors import DataError
 from churn.settings import Settings
-from features.build import raw_as_of
-from features.raw import RAW_TABLES
+from features.raw import RAW_TABLES, raw_as_of
 from features.simulate import ACTIONS, simulate
 from features.truth import untreated_outcomes
 from serving.batch import learn_uplift, run_interventions

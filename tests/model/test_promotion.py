@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from serving.scoring import Scorer
-from training.contract_train import train_contract as train
+from training.train import train
 from training.promote import PromotionError, history, promote
 from training.registry import CHALLENGER, CHAMPION, connect, has_alias
 

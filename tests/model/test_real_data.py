@@ -10,7 +10,7 @@ import importlib.util
 
 import pytest
 
-from training.contract_eval import summarize
+from training.backtest import summarize
 
 from tests.prerequisites import DATASETS, ROOT, require
 

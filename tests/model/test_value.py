@@ -244,7 +244,7 @@ def test_a_charge_value_is_scored_from_its_snapshot_column(tmp_path):
 
 def test_a_calibration_that_did_not_help_is_registered_as_the_identity():
     from training.calibration import apply_map
-    from training.contract_train import KeptRaw
+    from training.train import KeptRaw
 
     kept = KeptRaw(ece_raw=0.055, ece_calibrated=0.085)
     p = np.array([0.001, 0.2, 0.5, 0.93])
