@@ -173,7 +173,9 @@ def _build(settings: Settings) -> None:
     from features.build import build_features
 
     with _step("build the feature tables of the data set (DuckDB)"):
-        built = build_features(settings.ingested_dir, settings.feature_tables_dir)
+        built = build_features(
+            settings.ingested_dir, settings.feature_tables_dir, settings.build.memory_limit, settings.build.partition_customers
+        )
     for view, n in built.rows.items():
         console.print(f"  {view}: {n:,} rows, {len(built.schema[view])} features -> {built.tables[view]}")
 

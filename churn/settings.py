@@ -84,7 +84,7 @@ class PromotionSettings(Section):
 
 
 class BuildSettings(Section):
-    """The one-machine feature build (`features/build.py`): memory it may use and how it splits the work."""
+    """The feature build of logs (`features/build.py`, `features/weekly.py`): memory it may use and how it splits the work."""
 
     memory_limit: str = Field("4GB", description="DuckDB memory limit of the build; past it DuckDB spills to disk.")
     partition_customers: int = Field(

@@ -37,7 +37,7 @@ import pandas as pd
 from churn.errors import DataError
 from features.contract import LOG_SHAPES, TABLE_SHAPES, ColumnType, Contract, Shape
 from features.ingest import read_manifest
-from features.weekly import slug, weekly_log_features
+from features.weekly import PARTITION_CUSTOMERS, slug, weekly_log_features
 
 _DAYS_PER = {"days": 1.0, "weeks": 7.0, "months": 30.44}  # a snapshot `tenure_unit` in days
 VIEWS_FILE = "views.json"
@@ -146,8 +146,14 @@ def _lifecycle_described(fields: list[tuple[str, str, str]], name: str, signups:
     return [(c, k, text.get(c, d)) for c, k, d in fields]
 
 
-def build_features(ingested_dir: Path, out_dir: Path, memory_limit: str = "4GB") -> FeatureTables:
-    """Write one feature table per source of the last ingest into `out_dir` (logs: `features/weekly.py`)."""
+def build_features(
+    ingested_dir: Path, out_dir: Path, memory_limit: str = "4GB", partition_customers: int = PARTITION_CUSTOMERS
+) -> FeatureTables:
+    """Write one feature table per source of the last ingest into `out_dir` (logs: `features/weekly.py`).
+
+    `memory_limit` and `partition_customers`: DuckDB's memory limit and the customers per
+    partition of the window step of every log (settings `build.*`).
+    """
     manifest = read_manifest(ingested_dir)
     contract = Contract.model_validate(manifest["contract"])
     end = datetime.fromisoformat(manifest["data_end"])
@@ -167,7 +173,7 @@ def build_features(ingested_dir: Path, out_dir: Path, memory_limit: str = "4GB")
             target = out_dir / f"{view}.parquet"
             built = weekly_log_features(
                 path, name, contract, end, manifest["types"][name], target, memory_limit=memory_limit,
-                lifecycle=lifecycle, signups=signups,
+                partition_customers=partition_customers, lifecycle=lifecycle, signups=signups,
             )
             tables[view], schema[view], rows[view] = target, _lifecycle_described(built.fields, name, signups), built.rows
             continue

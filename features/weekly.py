@@ -15,7 +15,7 @@ name unless they are a declared signal:
   7/28/91d, activity_trend_7d_28d, days_since_last_active, tickets_/complaints_/
   payment_failures_ 28/91d, plan_changes_91d, last_survey_score, days_since_survey.
 
-How it scales (as `features/build.py`): log rows are reduced once to one row per customer
+How it scales: log rows are reduced once to one row per customer
 per week (integer microseconds from the first week's start, no time-zone arithmetic on the
 raw rows), into a scratch DuckDB database on disk under `memory_limit` (DuckDB spills to
 `temp_directory`). Customers are then numbered (in the order of their text ids), and the
@@ -47,7 +47,7 @@ WINDOWS = {7: 1, 28: 4, 91: 13, 364: 52}
 # Windows that also get counts per value of the `kind` column.
 KIND_WINDOWS = (28, 91)
 TOP_KINDS = 8
-# Customers per partition of the window step (as `features.build.PARTITION_CUSTOMERS`).
+# Customers per partition of the window step (setting `build.partition_customers`): about 2 GB a step.
 PARTITION_CUSTOMERS = 125_000
 _DAY_US = 86_400 * 1_000_000
 
