@@ -146,8 +146,14 @@ def _lifecycle_described(fields: list[tuple[str, str, str]], name: str, signups:
     return [(c, k, text.get(c, d)) for c, k, d in fields]
 
 
-def build_contract_features(ingested_dir: Path, out_dir: Path, memory_limit: str = "4GB") -> ContractFeatures:
-    """Write one feature table per source of the last ingest into `out_dir` (logs: `features/weekly.py`)."""
+def build_contract_features(
+    ingested_dir: Path, out_dir: Path, memory_limit: str = "4GB", client=None, partitions: int | None = None
+) -> ContractFeatures:
+    """Write one feature table per source of the last ingest into `out_dir` (logs: `features/weekly.py`).
+
+    `client` (Dask mode, a `distributed.Client`): the log views' customer partitions (`partitions`
+    of them; default as `weekly_log_features`) are built as Dask tasks; the tables are the same.
+    """
     manifest = read_manifest(ingested_dir)
     contract = Contract.model_validate(manifest["contract"])
     end = datetime.fromisoformat(manifest["data_end"])
@@ -167,7 +173,7 @@ def build_contract_features(ingested_dir: Path, out_dir: Path, memory_limit: str
             target = out_dir / f"{view}.parquet"
             built = weekly_log_features(
                 path, name, contract, end, manifest["types"][name], target, memory_limit=memory_limit,
-                lifecycle=lifecycle, signups=signups,
+                lifecycle=lifecycle, signups=signups, client=client, partitions=partitions,
             )
             tables[view], schema[view], rows[view] = target, _lifecycle_described(built.fields, name, signups), built.rows
             continue
