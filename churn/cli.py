@@ -173,8 +173,11 @@ def _build(settings: Settings) -> None:
     if settings.uses_ingested_data:
         from features.contract_features import build_contract_features
 
-        with _step("build generic feature tables from the ingested data (DuckDB)"):
-            built = build_contract_features(settings.ingested_dir, settings.feature_tables_dir)
+        with _dask_or_none(settings) as client, _step("build generic feature tables from the ingested data (DuckDB)"):
+            built = build_contract_features(
+                settings.ingested_dir, settings.feature_tables_dir, client=client,
+                partitions=None if client is None else settings.dask.partitions,
+            )
         for view, n in built.rows.items():
             console.print(f"  {view}: {n:,} rows, {len(built.schema[view])} features -> {built.tables[view]}")
         return
@@ -294,9 +297,13 @@ def _train_contract(settings: Settings, shuffle_labels: bool = False) -> None:
     from training.contract_train import train_contract
 
     start = time.perf_counter()
-    with Progress(SpinnerColumn(), TextColumn("train: {task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
+    with _dask_or_none(settings) as client, Progress(
+        SpinnerColumn(), TextColumn("train: {task.description}"), TimeElapsedColumn(), console=console, transient=True
+    ) as bar:
         task = bar.add_task("starting", total=None)
-        result = train_contract(settings, step=lambda what: bar.update(task, description=what), shuffle_labels=shuffle_labels)
+        result = train_contract(
+            settings, step=lambda what: bar.update(task, description=what), shuffle_labels=shuffle_labels, client=client
+        )
     console.print(f"[green]✓[/] evaluated, trained and registered [dim]({time.perf_counter() - start:.1f}s)[/]")
     # (metric key, header, format): ranking, then calibration raw -> calibrated (cross-fitted), then profit
     shown = (
@@ -395,14 +402,19 @@ def models_history() -> None:
 def _score_ingested(settings: Settings, as_of: datetime | None) -> None:
     from features.store import latest_snapshot
     from serving.batch import score_active, write_scores
+    from serving.bulk_scoring import score_all_dask
     from serving.scoring import Scorer
 
-    with _step("score the ingested data set's customers"):
+    with _dask_or_none(settings) as client, _step("score the ingested data set's customers"):
         scorer = Scorer.load(settings)
         when = as_of or latest_snapshot(settings, clock.now(settings))
-        scores = score_active(settings, scorer, when)
-        path = write_scores(settings, scores, when)
-    console.print(f"  {len(scores):,} customers scored as of {when:%Y-%m-%d} with {scorer.model_version} -> {path}")
+        if client is None:
+            scores = score_active(settings, scorer, when)
+            n, path = len(scores), write_scores(settings, scores, when)
+        else:
+            result = score_all_dask(client, settings, scorer, when)
+            n, path = result.rows, result.path
+    console.print(f"  {n:,} customers scored as of {when:%Y-%m-%d} with {scorer.model_version} -> {path}")
 
 
 @app.command()
