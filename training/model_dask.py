@@ -34,7 +34,7 @@ from training.model import GradientBoostedModel
 
 
 def _fit_rows(model, frame: pd.DataFrame, y: np.ndarray, rows: np.ndarray):
-    """Task body: the (pickled, so private) copy of `model` fitted on `rows` of (frame, y)."""
+    """Task body: `model` fitted on `rows` of (frame, y); each task gets its own copy (Dask pickles arguments)."""
     return model.fit(frame.iloc[rows], y[rows])
 
 
