@@ -172,9 +172,10 @@ def _dask_or_none(settings: Settings):
 def _build(settings: Settings) -> None:
     from features.build import build_features
 
-    with _step("build the feature tables of the data set (DuckDB)"):
+    with _dask_or_none(settings) as client, _step("build the feature tables of the data set (DuckDB)"):
         built = build_features(
-            settings.ingested_dir, settings.feature_tables_dir, settings.build.memory_limit, settings.build.partition_customers
+            settings.ingested_dir, settings.feature_tables_dir, settings.build.memory_limit, settings.build.partition_customers,
+            client=client, partitions=None if client is None else settings.dask.partitions,
         )
     for view, n in built.rows.items():
         console.print(f"  {view}: {n:,} rows, {len(built.schema[view])} features -> {built.tables[view]}")
@@ -224,9 +225,13 @@ def _train(settings: Settings, shuffle_labels: bool = False) -> None:
     from training.train import train
 
     start = time.perf_counter()
-    with Progress(SpinnerColumn(), TextColumn("train: {task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
+    with _dask_or_none(settings) as client, Progress(
+        SpinnerColumn(), TextColumn("train: {task.description}"), TimeElapsedColumn(), console=console, transient=True
+    ) as bar:
         task = bar.add_task("starting", total=None)
-        result = train(settings, step=lambda what: bar.update(task, description=what), shuffle_labels=shuffle_labels)
+        result = train(
+            settings, step=lambda what: bar.update(task, description=what), shuffle_labels=shuffle_labels, client=client
+        )
     console.print(f"[green]✓[/] evaluated, trained and registered [dim]({time.perf_counter() - start:.1f}s)[/]")
     # (metric key, header, format): ranking, then calibration raw -> calibrated (cross-fitted), then profit
     shown = (
@@ -318,14 +323,19 @@ def models_history() -> None:
 def _score(settings: Settings, as_of: datetime | None) -> None:
     from features.store import latest_snapshot
     from serving.batch import score_active, write_scores
+    from serving.bulk_scoring import score_all_dask
     from serving.scoring import Scorer
 
-    with _step("score the active customers"):
+    with _dask_or_none(settings) as client, _step("score the active customers"):
         scorer = Scorer.load(settings)
         when = as_of or latest_snapshot(settings, clock.now(settings))
-        scores = score_active(settings, scorer, when)
-        path = write_scores(settings, scores, when)
-    console.print(f"  {len(scores):,} customers scored as of {when:%Y-%m-%d} with {scorer.model_version} -> {path}")
+        if client is None:
+            scores = score_active(settings, scorer, when)
+            n, path = len(scores), write_scores(settings, scores, when)
+        else:
+            result = score_all_dask(client, settings, scorer, when)
+            n, path = result.rows, result.path
+    console.print(f"  {n:,} customers scored as of {when:%Y-%m-%d} with {scorer.model_version} -> {path}")
 
 
 @app.command()

@@ -53,7 +53,6 @@ class TrainingSettings(Section):
     horizon_days: int = Field(
         30, ge=1, description="Days after a decision over which a campaign's outcomes count (`churn outcomes --simulated`)."
     )
-    num_boost_round: int = Field(400, ge=10, description="Upper bound on LightGBM boosting rounds (early stopping decides).")
     calibration_bins: int = Field(10, ge=2, description="Equal-count probability bins of the reliability table and ECE.")
     num_threads: int = Field(
         1, ge=1,

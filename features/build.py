@@ -147,12 +147,15 @@ def _lifecycle_described(fields: list[tuple[str, str, str]], name: str, signups:
 
 
 def build_features(
-    ingested_dir: Path, out_dir: Path, memory_limit: str = "4GB", partition_customers: int = PARTITION_CUSTOMERS
+    ingested_dir: Path, out_dir: Path, memory_limit: str = "4GB", partition_customers: int = PARTITION_CUSTOMERS,
+    client=None, partitions: int | None = None,
 ) -> FeatureTables:
     """Write one feature table per source of the last ingest into `out_dir` (logs: `features/weekly.py`).
 
     `memory_limit` and `partition_customers`: DuckDB's memory limit and the customers per
     partition of the window step of every log (settings `build.*`).
+    `client` (Dask mode, a `distributed.Client`): the log views' customer partitions (`partitions`
+    of them; default as `weekly_log_features`) are built as Dask tasks; the tables are the same.
     """
     manifest = read_manifest(ingested_dir)
     contract = Contract.model_validate(manifest["contract"])
@@ -173,7 +176,8 @@ def build_features(
             target = out_dir / f"{view}.parquet"
             built = weekly_log_features(
                 path, name, contract, end, manifest["types"][name], target, memory_limit=memory_limit,
-                partition_customers=partition_customers, lifecycle=lifecycle, signups=signups,
+                partition_customers=partition_customers, lifecycle=lifecycle, signups=signups, client=client,
+                partitions=partitions,
             )
             tables[view], schema[view], rows[view] = target, _lifecycle_described(built.fields, name, signups), built.rows
             continue

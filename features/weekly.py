@@ -20,8 +20,9 @@ per week (integer microseconds from the first week's start, no time-zone arithme
 raw rows), into a scratch DuckDB database on disk under `memory_limit` (DuckDB spills to
 `temp_directory`). Customers are then numbered (in the order of their text ids), and the
 windows are sums over the preceding weekly rows of a dense weekly grid, computed per customer
-partition (numbers equal to k modulo n) one after another, each written as a Parquet part;
-the table is the parts sorted by (event_timestamp, customer_id), the same for any n.
+partition (numbers equal to k modulo n) one after another, or in Dask mode as one Dask task
+each (reading the scratch database by path), each written as a Parquet part; the table is the
+parts sorted by (event_timestamp, customer_id), the same for any n.
 
 Exact values at weekly granularity: a day lies in one week, so distinct days are counted per
 week (the bits of a 7-bit weekday mask) and summed; the latest row, the latest activity and
@@ -156,6 +157,7 @@ def weekly_log_features(
     partition_customers: int = PARTITION_CUSTOMERS,
     lifecycle: tuple[str, ...] = (),
     signups: Path | None = None,
+    client=None,
 ) -> WeeklyTable:
     """Write the weekly feature table of log source `name` to `out_path` (Parquet).
 
@@ -175,6 +177,9 @@ def weekly_log_features(
         `days_since_last_active`: `features.build._lifecycle_columns`).
     signups : the ingested customers table (customer_id, signup_at): `tenure_days` counts from
         each customer's signup instead of their first row.
+    client : a `distributed.Client` (Dask mode, `churn.cluster.dask_client`): the partitions'
+        window steps run as Dask tasks, each opening the scratch database read-only by path,
+        so on a real cluster `out_path`'s folder must be on storage every worker sees.
 
     The table is sorted by (event_timestamp, customer_id); a scratch folder next to
     `out_path` holds the DuckDB database, its spill files and the parts while it runs.
@@ -183,25 +188,54 @@ def weekly_log_features(
         raise ValueError(f"partitions must be at least 1; got {partitions}")
     if partition_customers < 1:
         raise ValueError(f"partition_customers must be at least 1; got {partition_customers}")
-    path, out_path = Path(path), Path(out_path)
+    path, out_path = Path(path), Path(out_path).resolve()  # Dask tasks open the scratch database by path
     scratch = out_path.parent / f"_{out_path.stem}_build"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
+    # a database file, not memory: the weekly rows of a million customers stay on disk
+    database, parts = scratch / "weekly.duckdb", scratch / "parts"
     try:
-        # a database file, not memory: the weekly rows of a million customers stay on disk
-        con = duckdb.connect(str(scratch / "weekly.duckdb"))
+        con = _connect(database, memory_limit, scratch / "spill")
         try:
-            con.execute(f"SET memory_limit='{memory_limit}'")
-            con.execute(f"SET temp_directory='{scratch / 'spill'}'")
-            con.execute("SET preserve_insertion_order=false")
-            con.execute("SET TimeZone='UTC'")
-            return _build(
-                con, path, name, contract, end, types, out_path, scratch, partitions, partition_customers, lifecycle, signups
-            )
+            plan, partitions = _prepare(con, path, name, contract, end, types, partitions, partition_customers, lifecycle, signups)
+            parts.mkdir()
+            if client is None:
+                for k in range(partitions):
+                    _window_step(con, plan, parts / f"part-{k:04d}.parquet", k, partitions)
+                return _table(con, path, plan, parts, out_path, partitions)
+        finally:
+            con.close()
+        # Dask mode: a DuckDB file open for writing is locked, so the tasks open it once this process has closed it
+        client.gather([
+            client.submit(_window_task, str(database), plan, str(parts), k, partitions, memory_limit, pure=False)
+            for k in range(partitions)
+        ])
+        con = _connect(database, memory_limit, scratch / "spill")
+        try:
+            return _table(con, path, plan, parts, out_path, partitions)
         finally:
             con.close()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _connect(database: Path, memory_limit: str, spill: Path, read_only: bool = False):
+    """A DuckDB connection to the scratch database, within `memory_limit`, spilling to `spill`."""
+    con = duckdb.connect(str(database), read_only=read_only)
+    con.execute(f"SET memory_limit='{memory_limit}'")
+    con.execute(f"SET temp_directory='{spill}'")
+    con.execute("SET preserve_insertion_order=false")
+    con.execute("SET TimeZone='UTC'")
+    return con
+
+
+def _window_task(database: str, plan: _Plan, parts: str, k: int, n: int, memory_limit: str) -> None:
+    """Dask task body: the window step of partition k of n, reading the scratch database by path."""
+    con = _connect(Path(database), memory_limit, Path(parts).parent / f"spill-{k:04d}", read_only=True)
+    try:
+        _window_step(con, plan, Path(parts) / f"part-{k:04d}.parquet", k, n)
+    finally:
+        con.close()
 
 
 @dataclass(frozen=True)
@@ -270,11 +304,11 @@ def _plan(con, path: Path, name: str, contract: Contract, end: datetime, types: 
     )
 
 
-def _build(
-    con, path: Path, name: str, contract: Contract, end: datetime, types: dict[str, str], out_path: Path,
-    scratch: Path, partitions: int | None, partition_customers: int, lifecycle: tuple[str, ...], signups: Path | None,
-) -> WeeklyTable:
-    """Weekly rows, then the window step partition by partition, then the sorted table."""
+def _prepare(
+    con, path: Path, name: str, contract: Contract, end: datetime, types: dict[str, str], partitions: int | None,
+    partition_customers: int, lifecycle: tuple[str, ...], signups: Path | None,
+) -> tuple[_Plan, int]:
+    """The plan and the weekly rows (in the scratch database), and how many customer partitions to window."""
     plan = _plan(con, path, name, contract, end, types)
     plan = replace(plan, lifecycle=tuple(lifecycle), signups=signups is not None and "tenure_days" in lifecycle)
     _weekly_rows(con, path, plan, contract.sources[name], end)
@@ -288,10 +322,11 @@ def _build(
     if partitions is None:
         customers = con.execute("SELECT count(*) FROM customers").fetchone()[0]
         partitions = max(1, -(-customers // partition_customers))
-    parts = scratch / "parts"
-    parts.mkdir()
-    for k in range(partitions):
-        _window_step(con, plan, parts / f"part-{k:04d}.parquet", k, partitions)
+    return plan, partitions
+
+
+def _table(con, path: Path, plan: _Plan, parts: Path, out_path: Path, partitions: int) -> WeeklyTable:
+    """The partitions' parts as one table sorted by (event_timestamp, customer_id), at `out_path`."""
     features = f"read_parquet('{parts}/part-*.parquet')"
     rows = con.execute(f"SELECT count(*) FROM {features}").fetchone()[0]
     if rows == 0:
@@ -302,7 +337,7 @@ def _build(
     tmp.replace(out_path)  # a failed build leaves the previous table in place
     described = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{out_path}')").fetchall()
     fields = [
-        (column, _KINDS[kind], describe(column, name, plan.kind_column, plan.kinds)) for column, kind, *_ in described[2:]
+        (column, _KINDS[kind], describe(column, plan.name, plan.kind_column, plan.kinds)) for column, kind, *_ in described[2:]
     ]
     return WeeklyTable(out_path, rows, fields, partitions)
 

@@ -63,7 +63,14 @@ class InterventionRun:
 def score_active(settings: Settings, scorer: Scorer, as_of: datetime | None = None) -> pd.DataFrame:
     """Scores of every customer active at `as_of` (default: the latest fresh snapshot at the engine's clock)."""
     as_of = as_of or latest_snapshot(settings, clock.now(settings))
-    entities = active_customers(settings, as_of)
+    return score_entities(settings, scorer, active_customers(settings, as_of))
+
+
+def score_entities(settings: Settings, scorer: Scorer, entities: pd.DataFrame) -> pd.DataFrame:
+    """Scores of the rows of an entity frame (customer_id, event_timestamp), through Feast's point-in-time join.
+
+    `score_active` on all active customers; a Dask task of `serving.bulk_scoring.score_all_dask` on one part.
+    """
     return scorer.score(historical_features(settings, entities, scorer.feature_services))
 
 

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from churn.errors import DataError
 from churn.settings import Settings
-from features.build import raw_as_of
+from features.raw import raw_as_of
 from features.pit import active_arrow_batches
 from serving.scoring import Scorer
 from training.value import value_columns
@@ -136,30 +136,42 @@ def score_arrow(scorer: Scorer, batch: pa.RecordBatch) -> pa.Table:
     return table.append_column("model_version", pa.array([scorer.model_version] * batch.num_rows, pa.string()))
 
 
+def _score_part(settings: Settings, scorer: Scorer, entities, path: Path) -> tuple[int, int]:
+    """Dask task body on ingested data: `score_entities` of one part of the active customers, written to `path`."""
+    from serving.batch import score_entities
+
+    score_entities(settings, scorer, entities).to_parquet(path, index=False)
+    return len(entities), 1
+
+
 def score_all_dask(
     client, settings: Settings, scorer: Scorer, as_of: datetime | None = None, chunk_rows: int = 200_000,
     path: Path | None = None,
 ) -> BulkScoreResult:
-    """`score_all` on a Dask cluster: one task per customer partition, each writing its own part.
+    """`score_all` on a Dask cluster: one task per customer partition (`dask.partitions`), each writing its own part.
 
-    The scorer (raw boosters and catalog) is shipped to the workers once; workers read the
-    feature tables and write the parts by path, so on a real cluster both live on shared storage.
+    Each task scores its part of the active customers as `serving.batch.score_active` does
+    (Feast's point-in-time join, then `Scorer.score`): the same rows, in the same order, as
+    `score_active` (default `as_of`: the latest fresh snapshot at the engine's clock). The scorer (raw boosters and catalog) is shipped to the workers once; workers read the
+    features and write the parts by path, so on a real cluster both live on shared storage.
     The result is one file at `path` (directory `<path>.parts` holds the parts meanwhile).
     """
+    from churn import clock
+    from features.store import active_customers, latest_snapshot
+
     start = time.perf_counter()
-    as_of = as_of or raw_as_of(settings.raw_dir)
+    as_of = as_of or latest_snapshot(settings, clock.now(settings))
     path = Path(path or settings.outputs_dir / f"scores_{as_of:%Y%m%d}.parquet").resolve()
     parts = path.with_suffix(".parts")
     shutil.rmtree(parts, ignore_errors=True)
     parts.mkdir(parents=True)
     n = settings.dask.partitions
     remote_scorer = client.scatter(scorer, broadcast=True)
+    # contiguous parts of the active customers: the parts in order are score_active's rows
+    entities = active_customers(settings, as_of)
     futures = [
-        client.submit(
-            _score_to_parquet, settings.feature_tables_dir.resolve(), remote_scorer, as_of, chunk_rows,
-            parts / f"part-{k:04d}.parquet", (k, n), pure=False,
-        )
-        for k in range(n)
+        client.submit(_score_part, settings, remote_scorer, entities.iloc[rows], parts / f"part-{k:04d}.parquet", pure=False)
+        for k, rows in enumerate(np.array_split(np.arange(len(entities)), n)) if len(rows)
     ]
     done = client.gather(futures)
     rows, chunks = sum(r for r, _ in done), sum(c for _, c in done)

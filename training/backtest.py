@@ -173,15 +173,19 @@ def training_data(settings: Settings) -> TrainingData:
 Model = Callable[[], object]  # a factory of objects with fit(X, y) -> self and predict(X) -> scores
 
 
-def held_out_predictions(data: TrainingData, make: Model, fit_labels: np.ndarray | None = None) -> list[tuple[object, np.ndarray]]:
+def held_out_predictions(
+    data: TrainingData, make: Model, fit_labels: np.ndarray | None = None, models: list | None = None
+) -> list[tuple[object, np.ndarray]]:
     """Each split's model (fitted on its training rows) and its scores of its own test rows, split by split.
 
     `fit_labels` replaces the labels the models are fitted on (not those they are scored on).
+    `models`: the splits' models, already fitted on their training rows (Dask mode fits them
+    on the cluster); default: fitted here, one after another.
     """
     y = data.frame["churned"].to_numpy() if fit_labels is None else fit_labels
     fitted = []
-    for train_rows, test_rows in data.splits:
-        model = make().fit(data.frame.iloc[train_rows], y[train_rows])
+    for k, (train_rows, test_rows) in enumerate(data.splits):
+        model = models[k] if models is not None else make().fit(data.frame.iloc[train_rows], y[train_rows])
         fitted.append((model, model.predict(data.frame.iloc[test_rows])))
     return fitted
 

@@ -152,14 +152,15 @@ class _Split:
 
 
 def _evaluate(
-    settings: Settings, data: TrainingData, make: Callable[[], AutoTunedModel], fit_labels, spec: dict, value_model
+    settings: Settings, data: TrainingData, make: Callable[[], AutoTunedModel], fit_labels, spec: dict, value_model,
+    models: list | None = None,
 ) -> tuple[list[dict[str, float]], list[_Split]]:
     """Per-split held-out metrics (and predictions), raw and calibrated: each split's model calibrated as the registered one is."""
     y = data.frame["churned"].to_numpy()
     fit_y = y if fit_labels is None else fit_labels
     seed = data.contract.evaluation.seed
     per_split, parts = [], []
-    for (train_rows, test_rows), (model, raw) in zip(data.splits, held_out_predictions(data, make, fit_labels)):
+    for (train_rows, test_rows), (model, raw) in zip(data.splits, held_out_predictions(data, make, fit_labels, models)):
         p = calibrate(model, fit_y[train_rows], seed).predict(raw)
         value = _value_of(spec, data.frame.iloc[test_rows], p, value_model)
         per_split.append(fold_metrics(y[test_rows], p, raw, value, settings.profit, settings.training.calibration_bins))
@@ -222,12 +223,15 @@ def _report(
 
 
 def train(
-    settings: Settings, step: Callable[[str], None] = lambda _: None, shuffle_labels: bool = False
+    settings: Settings, step: Callable[[str], None] = lambda _: None, shuffle_labels: bool = False, client=None
 ) -> TrainResult:
     """Evaluate, fit and register the churn model (and the value model) of the ingested data set, as challengers.
 
     `shuffle_labels` fits on labels permuted within each cutoff (evaluation still scores the
     true labels): a model no better than chance, to show (and test) that the gate refuses it.
+    `client`: a `distributed.Client` (Dask mode, `churn.cluster.dask_client`): the churn model's
+    fits (one per split, and the model to register) run as Dask tasks at once, and give the
+    same models (`training.model_dask.fit_on_cluster`).
     """
     step("labels and point-in-time training set (Feast)")
     data = training_data(settings)
@@ -254,8 +258,16 @@ def train(
     def make() -> AutoTunedModel:
         return engine_model(data)
 
+    y = data.frame["churned"].to_numpy() if fit_labels is None else fit_labels
+    models, trained_on = None, "one machine"
+    if client is not None:
+        from training.model_dask import fit_on_cluster
+
+        step(f"fit {len(data.splits) + 1} models on the Dask cluster")
+        rows = [train_rows for train_rows, _ in data.splits] + [data.final_rows]
+        models, trained_on = fit_on_cluster(client, make(), data.frame, y, rows), "dask"
     step(f"evaluate on {len(data.splits)} splits")
-    per_split, parts = _evaluate(settings, data, make, fit_labels, spec, value_model)
+    per_split, parts = _evaluate(settings, data, make, fit_labels, spec, value_model, None if models is None else models[:-1])
     summary = summarize(per_split)
     held_out = pd.concat(
         [
@@ -269,8 +281,7 @@ def train(
 
     step("fit the model to register")
     final = data.frame.iloc[data.final_rows]
-    y = data.frame["churned"].to_numpy() if fit_labels is None else fit_labels
-    model = make().fit(final, y[data.final_rows])
+    model = models[-1] if models else make().fit(final, y[data.final_rows])
     calibrator = calibrate(model, y[data.final_rows], contract.evaluation.seed)
     if summary["ece"][0] > summary["ece_raw"][0]:
         # the evaluation says this way of calibrating makes probabilities worse on this data set (a
@@ -296,6 +307,7 @@ def train(
                 "shuffled_labels": shuffle_labels,
                 "calibration_method": calibrator.method_,
                 "value_method": spec["method"],
+                "trained_on": trained_on,
                 "chosen": str([c["params"] for c in model.search_[: model.ensemble]])[:500],
             }
         )
