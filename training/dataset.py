@@ -83,6 +83,21 @@ def label_frame(raw_dir: Path, cutoffs: list[datetime], horizon_days: int, clv_h
     return frame
 
 
+def sampled_customers(labels: pd.DataFrame, limit: int | None) -> pd.DataFrame:
+    """The rows of `labels` whose customer is among `limit` customers drawn by a stable hash of the id.
+
+    The same customers are kept at every cutoff and in every training set of one run (the
+    churn and the value model's), and from run to run; `limit` None keeps every row.
+    """
+    ids = labels["customer_id"].astype(str)
+    distinct = ids.drop_duplicates()
+    if limit is None or len(distinct) <= limit:
+        return labels
+    hashes = pd.util.hash_pandas_object(distinct, index=False).to_numpy()
+    kept = set(distinct.to_numpy()[np.argsort(hashes, kind="stable")[:limit]].tolist())
+    return labels[ids.isin(kept).to_numpy()].reset_index(drop=True)
+
+
 def training_set(settings: Settings, labels: pd.DataFrame, service: str) -> pd.DataFrame:
     """Join the FeatureService's features onto `labels` point-in-time correctly (through Feast)."""
     return historical_features(settings, labels, service)
