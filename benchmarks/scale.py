@@ -219,7 +219,7 @@ def _pit_and_train(args: argparse.Namespace, settings) -> None:
         s.facts.update(rows=f"{len(ours):,}", one_per_entity_row=len(ours) == len(entity), features=len(columns))
     pit_ours = STAGES[-1].seconds
     with stage("PIT baseline: DuckDB ASOF JOIN") as s:
-        reference, pit_ref = _asof_baseline(settings, entity)
+        reference, pit_ref = _asof_baseline(settings, entity, args.asof_memory)
         s.facts.update(rows=f"{len(reference):,}", join_seconds=f"{pit_ref:.1f}")
     identical = ours[columns].reset_index(drop=True).equals(reference[columns].reset_index(drop=True))
     if not identical:
@@ -241,19 +241,19 @@ def _pit_and_train(args: argparse.Namespace, settings) -> None:
         )
 
 
-def _timed_asof_join(tables_dir: Path, entity: pd.DataFrame):
+def _timed_asof_join(tables_dir: Path, entity: pd.DataFrame, memory_limit: str):
     """The hand-written ASOF join (in a process of its own): its rows as Arrow, and its seconds."""
     import pyarrow as pa
 
     from features.pit import asof_features
 
     start = time.perf_counter()
-    out = asof_features(tables_dir, entity)
+    out = asof_features(tables_dir, entity, memory_limit=memory_limit)
     seconds = time.perf_counter() - start
     return pa.Table.from_pandas(out, preserve_index=False), seconds
 
 
-def _asof_baseline(settings, entity: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+def _asof_baseline(settings, entity: pd.DataFrame, memory_limit: str) -> tuple[pd.DataFrame, float]:
     """The baseline join and the seconds of the join alone (without starting the process or the file).
 
     Our join of this size runs in a child process (`features.store.historical_features`), so
@@ -264,7 +264,7 @@ def _asof_baseline(settings, entity: pd.DataFrame) -> tuple[pd.DataFrame, float]
     """
     from churn.child import frame_from_child
 
-    return frame_from_child(_timed_asof_join, (settings.feature_tables_dir, entity), settings.data_dir / "scratch")
+    return frame_from_child(_timed_asof_join, (settings.feature_tables_dir, entity, memory_limit), settings.data_dir / "scratch")
 
 
 def _feast_stores(args: argparse.Namespace, settings, entity: pd.DataFrame, service: str) -> None:
@@ -356,6 +356,10 @@ def main() -> None:
     )
     parser.add_argument("--chunk-rows", type=int, default=200_000, help="customers per scoring chunk")
     parser.add_argument("--duckdb-memory", default="4GB", help="DuckDB memory limit of the feature build")
+    parser.add_argument(
+        "--asof-memory", default="4GB",
+        help="DuckDB memory limit of the ASOF baseline (ours runs Feast's store under offline.memory_limit, 2 GB)",
+    )
     parser.add_argument("--redis-url", default="127.0.0.1:6379,db=7")
     parser.add_argument("--skip-sqlite", action="store_true", help="skip the SQLite materialization")
     parser.add_argument(
