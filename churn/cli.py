@@ -191,12 +191,16 @@ def _apply(settings: Settings) -> None:
 
 def _materialize(settings: Settings, as_of: datetime | None) -> None:
     from features.build import read_views
-    from features.store import materialize
+    from features.definitions import FEATURE_TTL
+    from features.online_bulk import materialize_bulk
 
     end = _utc(as_of) or datetime.fromisoformat(read_views(settings.feature_tables_dir)["data_end"])
-    with _step(f"materialize into the {settings.online_store} online store"):
-        materialize(settings, end)
-    console.print(f"  latest features as of {end:%Y-%m-%d} are online")
+    with _step(f"materialize into the {settings.online_store} online store (bulk, Feast's format)"):
+        result = materialize_bulk(settings, end - FEATURE_TTL, end)
+    console.print(
+        f"  latest features as of {end:%Y-%m-%d} of {result.customers:,} customers are online "
+        f"({result.customers_per_second:,.0f} customers/s)"
+    )
 
 
 @features_app.command("build")

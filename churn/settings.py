@@ -54,10 +54,13 @@ class TrainingSettings(Section):
         30, ge=1, description="Days after a decision over which a campaign's outcomes count (`churn outcomes --simulated`)."
     )
     calibration_bins: int = Field(10, ge=2, description="Equal-count probability bins of the reliability table and ECE.")
-    num_threads: int = Field(
-        1, ge=1,
-        description="LightGBM threads per fit. 1 suits a machine shared with other work; at millions of rows "
-        "give it the cores (with OMP_WAIT_POLICY=PASSIVE so idle OpenMP threads do not spin).",
+    sample_customers: int | None = Field(
+        None, ge=1,
+        description="Train on at most this many customers (the same ones at every cutoff, drawn by a "
+        "stable hash of the id); unset (the default) keeps every customer. A reduction for data sets too large to "
+        "train on whole on one machine (benchmarks/scale.py at 1,000,000 customers): labels, the point-in-time "
+        "training sets, the evaluation and every fit see only the sampled customers; scoring and the online store "
+        "still cover all of them.",
     )
 
 

@@ -7,9 +7,13 @@ does the same job in bulk:
   them over in Arrow batches, so memory is bounded by the batch, not the population;
 - each *distinct* value of a column is converted once, with Feast's own converter
   (`python_values_to_proto_values`), and rows reuse those bytes;
-- Redis gets one pipelined HSET per customer carrying all four views (Feast sends one per
+- Redis gets one pipelined HSET per customer carrying all views (Feast sends one per
   view: the resulting hash is the same); SQLite gets one `executemany` per batch with
   Feast's upsert.
+
+The views are those the feature build wrote (`views.json`; text customer ids). As
+`features.store.materialize` does, a view of one row per customer (a snapshot, a customers source stamped at signup) is
+read from its first row, not from `start`: a customer's row holds their attributes for good.
 
 The keys and bytes are exactly those Feast writes (tests compare them byte for byte with
 Feast's own `materialize`), so `FeatureStore.get_online_features`, and the serving code that
@@ -45,7 +49,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from churn.errors import ConfigError, DataError, StoreUnavailableError
 from churn.settings import Settings
-from features.definitions import SCHEMAS
+from features.pit import views_of
 from features.store import PROJECT, feature_store, redis_retry
 
 JOIN_KEY = "customer_id"
@@ -78,17 +82,21 @@ def materialize_bulk(settings: Settings, start: datetime, end: datetime, batch_r
     """
     start_clock = time.perf_counter()
     store = feature_store(settings)
-    views = [_registered_view(store, name) for name in SCHEMAS]
+    tables = views_of(settings.feature_tables_dir)
+    views = [_registered_view(store, v.name) for v in tables]
+    timeless = {v.name for v in tables if v.ttl is None}
+    starts = {v.name: (_first_row(v.path) if v.name in timeless else start) for v in tables}
+    starts = {name: min(_utc(first), _utc(end)) for name, first in starts.items()}
     writer = _RedisWriter(store, views) if settings.online_store == "redis" else _SqliteWriter(store, views)
     customers = 0
     try:
-        for batch in latest_rows(views, start, end, batch_rows):
+        for batch in latest_rows(views, starts, end, batch_rows):
             writer.write(batch)
             customers += batch.num_rows
     finally:
         writer.close()
     for view in views:
-        store.registry.apply_materialization(view, PROJECT, start, end, commit=True)
+        store.registry.apply_materialization(view, PROJECT, starts[view.name], end, commit=True)
     return BulkMaterializeResult(settings.online_store, customers, [v.name for v in views], time.perf_counter() - start_clock)
 
 
@@ -99,32 +107,51 @@ def _registered_view(store: FeatureStore, name: str) -> FeatureView:
         raise DataError(f"feature view {name!r} is not registered in {store.repo_path}; run `churn features apply`") from exc
 
 
-def latest_rows(views: list[FeatureView], start: datetime, end: datetime, batch_rows: int) -> Iterator[pa.RecordBatch]:
+def _first_row(path: Path) -> datetime:
+    """The earliest event_timestamp of a view's table."""
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone='UTC'")
+        first = con.execute(f"SELECT min(event_timestamp) FROM read_parquet('{path}')").fetchone()[0]
+    finally:
+        con.close()
+    if first is None:
+        raise DataError(f"{path}: the feature table has no rows")
+    return first
+
+
+def latest_rows(
+    views: list[FeatureView], start: datetime | dict[str, datetime], end: datetime, batch_rows: int
+) -> Iterator[pa.RecordBatch]:
     """Batches of one row per customer: each view's latest row in [start, end], views side by side.
 
-    Columns: customer_id, then per view `_ts_<view>` (null if the view has no row for the
-    customer in the interval) and the view's features.
+    `start`: one for all views, or per view name. Columns: customer_id, then per view
+    `_ts_<view>` (null if the view has no row for the customer in the interval) and the
+    view's features.
     """
     con = duckdb.connect()
     con.execute("SET TimeZone='UTC'")
-    bounds = (_utc(start).isoformat(), _utc(end).isoformat())
+    starts = start if isinstance(start, dict) else {v.name: start for v in views}
     selects, joins = [], []
     for view in views:
+        bounds = (_utc(starts[view.name]).isoformat(), _utc(end).isoformat())
         columns = ", ".join(f'"{f.name}"' for f in view.features)
         con.execute(
             f"""
-            CREATE TEMP VIEW latest_{view.name} AS
-            SELECT {JOIN_KEY}, CAST(event_timestamp AS TIMESTAMPTZ) AS _ts_{view.name}, {columns}
+            CREATE TEMP VIEW "latest_{view.name}" AS
+            SELECT {JOIN_KEY}, CAST(event_timestamp AS TIMESTAMPTZ) AS "_ts_{view.name}", {columns}
             FROM read_parquet('{view.batch_source.path}')
             WHERE event_timestamp BETWEEN TIMESTAMPTZ '{bounds[0]}' AND TIMESTAMPTZ '{bounds[1]}'
             QUALIFY row_number() OVER (PARTITION BY {JOIN_KEY} ORDER BY event_timestamp DESC) = 1
             """
         )
-        selects.append(f"latest_{view.name}.* EXCLUDE ({JOIN_KEY})")
-        joins.append(f"LEFT JOIN latest_{view.name} USING ({JOIN_KEY})")
-    ids = " UNION ".join(f"SELECT {JOIN_KEY} FROM latest_{v.name}" for v in views)
+        selects.append(f'"latest_{view.name}".* EXCLUDE ({JOIN_KEY})')
+        joins.append(f'LEFT JOIN "latest_{view.name}" USING ({JOIN_KEY})')
+    ids = " UNION ".join(f'SELECT {JOIN_KEY} FROM "latest_{v.name}"' for v in views)
+    key_type = con.execute(f"SELECT typeof({JOIN_KEY}) FROM ({ids}) LIMIT 1").fetchall()
+    order = _TEXT_KEY_ORDER if key_type and key_type[0][0] == "VARCHAR" else _KEY_BYTE_ORDER
     reader = con.sql(
-        f"SELECT k.{JOIN_KEY}, {', '.join(selects)} FROM ({ids}) k {' '.join(joins)} ORDER BY {_KEY_BYTE_ORDER}"
+        f"SELECT k.{JOIN_KEY}, {', '.join(selects)} FROM ({ids}) k {' '.join(joins)} ORDER BY {order}"
     ).to_arrow_reader(batch_rows)
     try:
         yield from reader
@@ -136,6 +163,9 @@ def latest_rows(views: list[FeatureView], start: datetime, end: datetime, batch_
 # hands rows over in key order, so SQLite appends to its primary-key B-tree instead of
 # inserting at random places (several times faster at a million customers).
 _KEY_BYTE_ORDER = ", ".join(f"(k.{JOIN_KEY} >> {8 * i}) & 255" for i in range(8))
+# A text id's key ends with its length (4 little-endian bytes) and its UTF-8 bytes: for ids
+# shorter than 256 bytes, by length, then byte by byte.
+_TEXT_KEY_ORDER = f"octet_length(encode(k.{JOIN_KEY})), encode(k.{JOIN_KEY})"
 
 
 def _utc(moment: datetime) -> datetime:
@@ -151,18 +181,26 @@ class _Encoder:
 
     def __init__(self, store: FeatureStore):
         self.version = store.config.entity_key_serialization_version
-        # A single int64 join key serializes as a constant prefix + the value's 8 little-endian bytes.
+        # A single int64 join key serializes as a constant prefix + the value's 8 little-endian bytes;
+        # a text one as a constant prefix + its length (4 little-endian bytes) + its UTF-8 bytes.
         self._prefix = self._feast_key(0)[:-8]
+        self._text_prefix = self._feast_key("")[:-4]
         self._cache: dict[str, dict] = {}
         self._checked: set[str] = set()
 
-    def _feast_key(self, customer_id: int) -> bytes:
-        key = EntityKey(join_keys=[JOIN_KEY], entity_values=[Value(int64_val=int(customer_id))])
+    def _feast_key(self, customer_id) -> bytes:
+        value = Value(string_val=customer_id) if isinstance(customer_id, str) else Value(int64_val=int(customer_id))
+        key = EntityKey(join_keys=[JOIN_KEY], entity_values=[value])
         return serialize_entity_key(key, entity_key_serialization_version=self.version)
 
     def entity_keys(self, ids: np.ndarray) -> np.ndarray:
-        raw = ids.astype("<i8").tobytes()
-        keys = np.array([self._prefix + raw[i : i + 8] for i in range(0, len(raw), 8)], dtype=object)
+        if ids.dtype.kind in "iu":
+            raw = ids.astype("<i8").tobytes()
+            keys = np.array([self._prefix + raw[i : i + 8] for i in range(0, len(raw), 8)], dtype=object)
+        else:
+            prefix = self._text_prefix
+            encoded = [i.encode() for i in ids.tolist()]
+            keys = np.array([prefix + len(b).to_bytes(4, "little") + b for b in encoded], dtype=object)
         for i in {0, len(keys) - 1} if len(keys) else ():  # guard: a change of Feast's key format fails loudly
             if keys[i] != self._feast_key(ids[i]):
                 raise DataError(f"entity key of customer_id {ids[i]} differs from Feast's serialization")
@@ -246,6 +284,8 @@ class _Encoder:
     def resp_keys(self, ids: np.ndarray, suffix: bytes) -> np.ndarray:
         """Per customer, its Redis key (Feast's entity key + `suffix`) as a bulk string, built with NumPy."""
         keys = self.entity_keys(ids)  # checks the format against Feast's
+        if ids.dtype.kind not in "iu":  # text ids: keys of varying length
+            return np.array([resp_bulk(k + suffix) for k in keys.tolist()], dtype=object)
         width = len(self._prefix) + 8 + len(suffix)
         head = b"$%d\r\n%b" % (width, self._prefix)
         n = len(ids)
@@ -265,6 +305,8 @@ def resp_bulk(value: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
+# Customers per piece of a pipelined send (about 2 MB with 80 features): within one socket timeout.
+_SEND_CUSTOMERS = 1_000
 # a Redis that is down (refused, reset) or hung (no answer within the connection string's socket_timeout)
 _REDIS_DOWN = (OSError, RedisConnectionError, RedisTimeoutError)
 
@@ -305,7 +347,7 @@ class _RedisWriter:
         self._fields = {v.name: [_mmh3(f"{names[v.name]}:{f.name}") for f in v.features] for v in views}
 
     def write(self, batch: pa.RecordBatch) -> None:
-        ids = batch.column(JOIN_KEY).to_numpy()
+        ids = batch.column(JOIN_KEY).to_numpy(zero_copy_only=False)
         keys = self._encoder.resp_keys(ids, self._project)
         n = len(keys)
         # One HSET per customer, as RESP pieces, each a field name and its value (every value is
@@ -330,13 +372,14 @@ class _RedisWriter:
         complete = present.all(axis=1)
         width = 2 + 2 * sum(len(columns) for columns in pieces)  # RESP arguments: HSET, key, field-value pairs
         head = [np.full(n, b"*%d\r\n%b" % (width, resp_bulk(b"HSET")), dtype=object), keys]
-        matrix = np.column_stack(head + [c for columns in pieces for c in columns])
-        chunks = [b"".join(matrix[complete].ravel().tolist())]
+        matrix = np.column_stack(head + [c for columns in pieces for c in columns])[complete]
+        # sent in pieces of `_SEND_CUSTOMERS`: redis-py applies its socket timeout to each piece as a whole
+        chunks = [b"".join(matrix[i : i + _SEND_CUSTOMERS].ravel().tolist()) for i in range(0, len(matrix), _SEND_CUSTOMERS)]
         for i in np.flatnonzero(~complete & present.any(axis=1)):  # rare: some views have no row
             kept = [piece[i] for view_ok, columns in zip(present[i], pieces) if view_ok for piece in columns]
             chunks.append(b"*%d\r\n%b" % (2 + 2 * len(kept), resp_bulk(b"HSET")) + head[1][i] + b"".join(kept))
         self._wait()
-        self._pending = self._sender.submit(self._send, chunks, len(chunks) - 1 + int(complete.sum()))
+        self._pending = self._sender.submit(self._send, chunks, int(complete.sum()) + int((~complete & present.any(axis=1)).sum()))
 
     def _send(self, chunks: list[bytes], n_commands: int) -> None:
         self._conn.send_packed_command(chunks)
@@ -381,7 +424,7 @@ class _SqliteWriter:
         self._tables = {v.name: compute_table_id(PROJECT, v, enable) for v in views}
 
     def write(self, batch: pa.RecordBatch) -> None:
-        keys = self._encoder.entity_keys(batch.column(JOIN_KEY).to_numpy())
+        keys = self._encoder.entity_keys(batch.column(JOIN_KEY).to_numpy(zero_copy_only=False))
         with self._conn:
             for view in self._views:
                 _, naive, _ = self._encoder.timestamps(batch.column(f"_ts_{view.name}"))

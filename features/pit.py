@@ -2,14 +2,20 @@
 
 The same rule as Feast's offline store (and `tests/data/test_pit_asof.py` checks them value
 for value): each entity row gets, per feature view, the latest row stamped at or before it,
-unless that row is older than the view's TTL. Feast remains the path for training sets;
-this one streams: `active_feature_batches` hands every customer active at a date to batch
-scoring in bounded chunks, without materializing the whole population in pandas.
+unless that row is older than the view's TTL. Views without a TTL (the one-row-per-customer
+views of ingested data: a snapshot, a customers source stamped at each signup) match their
+latest row however old. Feast remains the path for training sets; this one is the baseline
+the scale benchmark measures Feast against, and it streams: `active_feature_batches` hands
+every active customer to batch scoring in bounded chunks, without the whole population in
+pandas.
+
+The views are those the feature build wrote (`views.json`, written by `features/build.py`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -18,33 +24,73 @@ import pandas as pd
 import pyarrow as pa
 
 from churn.errors import DataError
-from features.definitions import FEATURE_TTL, VIEW_COLUMNS
+from features.build import read_views
+from features.definitions import FEATURE_TTL
+
+
+@dataclass(frozen=True)
+class View:
+    """One feature table: its name, file, feature columns and TTL (None: rows never go stale)."""
+
+    name: str
+    path: Path
+    columns: list[str]
+    ttl: timedelta | None
+
+
+def views_of(tables_dir: Path, ttl: timedelta = FEATURE_TTL) -> list[View]:
+    """The feature views whose tables are in `tables_dir`; `ttl` is that of the views that have one."""
+    tables_dir = Path(tables_dir)
+    spec = read_views(tables_dir)
+    timeless = set(spec["snapshot_views"])
+    return [
+        View(name, tables_dir / f"{name}.parquet", [c for c, _, _ in fields], None if name in timeless else ttl)
+        for name, fields in spec["views"].items()
+    ]
+
+
+def feature_columns(tables_dir: Path) -> list[str]:
+    """Every feature column of the views in `tables_dir`, in view order."""
+    return [c for view in views_of(tables_dir) for c in view.columns]
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _pit_query(
-    tables_dir: Path, entity: str, ttl: timedelta, extra_columns: str = "", at: pd.Timestamp | None = None,
-    stamps: str | None = None,
+    views: list[View], entity: str, extra_columns: str = "", at: pd.Timestamp | None = None,
+    stamps: str | None = None, equal: frozenset[str] = frozenset(),
 ) -> str:
     """SELECT of `entity` (customer_id, event_timestamp, ...) with every view's features as of each row.
 
-    `at`: every entity row is stamped `at`, so only feature rows in [at - ttl, at] can match
-    and the others are not even read (same result, a fraction of the work).
-    `stamps`: a table of the entity rows' distinct timestamps (column `ts`); feature rows in no
-    [ts - ttl, ts] window are dropped before the join. Same result: such a row is either not
-    the latest at or before any entity row, or too old for it, and then any older row is too.
+    `at`: every entity row is stamped `at`, so only feature rows at or before it (and, with a
+    TTL, in [at - ttl, at]) can match and the others are not even read (same result, a
+    fraction of the work).
+    `stamps`: a table of the entity rows' distinct timestamps (column `ts`); feature rows of a
+    view with a TTL in no [ts - ttl, ts] window are dropped before the join. Same result: such
+    a row is either not the latest at or before any entity row, or too old for it, and then
+    any older row is too.
+    `equal`: views that hold a row stamped `at` for every entity row: an equality join on
+    those rows (the latest at or before `at` is the one at `at`, age zero), about 2.5x faster
+    to read than an ASOF join.
     """
     select, joins = [], []
-    seconds = int(ttl.total_seconds())
-    for view, columns in VIEW_COLUMNS.items():
-        path = Path(tables_dir) / f"{view}.parquet"
-        alias = f"v_{view}"
-        source = f"read_parquet('{path}')"
-        if at is not None:
-            source = (
-                f"(SELECT * FROM {source} WHERE event_timestamp BETWEEN "
-                f"TIMESTAMPTZ '{(at - ttl).isoformat()}' AND TIMESTAMPTZ '{at.isoformat()}')"
+    for view in views:
+        alias = f"v_{len(joins)}"
+        source = f"read_parquet('{view.path}')"
+        seconds = None if view.ttl is None else int(view.ttl.total_seconds())
+        if view.name in equal:
+            joins.append(
+                f"JOIN (SELECT * FROM {source} WHERE event_timestamp = TIMESTAMPTZ '{at.isoformat()}') {alias} "
+                f"ON {alias}.customer_id = e.customer_id"
             )
-        elif stamps is not None:
+            select += [f"{alias}.{_q(c)}" for c in view.columns]
+            continue
+        if at is not None:
+            since = "" if seconds is None else f"TIMESTAMPTZ '{(at - view.ttl).isoformat()}' <= event_timestamp AND "
+            source = f"(SELECT * FROM {source} WHERE {since}event_timestamp <= TIMESTAMPTZ '{at.isoformat()}')"
+        elif stamps is not None and seconds is not None:
             source = (
                 f"(SELECT * FROM {source} v WHERE EXISTS (SELECT 1 FROM {stamps} s "
                 f"WHERE v.event_timestamp BETWEEN s.ts - to_seconds({seconds}) AND s.ts))"
@@ -53,10 +99,13 @@ def _pit_query(
             f"ASOF LEFT JOIN {source} {alias} "
             f"ON e.customer_id = {alias}.customer_id AND e.event_timestamp >= {alias}.event_timestamp"
         )
-        select += [
-            f"CASE WHEN e.event_timestamp - {alias}.event_timestamp <= to_seconds({seconds}) THEN {alias}.{c} END AS {c}"
-            for c in columns
-        ]
+        if seconds is None:
+            select += [f"{alias}.{_q(c)}" for c in view.columns]
+        else:
+            select += [
+                f"CASE WHEN e.event_timestamp - {alias}.event_timestamp <= to_seconds({seconds}) THEN {alias}.{_q(c)} END AS {_q(c)}"
+                for c in view.columns
+            ]
     return f"SELECT e.customer_id, e.event_timestamp{extra_columns}, {', '.join(select)} FROM {entity} e {' '.join(joins)}"
 
 
@@ -76,6 +125,7 @@ def asof_features(
     """Every view's features joined onto `entity_df`, one row per entity row, in its order.
 
     `entity_df` columns: customer_id, event_timestamp (tz-aware); other columns are kept.
+    `ttl`: the TTL of the views that have one.
     """
     con = _connect()
     # bounded memory: DuckDB spills its joins to disk past this (its default is 80 % of the machine)
@@ -86,7 +136,9 @@ def asof_features(
     # training sets have a few cutoffs: read only the feature rows within the TTL of one of them
     con.execute("CREATE TEMP TABLE stamps AS SELECT DISTINCT event_timestamp AS ts FROM entity_rows")
     few = con.execute("SELECT count(*) FROM stamps").fetchall()[0][0] <= _FEW_STAMPS
-    query = _pit_query(tables_dir, "entity_rows", ttl, "".join(f", e.{c}" for c in extra), stamps="stamps" if few else None)
+    query = _pit_query(
+        views_of(tables_dir, ttl), "entity_rows", "".join(f", e.{_q(c)}" for c in extra), stamps="stamps" if few else None
+    )
     # through Arrow, as `historical_features` does: equal strings shared, not a Python object per value
     out = con.sql(f"{query} ORDER BY e._row").to_arrow_table().to_pandas(self_destruct=True)
     con.close()
@@ -96,75 +148,67 @@ def asof_features(
     return out.drop(columns="_row")
 
 
-def _same_stamp_query(tables_dir: Path, at: pd.Timestamp) -> str:
-    """Every view's row stamped exactly `at`, joined on customer_id onto the active customers.
-
-    When every active customer has a row at `at` in every view, this is the point-in-time
-    result: the latest row at or before `at` is the one at `at` (one row per customer and
-    timestamp), and its age, zero, is within any TTL. A hash join on equal keys instead of
-    four ASOF joins: about 2.5x faster to read.
-    """
-    select, joins = [], []
-    for view, columns in VIEW_COLUMNS.items():
-        alias = f"v_{view}"
-        joins.append(
-            f"JOIN (SELECT * FROM read_parquet('{Path(tables_dir) / f'{view}.parquet'}') "
-            f"WHERE event_timestamp = TIMESTAMPTZ '{at.isoformat()}') {alias} ON {alias}.customer_id = e.customer_id"
-        )
-        select += [f"{alias}.{c}" for c in columns]
-    return f"SELECT e.customer_id, e.event_timestamp, {', '.join(select)} FROM active e {' '.join(joins)}"
-
-
-def _every_view_at(con: duckdb.DuckDBPyConnection, tables_dir: Path, at: pd.Timestamp) -> bool:
-    """Whether each view has a row stamped `at` for every customer of the temp table `active`."""
+def _covering(con: duckdb.DuckDBPyConnection, views: list[View], at: pd.Timestamp) -> frozenset[str]:
+    """Views with a TTL that hold a row stamped `at` for every customer of the temp table `active`."""
     (active,) = con.execute("SELECT count(*) FROM active").fetchall()[0]
-    for view in VIEW_COLUMNS:
+    covering = set()
+    for view in views:
+        if view.ttl is None:
+            continue
         (covered,) = con.execute(
-            f"SELECT count(*) FROM read_parquet('{Path(tables_dir) / f'{view}.parquet'}') "
+            f"SELECT count(*) FROM read_parquet('{view.path}') "
             f"WHERE event_timestamp = TIMESTAMPTZ '{at.isoformat()}' AND customer_id IN (SELECT customer_id FROM active)"
         ).fetchall()[0]
-        if covered != active:
-            return False
-    return True
+        if covered == active:
+            covering.add(view.name)
+    return frozenset(covering)
 
 
 def active_feature_batches(
-    tables_dir: Path, as_of: datetime, batch_rows: int = 200_000, partition: tuple[int, int] | None = None
+    tables_dir: Path, as_of: datetime, batch_rows: int = 200_000, partition: tuple[int, int] | None = None,
+    customers: pd.Series | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """Features at `as_of` of every customer with a snapshot at `as_of` (the active ones), in chunks.
+    """Features at `as_of` of every active customer, in chunks.
 
     Yields frames of at most `batch_rows` rows: customer_id, event_timestamp (= as_of), features.
     DuckDB streams the join, so memory holds one chunk, not the population.
-    `partition=(k, n)` keeps the customers with `customer_id % n == k` (one Dask task's share).
+    `customers`: the active customers' ids (`features.store.active_customers`: the population
+    depends on the data set's cancellations too, not only on its feature rows).
+    `partition=(k, n)` keeps one task's share: `hash(customer_id) % n == k`.
     """
-    for batch in active_arrow_batches(tables_dir, as_of, batch_rows, partition):
+    for batch in active_arrow_batches(tables_dir, as_of, batch_rows, partition, customers):
         yield batch.to_pandas()
 
 
 def active_arrow_batches(
-    tables_dir: Path, as_of: datetime, batch_rows: int = 200_000, partition: tuple[int, int] | None = None
+    tables_dir: Path, as_of: datetime, batch_rows: int = 200_000, partition: tuple[int, int] | None = None,
+    customers: pd.Series | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """`active_feature_batches` as Arrow record batches (for scoring without pandas)."""
     tables_dir = Path(tables_dir)
     stamp = pd.Timestamp(as_of).tz_convert("UTC") if pd.Timestamp(as_of).tzinfo else pd.Timestamp(as_of, tz="UTC")
-    behavioral = tables_dir / "behavioral.parquet"
-    if not behavioral.exists():
-        raise DataError(f"{behavioral} is missing; run `churn features build` first")
+    views = views_of(tables_dir)
+    for view in views:
+        if not view.path.exists():
+            raise DataError(f"{view.path} is missing; run `churn features build` first")
+    if customers is None:
+        raise ValueError("the active customers must be given (features.store.active_customers)")
     con = _connect()
     # a table, not a view: DuckDB plans an ASOF join whose left side scans the same Parquet files
     # very badly (minutes instead of seconds at 50,000 customers)
+    con.register("given", pd.DataFrame({"customer_id": pd.Series(customers).astype(str).to_numpy()}))
+    source, where = "given", "true"
+    if partition is not None:
+        k, n = partition
+        where += f" AND hash(customer_id) % {n} = {k}"
     con.execute(
-        f"CREATE TEMP TABLE active AS SELECT customer_id, event_timestamp FROM read_parquet('{behavioral}') "
-        f"WHERE event_timestamp = TIMESTAMPTZ '{stamp.isoformat()}'"
-        + (f" AND customer_id % {partition[1]} = {partition[0]}" if partition else "")
+        f"CREATE TEMP TABLE active AS SELECT DISTINCT customer_id, TIMESTAMPTZ '{stamp.isoformat()}' AS event_timestamp "
+        f"FROM {source} WHERE {where}"
     )
     if partition is None and con.execute("SELECT count(*) FROM active").fetchall()[0][0] == 0:
         con.close()
-        raise DataError(f"{behavioral}: no customer has a snapshot at {stamp.isoformat()}; is as_of on a weekly snapshot?")
-    if _every_view_at(con, tables_dir, stamp):
-        query = _same_stamp_query(tables_dir, stamp)
-    else:
-        query = _pit_query(tables_dir, "active", FEATURE_TTL, at=stamp)
+        raise DataError(f"{views[0].path}: no customer has a snapshot at {stamp.isoformat()}; is as_of on a weekly snapshot?")
+    query = _pit_query(views, "active", at=stamp, equal=_covering(con, views, stamp))
     # a relation, not a DB-API result: DuckDB hands its Arrow batches over without an extra copy
     reader = con.sql(f"{query} ORDER BY e.customer_id").to_arrow_reader(batch_rows)
     try:

@@ -4,7 +4,8 @@
 for thousands of customers. At millions, this module streams the features of the active
 customers straight from the offline tables (`features/pit.py`, the same point-in-time rule
 as Feast, tested value for value) and writes the scores to Parquet as each chunk is done,
-so memory holds one chunk, not the population.
+so memory holds one chunk, not the population. The active customers are those
+`serving/batch.py` scores (`features.store.active_customers`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from churn import clock
 from churn.errors import DataError
 from churn.settings import Settings
-from features.raw import raw_as_of
 from features.pit import active_arrow_batches
+from features.store import active_customers, latest_snapshot
 from serving.scoring import Scorer
 from training.value import value_columns
 
@@ -44,29 +46,35 @@ class BulkScoreResult:
 def score_all(
     settings: Settings, scorer: Scorer, as_of: datetime | None = None, chunk_rows: int = 200_000, path: Path | None = None
 ) -> BulkScoreResult:
-    """Score every customer active at `as_of` (default: the end of the raw data) into a Parquet file.
+    """Score every customer active at `as_of` into a Parquet file.
 
-    Each chunk goes through `Scorer.score` (feature checks, raw `Booster.predict` of both
+    `as_of` defaults to what `serving/batch.py` scores: the latest fresh snapshot at the
+    engine's clock. Each chunk goes through `Scorer.score` (feature checks, raw `Booster.predict` of both
     models, segment and risk band), so the file has the columns and scores of the one-frame
     path (`serving/batch.py`): the features, churn_probability, clv, segment, risk_band, model_version.
     """
     start = time.perf_counter()
-    as_of = as_of or raw_as_of(settings.raw_dir)
+    as_of = as_of or latest_snapshot(settings, clock.now(settings))
     path = path or settings.outputs_dir / f"scores_{as_of:%Y%m%d}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
-    rows, chunks = _score_to_parquet(settings.feature_tables_dir, scorer, as_of, chunk_rows, tmp)
+    customers = active_customers(settings, as_of)["customer_id"]
+    rows, chunks = _score_to_parquet(settings.feature_tables_dir, scorer, as_of, chunk_rows, tmp, customers=customers)
     tmp.replace(path)  # a failed run leaves the previous scores in place
     return BulkScoreResult(path, rows, chunks, time.perf_counter() - start)
 
 
 def _score_to_parquet(
-    tables_dir: Path, scorer: Scorer, as_of: datetime, chunk_rows: int, path: Path, partition: tuple[int, int] | None = None
+    tables_dir: Path, scorer: Scorer, as_of: datetime, chunk_rows: int, path: Path, partition: tuple[int, int] | None = None,
+    customers=None,
 ) -> tuple[int, int]:
-    """Score the active customers (of one partition, if given) into `path`; returns (rows, chunks)."""
+    """Score the active customers (of one partition, if given) into `path`; returns (rows, chunks).
+
+    `customers`: the active customers' ids (`features.pit.active_arrow_batches`).
+    """
     writer, rows, chunks = None, 0, 0
     try:
-        for batch in active_arrow_batches(tables_dir, as_of, chunk_rows, partition):
+        for batch in active_arrow_batches(tables_dir, as_of, chunk_rows, partition, customers):
             table = score_arrow(scorer, batch)
             writer = writer or pq.ParquetWriter(path, table.schema)
             writer.write_table(table)
@@ -145,20 +153,17 @@ def _score_part(settings: Settings, scorer: Scorer, entities, path: Path) -> tup
 
 
 def score_all_dask(
-    client, settings: Settings, scorer: Scorer, as_of: datetime | None = None, chunk_rows: int = 200_000,
-    path: Path | None = None,
+    client, settings: Settings, scorer: Scorer, as_of: datetime | None = None, path: Path | None = None
 ) -> BulkScoreResult:
     """`score_all` on a Dask cluster: one task per customer partition (`dask.partitions`), each writing its own part.
 
     Each task scores its part of the active customers as `serving.batch.score_active` does
     (Feast's point-in-time join, then `Scorer.score`): the same rows, in the same order, as
-    `score_active` (default `as_of`: the latest fresh snapshot at the engine's clock). The scorer (raw boosters and catalog) is shipped to the workers once; workers read the
+    `score_active` (default `as_of`: the latest fresh snapshot at the engine's clock). The
+    scorer (raw boosters and catalog) is shipped to the workers once; workers read the
     features and write the parts by path, so on a real cluster both live on shared storage.
     The result is one file at `path` (directory `<path>.parts` holds the parts meanwhile).
     """
-    from churn import clock
-    from features.store import active_customers, latest_snapshot
-
     start = time.perf_counter()
     as_of = as_of or latest_snapshot(settings, clock.now(settings))
     path = Path(path or settings.outputs_dir / f"scores_{as_of:%Y%m%d}.parquet").resolve()

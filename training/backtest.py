@@ -33,6 +33,7 @@ from features.build import read_views
 from features.definitions import service_name
 from features.ingest import read_manifest
 from features.store import historical_features
+from training.dataset import sampled_customers
 from training.evaluate import churn_metrics, expected_calibration_error
 from training.profit import empc
 from training.tuning import AutoTunedModel
@@ -125,6 +126,26 @@ def _label_frame(settings: Settings, contract: Contract, views: dict, cutoffs: l
     return frame
 
 
+def training_labels(settings: Settings) -> pd.DataFrame:
+    """customer_id, event_timestamp (cutoff), churned: the rows `training_data` joins features onto.
+
+    Every cutoff the evaluation and the final model need (of the customers that
+    `training.sample_customers` keeps, if set).
+    """
+    manifest = read_manifest(settings.ingested_dir)
+    contract = Contract.model_validate(manifest["contract"])
+    views = read_views(settings.feature_tables_dir)
+    data_end = datetime.fromisoformat(views["data_end"])
+    cutoffs = []
+    if contract.churn.definition != "label":
+        evaluation, training = log_cutoffs(contract, data_end)
+        cutoffs = sorted({*evaluation, *(c for cs in training.values() for c in cs), *final_cutoffs(contract, data_end)})
+    labels = sampled_customers(_label_frame(settings, contract, views, cutoffs), settings.training.sample_customers)
+    if labels.empty:
+        raise DataError(f"{contract.name}: no customer is in the population at any cutoff {[f'{c:%Y-%m-%d}' for c in cutoffs]}")
+    return labels
+
+
 def training_data(settings: Settings) -> TrainingData:
     """Labels at the cutoffs the evaluation and the final model need, with their features from Feast."""
     manifest = read_manifest(settings.ingested_dir)
@@ -132,14 +153,9 @@ def training_data(settings: Settings) -> TrainingData:
     views = read_views(settings.feature_tables_dir)
     data_end = datetime.fromisoformat(views["data_end"])
     is_snapshot = contract.churn.definition == "label"
-    if is_snapshot:
-        cutoffs, evaluation, training = [], [], {}
-    else:
+    if not is_snapshot:
         evaluation, training = log_cutoffs(contract, data_end)
-        cutoffs = sorted({*evaluation, *(c for cs in training.values() for c in cs), *final_cutoffs(contract, data_end)})
-    labels = _label_frame(settings, contract, views, cutoffs)
-    if labels.empty:
-        raise DataError(f"{contract.name}: no customer is in the population at any cutoff {[f'{c:%Y-%m-%d}' for c in cutoffs]}")
+    labels = training_labels(settings)
     frame = historical_features(settings, labels, service_name(contract.name))
     fields = [f for v in views["views"].values() for f in v]
     names = [c for c, _, _ in fields]

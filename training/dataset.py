@@ -1,4 +1,4 @@
-"""Model inputs: which features a model needs, the checks on them, and the matrix LightGBM reads.
+"""Model inputs: which customers train, which features a model needs, the checks on them, the matrix LightGBM reads.
 
 Labels and point-in-time training sets are made by `training/backtest.py` (`training_data`).
 """
@@ -11,6 +11,21 @@ import numpy as np
 import pandas as pd
 
 from churn.errors import DataError
+
+
+def sampled_customers(labels: pd.DataFrame, limit: int | None) -> pd.DataFrame:
+    """The rows of `labels` whose customer is among `limit` customers drawn by a stable hash of the id.
+
+    The same customers are kept at every cutoff and in every training set of one run (the
+    churn and the value model's), and from run to run; `limit` None keeps every row.
+    """
+    ids = labels["customer_id"].astype(str)
+    distinct = ids.drop_duplicates()
+    if limit is None or len(distinct) <= limit:
+        return labels
+    hashes = pd.util.hash_pandas_object(distinct, index=False).to_numpy()
+    kept = set(distinct.to_numpy()[np.argsort(hashes, kind="stable")[:limit]].tolist())
+    return labels[ids.isin(kept).to_numpy()].reset_index(drop=True)
 
 
 def required_features(model) -> list[str]:

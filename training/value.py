@@ -31,7 +31,7 @@ from features.contract import Contract, Shape
 from features.weekly import slug
 from features.definitions import service_name
 from features.store import historical_features
-from training.dataset import to_matrix
+from training.dataset import sampled_customers, to_matrix
 from training.evaluate import clv_metrics
 from training.model import GradientBoostedModel
 
@@ -185,7 +185,7 @@ def fit_value_model(
 ) -> ValueModel:
     """Fit the revenue regressor on the value cutoffs but the latest, stopping early on (and measured on) the latest."""
     cutoffs = value_cutoffs(contract, data_end)
-    labels = revenue_labels(settings, contract, log_views, cutoffs)
+    labels = sampled_customers(revenue_labels(settings, contract, log_views, cutoffs), settings.training.sample_customers)
     present = sorted(labels["event_timestamp"].unique())
     if len(present) < 2:
         raise DataError(

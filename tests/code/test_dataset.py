@@ -29,3 +29,21 @@ def test_unseen_category_is_an_error_not_a_code():
     frame = pd.DataFrame({"customer_id": [1], CATEGORICAL: ["z"]})
     with pytest.raises(DataError, match=f"feature '{CATEGORICAL}': value 'z' was not seen in training"):
         to_matrix(frame, [CATEGORICAL], {CATEGORICAL: ["x", "y"]})
+
+
+def test_sampled_customers_keeps_whole_customers_the_same_at_every_cutoff():
+    from training.dataset import sampled_customers
+
+    stamps = pd.to_datetime(["2025-01-05", "2025-01-12", "2025-01-19"], utc=True)
+    labels = pd.DataFrame(
+        {"customer_id": [f"c{i}" for i in range(500)] * 3, "event_timestamp": stamps.repeat(500), "churned": 0}
+    ).sample(frac=1.0, random_state=0)  # any row order
+    kept = sampled_customers(labels, 40)
+    assert kept["customer_id"].nunique() == 40
+    assert (kept.groupby("customer_id").size() == 3).all()  # every cutoff of each kept customer
+    # by a stable hash of the id, not a draw: the same customers from any row order, and a customer kept
+    # from a population is kept from any part of it (the value model's cutoffs see part of the churn model's)
+    assert set(sampled_customers(labels.sort_values("customer_id"), 40)["customer_id"]) == set(kept["customer_id"])
+    part = labels[labels["customer_id"].str[1:].astype(int) < 250]
+    assert set(kept["customer_id"]) & set(part["customer_id"]) <= set(sampled_customers(part, 40)["customer_id"])
+    assert sampled_customers(labels, None) is labels and sampled_customers(labels, 500) is labels

@@ -202,6 +202,66 @@ def test_parquet_sources_keep_their_types(tmp_path):
     assert read_manifest(result.out_dir)["types"]["orders"]["total"] == "float"
 
 
+def _parquet_log(tmp_path: Path, minutes: list, ids: list | None = None, times: list | None = None) -> dict:
+    """A config whose usage log is a Parquet file of `len(minutes)` rows (integer ids, typed columns)."""
+    n = len(minutes)
+    pd.DataFrame(
+        {
+            "customer": ids or [1, 2] * (n // 2) + [1] * (n % 2),
+            "time": pd.to_datetime(times or [f"2024-04-{1 + i:02d} 10:00" for i in range(n)]),
+            "type": ["login", "ticket", "login"] * (n // 3) + ["login"] * (n % 3),
+            "code": [str(i) for i in range(n)],  # text of whole numbers: an int column
+            "minutes": minutes,
+        }
+    ).to_parquet(tmp_path / "usage.parquet", row_group_size=4)
+    _write(tmp_path, customers=CUSTOMERS.replace("A1,", "1,").replace("B2,", "2,"), orders=ORDERS.replace("A1,", "1,").replace("B2,", "2,"))
+    config = _config(tmp_path)
+    config["sources"]["usage"].update(path="usage.parquet", allow_negative=[])
+    config["sources"]["orders"]["customer_id"] = "cust"
+    return config
+
+
+def test_a_parquet_log_is_streamed_in_chunks_with_the_tables_of_one_read(tmp_path, monkeypatch):
+    import features.ingest as ingest_module
+
+    config = _parquet_log(tmp_path, [5, 7, 0, 3, 2, 1, 4])
+    one = _ingest(tmp_path, config)
+    whole = {n: pd.read_parquet(one.out_dir / f"{n}.parquet") for n in ("customers", "usage", "orders")}
+    manifest = read_manifest(one.out_dir)
+    monkeypatch.setattr(ingest_module, "STREAM_ROWS", 2)  # 4 chunks, the last short
+    chunked = _ingest(tmp_path, config)
+    for name, frame in whole.items():
+        pd.testing.assert_frame_equal(pd.read_parquet(chunked.out_dir / f"{name}.parquet"), frame)
+    assert read_manifest(chunked.out_dir) == manifest
+    assert manifest["types"]["usage"]["code"] == "int" and manifest["types"]["usage"]["type"] == "categorical"
+    assert chunked.rows["usage"] == 7 and chunked.customers == 3
+
+
+def test_problems_of_a_streamed_log_name_the_row_of_the_file_and_count_every_chunk(tmp_path, monkeypatch):
+    import features.ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "STREAM_ROWS", 2)
+    times = [f"2024-04-{1 + i:02d} 10:00" for i in range(7)]
+    times[4] = "2024-01-01 10:00"  # customer 1 (row 5) before its signup on 2024-01-05
+    config = _parquet_log(tmp_path, [5, 7, -1, 3, 2, -4, 4], times=times)
+    problems = _problems(tmp_path, config)
+    assert problems[0].endswith("usage.parquet: column 'minutes' must not be negative (list it in `allow_negative` if it may be); e.g. row 3: -1 (2 rows)")
+    assert "usage.parquet: column 'time' must not be before the customer's signup (signup in the snapshot); e.g. row 5: customer '1'" in problems[1]
+    assert problems[1].endswith("(1 row)") and len(problems) == 2
+
+
+def test_a_failed_streamed_ingest_leaves_the_earlier_data_intact(tmp_path, monkeypatch):
+    import features.ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "STREAM_ROWS", 2)
+    first = _ingest(tmp_path, _parquet_log(tmp_path, [5, 7, 0, 3, 2, 1, 4]))
+    before = {p.name: p.read_bytes() for p in first.out_dir.iterdir()}
+    with pytest.raises(ContractViolation, match="row 7: -4"):  # in the last chunk, after others were written
+        _ingest(tmp_path, _parquet_log(tmp_path, [5, 7, 0, 3, 2, 1, -4]))
+    assert {p.name: p.read_bytes() for p in first.out_dir.iterdir()} == before
+    assert sorted(p.name for p in first.out_dir.parent.iterdir()) == ["ingested"]  # no staging folder left behind
+
+
 @pytest.fixture()
 def postgres_table():
     """A throw-away table in this issue's own database on the local PostgreSQL server."""

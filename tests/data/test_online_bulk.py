@@ -10,9 +10,11 @@ import pytest
 import redis
 
 from churn.errors import DataError
-from features.definitions import FEATURE_TTL, feature_names
+from features.definitions import FEATURE_TTL, service_name
 from features.online_bulk import materialize_bulk
-from features.store import apply_definitions, feature_store, historical_features, materialize, online_features
+from features.pit import feature_columns
+from features.simulate import CONFIG_NAME
+from features.store import apply_definitions, feature_refs, feature_store, historical_features, materialize
 
 from tests.conftest import make_settings
 
@@ -20,8 +22,12 @@ from tests.conftest import make_settings
 REDIS_DB = 7
 
 
+SERVICE = service_name(CONFIG_NAME)  # the engine's data set: the simulator's tables through `churn ingest`
+
+
 def _copy_tables(engine, settings):
-    for table in engine.settings.feature_tables_dir.glob("*.parquet"):
+    """The engine's feature tables and their schema (views.json) in another data folder."""
+    for table in [*engine.settings.feature_tables_dir.glob("*.parquet"), engine.settings.feature_tables_dir / "views.json"]:
         shutil.copy(table, settings.feature_tables_dir / table.name)
 
 
@@ -52,10 +58,13 @@ def _assert_online_reads_offline(engine, settings, n=40):
     """Feast's own reader returns, for active customers, what the offline store holds at as_of."""
     as_of = engine.as_of
     ids = pd.read_parquet(engine.interventions.scores_path)["customer_id"].head(n).tolist()
-    names = feature_names("churn_model_v1")
-    online = online_features(feature_store(settings), ids, "churn_model_v1").set_index("customer_id")
+    names = feature_columns(settings.feature_tables_dir)
+    store = feature_store(settings)
+    online = store.get_online_features(
+        features=feature_refs(store, SERVICE), entity_rows=[{"customer_id": i} for i in ids]
+    ).to_df().set_index("customer_id")
     offline = historical_features(
-        engine.settings, pd.DataFrame({"customer_id": ids, "event_timestamp": as_of}), "churn_model_v1"
+        engine.settings, pd.DataFrame({"customer_id": ids, "event_timestamp": as_of}), SERVICE
     ).set_index("customer_id")
     pd.testing.assert_frame_equal(online.loc[ids, names], offline.loc[ids, names], check_dtype=False, check_exact=True)
 
@@ -66,7 +75,7 @@ def test_sqlite_bulk_equals_feast_materialize(engine, tmp_path):
     for settings in (by_feast, bulk):
         _copy_tables(engine, settings)
         apply_definitions(settings)
-    materialize(by_feast, as_of - FEATURE_TTL, as_of)
+    materialize(by_feast, as_of)  # Feast's own materialize of every view
     result = materialize_bulk(bulk, as_of - FEATURE_TTL, as_of, batch_rows=300)  # several batches
 
     expected = _sqlite_rows(by_feast)
@@ -81,7 +90,7 @@ def test_redis_bulk_equals_feast_materialize(engine, tmp_path, redis_client):
     settings = make_settings(tmp_path, online_store="redis", redis_url=f"127.0.0.1:6379,db={REDIS_DB}")
     _copy_tables(engine, settings)
     apply_definitions(settings)
-    materialize(settings, as_of - FEATURE_TTL, as_of)
+    materialize(settings, as_of)
     expected = _redis_dump(redis_client)
     redis_client.flushdb()
 
@@ -92,10 +101,11 @@ def test_redis_bulk_equals_feast_materialize(engine, tmp_path, redis_client):
     _assert_online_reads_offline(engine, settings)
 
 
-def test_bulk_needs_registered_views(tmp_path):
+def test_bulk_needs_registered_views(engine, tmp_path):
     settings = make_settings(tmp_path)
+    _copy_tables(engine, settings)
     feature_store(settings)  # an empty repository: nothing applied
-    with pytest.raises(DataError, match="feature view 'behavioral' is not registered.*churn features apply"):
+    with pytest.raises(DataError, match=f"feature view '{CONFIG_NAME}_customers' is not registered.*churn features apply"):
         materialize_bulk(settings, pd.Timestamp("2025-01-01", tz="UTC"), pd.Timestamp("2025-01-15", tz="UTC"))
 
 

@@ -11,33 +11,43 @@ import time
 import numpy as np
 import pandas as pd
 import psutil
+import pytest
 
-from features.definitions import VIEW_COLUMNS
-from features.pit import active_feature_batches, asof_features
-from features.store import historical_features
+from features.definitions import service_name
+from features.pit import active_feature_batches, asof_features, feature_columns, views_of
+from features.simulate import CONFIG_NAME
+from features.store import active_customers, historical_features
+
+SERVICE = service_name(CONFIG_NAME)  # the engine's data set: the simulator's tables through `churn ingest`
+EVENTS = f"{CONFIG_NAME}_events.parquet"  # its weekly log view of events
 
 
 def test_feast_join_matches_asof_join(engine):
     rng = np.random.default_rng(3)
-    behavioral = pd.read_parquet(engine.settings.feature_tables_dir / "behavioral.parquet", columns=["customer_id", "event_timestamp"])
+    events = pd.read_parquet(engine.settings.feature_tables_dir / EVENTS, columns=["customer_id", "event_timestamp"])
     # entity rows at arbitrary times (not on snapshots), some long after a customer's last row (stale), some unknown
-    picks = behavioral.sample(3_000, random_state=1, replace=False).reset_index(drop=True)
+    picks = events.sample(3_000, random_state=1, replace=False).reset_index(drop=True)
     offsets = pd.to_timedelta(rng.integers(0, 30 * 86_400, len(picks)), unit="s")
     entity = pd.DataFrame(
         {"customer_id": picks["customer_id"].to_numpy(), "event_timestamp": picks["event_timestamp"] + offsets}
     )
-    entity.loc[:49, "customer_id"] = 10_000_000 + np.arange(50)  # unknown customers
+    entity.loc[:49, "customer_id"] = [f"unknown-{i}" for i in range(50)]  # unknown customers
     entity = pd.concat([entity, entity.iloc[:100]], ignore_index=True)  # repeated entity rows stay repeated
     entity["row_id"] = np.arange(len(entity))
 
-    feast_rows = historical_features(engine.settings, entity, "churn_model_v1")
+    feast_rows = historical_features(engine.settings, entity, SERVICE)
     reference = asof_features(engine.settings.feature_tables_dir, entity)
 
     assert len(feast_rows) == len(entity)  # exactly one row per entity row
     assert (feast_rows["row_id"].to_numpy() == entity["row_id"].to_numpy()).all()
-    columns = [c for cols in VIEW_COLUMNS.values() for c in cols]
+    columns = feature_columns(engine.settings.feature_tables_dir)
+    assert len(columns) > 50  # every view of the ingested data set: customers (no TTL), events, payments
     stale = reference[columns].isna().all(axis=1)
     assert stale.sum() >= 50  # the case includes rows that must get nothing
+    # a view without TTL answers however old its row: the signup attributes of rows whose log features went stale
+    timeless = [c for v in views_of(engine.settings.feature_tables_dir) if v.ttl is None for c in v.columns]
+    logs = [c for c in columns if c not in timeless]
+    assert (reference[logs].isna().all(axis=1) & reference[timeless].notna().all(axis=1)).any()
     pd.testing.assert_frame_equal(
         feast_rows[columns].reset_index(drop=True),
         reference[columns].reset_index(drop=True),
@@ -47,29 +57,29 @@ def test_feast_join_matches_asof_join(engine):
 
 def test_join_in_parts_equals_one_join(engine):
     """Feast joins `offline.pit_chunk_rows` entity rows per call: the parts, put back in order, are one call's rows."""
-    rows = pd.read_parquet(engine.settings.feature_tables_dir / "behavioral.parquet", columns=["customer_id", "event_timestamp"])
+    rows = pd.read_parquet(engine.settings.feature_tables_dir / EVENTS, columns=["customer_id", "event_timestamp"])
     entity = rows.sample(3_100, random_state=2).reset_index(drop=True)
     entity["event_timestamp"] += pd.Timedelta(days=3)
     entity = pd.concat([entity, entity.iloc[:40]], ignore_index=True)  # repeats across parts stay repeated
     entity["row_id"] = np.arange(len(entity))[::-1]
 
-    whole = historical_features(engine.settings, entity, "churn_model_v1", chunk_rows=len(entity))
-    parts = historical_features(engine.settings, entity, "churn_model_v1", chunk_rows=700)  # 5 parts, the last short
+    whole = historical_features(engine.settings, entity, SERVICE, chunk_rows=len(entity))
+    parts = historical_features(engine.settings, entity, SERVICE, chunk_rows=700)  # 5 parts, the last short
     pd.testing.assert_frame_equal(parts, whole)
     assert (parts["row_id"].to_numpy() == entity["row_id"].to_numpy()).all()  # entity order kept
     assert parts["plan"].notna().sum() > 3_000
 
 
-JOIN_SCRIPT = """
+JOIN_SCRIPT = f"""
 import pandas as pd
 from churn.settings import load_settings
 from features.store import historical_features
 
 if __name__ == "__main__":
     settings = load_settings()
-    rows = pd.read_parquet(settings.feature_tables_dir / "behavioral.parquet", columns=["customer_id", "event_timestamp"])
+    rows = pd.read_parquet(settings.feature_tables_dir / "{EVENTS}", columns=["customer_id", "event_timestamp"])
     # a small entity frame (handed over at once) in parts of 2 rows: a join that lasts minutes
-    historical_features(settings, rows.head(4_000), "churn_model_v1", chunk_rows=2)
+    historical_features(settings, rows.head(4_000), "{SERVICE}", chunk_rows=2)
 """
 
 
@@ -99,52 +109,63 @@ def test_join_process_ends_with_its_parent(engine, tmp_path):
 def test_active_batches_are_the_point_in_time_rows_at_as_of(engine):
     """Batch scoring's chunked read equals Feast's join for every active customer, in bounded chunks."""
     settings, as_of = engine.settings, engine.as_of
-    batches = list(active_feature_batches(settings.feature_tables_dir, as_of, batch_rows=500))
+    customers = active_customers(settings, as_of)["customer_id"]
+    batches = list(active_feature_batches(settings.feature_tables_dir, as_of, batch_rows=500, customers=customers))
     assert len(batches) > 1 and max(len(b) for b in batches) <= 500
     streamed = pd.concat(batches, ignore_index=True)
-    assert streamed["customer_id"].is_unique
+    assert streamed["customer_id"].is_unique and set(streamed["customer_id"]) == set(customers)
     entity = pd.DataFrame({"customer_id": streamed["customer_id"], "event_timestamp": as_of})
-    columns = [c for cols in VIEW_COLUMNS.values() for c in cols]
-    feast_rows = historical_features(settings, entity, "churn_model_v1")
+    columns = feature_columns(settings.feature_tables_dir)
+    feast_rows = historical_features(settings, entity, SERVICE)
     pd.testing.assert_frame_equal(streamed[columns], feast_rows[columns], check_dtype=False)
     scored = pd.read_parquet(engine.interventions.scores_path, columns=["customer_id"])
     assert set(streamed["customer_id"]) == set(scored["customer_id"])  # the same population batch runs score
 
 
+def test_active_batches_need_the_population_of_ingested_data(engine):
+    with pytest.raises(ValueError, match="active customers must be given"):
+        next(active_feature_batches(engine.settings.feature_tables_dir, engine.as_of))
+
+
 def test_active_batches_fall_back_to_asof_when_a_view_lacks_the_latest_row(engine, tmp_path):
-    """With every view stamped at as_of the read is an equality join; without, the ASOF rule still holds."""
+    """A view stamped at as_of for every active customer is read by an equality join; without, the ASOF rule still holds."""
     import shutil
 
     import duckdb
+    import pyarrow.parquet as pq
 
     settings, as_of = engine.settings, engine.as_of
-    columns = [c for cols in VIEW_COLUMNS.values() for c in cols]
-    fast = pd.concat(active_feature_batches(settings.feature_tables_dir, as_of), ignore_index=True)
+    customers = active_customers(settings, as_of)["customer_id"]
+    columns = feature_columns(settings.feature_tables_dir)
+    fast = pd.concat(active_feature_batches(settings.feature_tables_dir, as_of, customers=customers), ignore_index=True)
     entity = pd.DataFrame({"customer_id": fast["customer_id"], "event_timestamp": fast["event_timestamp"]})
     reference = asof_features(settings.feature_tables_dir, entity)
     pd.testing.assert_frame_equal(fast[columns], reference[columns], check_dtype=False)
 
-    # drop the as_of row of 20 active customers from one view: their previous weekly row (7 days
-    # old, within the TTL) must be read instead, which only the ASOF path can do
+    # drop the as_of row of 20 active customers from the events view: their previous weekly row
+    # (7 days old, within the TTL) must be read instead, which only the ASOF path can do
     tables = tmp_path / "tables"
     shutil.copytree(settings.feature_tables_dir, tables)
-    dropped = fast["customer_id"].head(20).tolist()
-    path = tables / "experience.parquet"
+    rows = pd.read_parquet(tables / EVENTS, columns=["customer_id", "event_timestamp"])
+    had_row = set(rows.loc[rows["event_timestamp"] == pd.Timestamp(as_of) - pd.Timedelta(days=7), "customer_id"])
+    dropped = [c for c in fast["customer_id"] if c in had_row][:20]
+    assert len(dropped) == 20
+    path = tables / EVENTS
     con = duckdb.connect()
     con.execute("SET TimeZone='UTC'")
     kept = con.execute(
         f"SELECT * FROM read_parquet('{path}') WHERE NOT (event_timestamp = TIMESTAMPTZ '{as_of.isoformat()}' "
-        f"AND customer_id IN ({', '.join(map(str, dropped))}))"
+        f"AND customer_id IN ({', '.join(repr(c) for c in dropped)}))"
     ).to_arrow_table()
     con.close()
-    import pyarrow.parquet as pq
-
     pq.write_table(kept, path)
-    slow = pd.concat(active_feature_batches(tables, as_of), ignore_index=True)
+    slow = pd.concat(active_feature_batches(tables, as_of, customers=customers), ignore_index=True)
     expected = asof_features(tables, entity)
     pd.testing.assert_frame_equal(slow[columns], expected[columns], check_dtype=False)
     # those customers got their previous weekly row, not holes
+    events = next(v for v in views_of(tables) if v.path.name == EVENTS).columns
     week_before = pd.DataFrame({"customer_id": dropped, "event_timestamp": pd.Timestamp(as_of) - pd.Timedelta(days=7)})
     previous = asof_features(settings.feature_tables_dir, week_before)
-    got = slow.set_index("customer_id").loc[dropped, VIEW_COLUMNS["experience"]].reset_index(drop=True)
-    pd.testing.assert_frame_equal(got, previous[VIEW_COLUMNS["experience"]], check_dtype=False)
+    got = slow.set_index("customer_id").loc[dropped, events].reset_index(drop=True)
+    assert got.notna().any(axis=1).all()
+    pd.testing.assert_frame_equal(got, previous[events], check_dtype=False)
