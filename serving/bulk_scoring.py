@@ -145,7 +145,7 @@ def score_arrow(scorer: Scorer, batch: pa.RecordBatch) -> pa.Table:
 
 
 def _score_part(settings: Settings, scorer: Scorer, entities, path: Path) -> tuple[int, int]:
-    """Dask task body on ingested data: `score_entities` of one part of the active customers, written to `path`."""
+    """Dask task body: `score_entities` of one part of the active customers, written to `path`."""
     from serving.batch import score_entities
 
     score_entities(settings, scorer, entities).to_parquet(path, index=False)

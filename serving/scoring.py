@@ -86,7 +86,7 @@ class Scorer:
 
     @property
     def value(self) -> dict:
-        """How customers are valued (`training/value.py`); the simulator's models: the CLV model."""
+        """How customers are valued (`training/value.py`): the churn model's spec says."""
         return registered_value(self.churn.extra)
 
     @property

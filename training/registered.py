@@ -51,7 +51,7 @@ class FetchedModel:
 
 def registered_value(extra: dict) -> dict:
     """How a registered churn model values customers (`training/value.py`): its spec's `value`, or,
-    for the simulator's models, which carry none, their CLV model."""
+    for a model registered before specs carried one, its CLV model."""
     return extra.get("value", {"method": "model"})
 
 

@@ -41,19 +41,16 @@ class TrainingReport:
     calibration_cv_log_loss: dict[str, float]
     gains: pd.DataFrame
     importance: pd.DataFrame
-    importance_clv: pd.DataFrame | None  # None: the value is not a model (ingested data)
+    importance_clv: pd.DataFrame | None  # None: the value is not a model
     segments: pd.DataFrame
     clv_metrics: dict[str, float] | None
     profit: ProfitSettings
-    # what differs on ingested data: how the splits and the calibration were made, what the value is
-    backtest_note: str = (
-        "Each row: a model fitted on earlier cutoffs, calibrated on the cutoff before, tested on this one. "
-        "'all' pools every fold's test customers."
-    )
-    calibration_note: str = "Method chosen by 5-fold cross-validated log-loss on the calibration cutoff"
-    clv_note: str = "CLV model (12-month revenue, its latest cutoff)"
-    latest: str = "latest cutoff"  # the split the calibration, gains and segment sections show
-    importance_rows: str = "each model's latest held-out cutoff"
+    # what differs by data set: how the splits and the calibration were made, what the value is
+    backtest_note: str
+    calibration_note: str
+    clv_note: str
+    latest: str  # the split the calibration, gains and segment sections show
+    importance_rows: str
 
 
 def segment_metrics(y_true: np.ndarray, probability: np.ndarray, clv: np.ndarray, edges: list[float]) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""`churn train` on ingested data: evaluate honestly, then train, calibrate, log and register.
+"""`churn train`: evaluate honestly, then train, calibrate, log and register the data set's models.
 
 1. Evaluation on the config's splits (stratified folds for a snapshot, rolling cutoffs for
    logs; see `training/backtest.py`), with the same auto-tuned model that gets registered.
@@ -10,7 +10,7 @@
    calibrated by a `ProbabilityCalibrator` (Platt) fitted on its own held-out predictions of
    its training rows (`AutoTunedModel.held_out_probability_`: inner folds of a snapshot, the
    validation cutoff of logs), and logged as a LightGBM booster registered as
-   `<data set>-churn`, the format of the simulator's models.
+   `<data set>-churn` with its spec (`training/registry.py`).
    Why not a calibrator fitted on the evaluation splits' predictions: those come from other
    models, whose scale differs (one split's search may pick a 9-round model that keeps every
    score near the base rate); on the 1,200-customer snapshot of the e2e test, split 1
@@ -20,7 +20,7 @@
    are value quantiles of the latest labelled population.
 Both new versions are aliased `challenger`, with the held-out evaluation as version tags;
 `churn promote` gates them together (`training/promote.py`); the first models of a
-data set become champion at once, as on the simulator's path.
+data set become champion at once.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ IMPORTANCE_SAMPLE_ROWS = 5_000
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What `churn train` did on ingested data."""
+    """What `churn train` did."""
 
     run_id: str
     model_name: str
