@@ -23,7 +23,8 @@ Baselines measured in the same run, printed side by side:
 training see N customers (a stable hash sample), scoring and materialization all of them.
 
 Usage (from the project root):
-    OMP_WAIT_POLICY=PASSIVE PYTHONPATH=. .venv/bin/python benchmarks/scale.py --customers 1000000 --workdir /tmp/scale
+    OMP_WAIT_POLICY=PASSIVE PYTHONPATH=. .venv/bin/python benchmarks/scale.py --customers 1000000 --workdir /tmp/scale \
+        --sample-customers 50000
 The Redis database given by `--redis-url` receives the online features (default db 7).
 """
 
