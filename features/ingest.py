@@ -313,7 +313,7 @@ def validate(contract: Contract, root: Path, out_dir: Path | None = None) -> tup
     Returns the sources read whole, and those streamed (`streams`): these are written to
     `out_dir` (as `<source>.parquet`) while they are read, when it is given.
     """
-    tables, streamed, problems, early = [], [], [], []
+    tables, streamed = [], []
     # one-row-per-customer sources first: log rows are checked against their signups
     order = sorted(contract.sources.items(), key=lambda item: item[1].shape not in TABLE_SHAPES)
     found_by: dict[str, list[Problem]] = {}
