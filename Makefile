@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-load serve clean
+.PHONY: install demo test test-slow test-quality test-load serve clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ test: install
 
 test-slow: install
 	$(BIN)/pytest -m slow
+
+# the quality bar on the demo's default data (20,000 customers through ingest and training): about 4 minutes
+test-quality: install
+	$(BIN)/pytest -m slow tests/model/test_behaviour.py
 
 # the service under load (concurrency 16, 60 s), 20,000 made-up paths, schemathesis --checks all on its OpenAPI spec: about 4 minutes
 test-load: install
