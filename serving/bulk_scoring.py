@@ -59,22 +59,18 @@ def score_all(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
     customers = active_customers(settings, as_of)["customer_id"]
-    rows, chunks = _score_to_parquet(settings.feature_tables_dir, scorer, as_of, chunk_rows, tmp, customers=customers)
+    rows, chunks = _score_to_parquet(settings.feature_tables_dir, scorer, as_of, chunk_rows, tmp, customers)
     tmp.replace(path)  # a failed run leaves the previous scores in place
     return BulkScoreResult(path, rows, chunks, time.perf_counter() - start)
 
 
 def _score_to_parquet(
-    tables_dir: Path, scorer: Scorer, as_of: datetime, chunk_rows: int, path: Path, partition: tuple[int, int] | None = None,
-    customers=None,
+    tables_dir: Path, scorer: Scorer, as_of: datetime, chunk_rows: int, path: Path, customers
 ) -> tuple[int, int]:
-    """Score the active customers (of one partition, if given) into `path`; returns (rows, chunks).
-
-    `customers`: the active customers' ids (`features.pit.active_arrow_batches`).
-    """
+    """Score the active customers (their ids: `customers`) into `path`; returns (rows, chunks)."""
     writer, rows, chunks = None, 0, 0
     try:
-        for batch in active_arrow_batches(tables_dir, as_of, chunk_rows, partition, customers):
+        for batch in active_arrow_batches(tables_dir, as_of, chunk_rows, customers=customers):
             table = score_arrow(scorer, batch)
             writer = writer or pq.ParquetWriter(path, table.schema)
             writer.write_table(table)

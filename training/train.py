@@ -26,6 +26,7 @@ data set become champion at once.
 from __future__ import annotations
 
 import platform
+from functools import partial
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -225,7 +226,7 @@ def _report(
 def train(
     settings: Settings, step: Callable[[str], None] = lambda _: None, shuffle_labels: bool = False, client=None
 ) -> TrainResult:
-    """Evaluate, fit and register the churn model (and the value model) of the ingested data set, as challengers.
+    """Evaluate, fit and register the churn model (and the value model) of the data set, as challengers.
 
     `shuffle_labels` fits on labels permuted within each cutoff (evaluation still scores the
     true labels): a model no better than chance, to show (and test) that the gate refuses it.
@@ -255,9 +256,7 @@ def train(
             settings, contract, views["log_views"], datetime.fromisoformat(views["data_end"]), data.feature_names, data.categorical
         )
 
-    def make() -> AutoTunedModel:
-        return engine_model(data)
-
+    make = partial(engine_model, data)  # a new unfitted model per fit
     y = data.frame["churned"].to_numpy() if fit_labels is None else fit_labels
     models, trained_on = None, "one machine"
     if client is not None:
