@@ -82,7 +82,7 @@ def _score_to_parquet(
 
 
 class _NotPlain(Exception):
-    """A batch the Arrow path does not take as is (a hole, a non-number, an unseen category)."""
+    """A batch the Arrow path does not take as is (a hole, a non-number)."""
 
 
 def _float_column(batch: pa.RecordBatch, name: str, categories: dict[str, list[str]], required: bool) -> np.ndarray:
@@ -95,10 +95,11 @@ def _float_column(batch: pa.RecordBatch, name: str, categories: dict[str, list[s
     if name in categories:
         if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
             raise _NotPlain(name)
-        codes = pc.index_in(values, value_set=pa.array(categories[name], type=values.type))
-        if codes.null_count != values.null_count:  # a value not seen in training
-            raise _NotPlain(name)
-        return codes.to_numpy(zero_copy_only=False).astype(np.float64)
+        known = categories[name]
+        codes = pc.index_in(values, value_set=pa.array(known, type=values.type)).to_numpy(zero_copy_only=False).astype(np.float64)
+        # a value rare or never seen in training: the "other" code (`training.dataset.to_matrix`)
+        codes[np.isnan(codes) & values.is_valid().to_numpy(zero_copy_only=False)] = len(known)
+        return codes
     if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
         raise _NotPlain(name)
     out = values.to_numpy(zero_copy_only=False).astype(np.float64)

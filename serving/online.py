@@ -342,16 +342,9 @@ class FastScorer:
             values = rows.columns[name]
             if name in codes:
                 known = codes[name]
+                other = float(len(known))  # a value rare or never seen in training (`training.dataset.to_matrix`)
                 for i, value in enumerate(values):
-                    if value is None:
-                        out[i, j] = np.nan
-                    elif value in known:
-                        out[i, j] = known[value]
-                    else:
-                        raise DataError(
-                            f"feature {name!r} of customer {rows.customer_ids[i]}: value {value!r} "
-                            f"was not seen in training; known {list(known)}"
-                        )
+                    out[i, j] = np.nan if value is None else known.get(value, other)
             else:
                 out[:, j] = [np.nan if v is None else v for v in values]
         return out

@@ -58,23 +58,45 @@ def check_features(frame: pd.DataFrame, feature_names: list[str], where: str, re
         )
 
 
+# A categorical value gets a code of its own when it is on at least this many training rows, and
+# only the `MAX_CATEGORY_LEVELS` most frequent do (a 750-value service-area code keeps its 250
+# largest areas). The others share the "other" code: a value on a handful of rows supports no
+# split of its own (LightGBM wants `min_data_per_group`, 100, per side), but together they may.
+MIN_CATEGORY_ROWS = 20
+MAX_CATEGORY_LEVELS = 250
+
+
+def category_levels(values: pd.Series, min_rows: int = MIN_CATEGORY_ROWS, max_levels: int = MAX_CATEGORY_LEVELS) -> list[str]:
+    """The values of one categorical feature that get a code of their own, from its training rows.
+
+    Rare values (fewer than `min_rows` rows) and those beyond the `max_levels` most frequent
+    are left out: in `to_matrix` they share one code with every value never seen in training,
+    so a category first met at evaluation or at scoring is scored as the rare ones were.
+    Sorted, so the codes do not depend on row order.
+    """
+    counts = values.dropna().astype(str).value_counts()
+    counts = counts[counts >= min_rows]
+    # ties at the cut are broken by the value, so the levels do not depend on row order either
+    frequent = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max_levels]
+    return sorted(value for value, _ in frequent)
+
+
 def to_matrix(frame: pd.DataFrame, feature_names: list[str], categories: dict[str, list[str]]) -> np.ndarray:
     """The model input: a float64 array in `feature_names` order, categoricals as their codes.
 
-    `categories` holds the known values of each categorical feature (a feature is categorical
-    exactly when it is a key of `categories`). A categorical value not seen in training is an
-    error, not a silent code.
+    `categories` holds the levels of each categorical feature (a feature is categorical
+    exactly when it is a key of `categories`): level k has code k; any other value (rare in
+    training, or never seen there) has the code `len(levels)`, the "other" category; a
+    missing value stays missing.
     """
     columns = []
     for name in feature_names:
         values = frame[name]
         if name in categories:
             known = categories[name]
-            codes = pd.Categorical(values, categories=known).codes.astype(np.float64)
-            unseen = (codes < 0) & values.notna().to_numpy()
-            if unseen.any():
-                bad = values[unseen].iloc[0]
-                raise DataError(f"feature {name!r}: value {bad!r} was not seen in training; known {known}")
+            codes = pd.Categorical(values.astype("string"), categories=known).codes.astype(np.float64)
+            other = (codes < 0) & values.notna().to_numpy()
+            codes[other] = len(known)
             codes[codes < 0] = np.nan
             columns.append(codes)
         else:
@@ -89,6 +111,49 @@ def to_matrix(frame: pd.DataFrame, feature_names: list[str], categories: dict[st
                 )
             columns.append(numeric.to_numpy(dtype=np.float64, na_value=np.nan))
     return np.column_stack(columns) if columns else np.empty((len(frame), 0))
+
+
+# A text feature with at least this share of distinct values among its customers' values is an
+# id (or free text) rather than a category: nothing learned about one value applies to another row.
+ID_LIKE_SHARE = 0.9
+# Text is free text (comments, addresses) when its values are this long on median and hold spaces,
+# and at least half of them are distinct.
+FREE_TEXT_CHARS = 25
+
+
+def screen_features(frame: pd.DataFrame, feature_names: list[str], categorical: list[str]) -> dict[str, str]:
+    """The features a model should not use, each with why: constant, id-like or free text.
+
+    - constant: one value (or none) on every row: nothing to split on;
+    - id-like: a text feature whose values are (nearly) all distinct, one customer each
+      (counted on the latest cutoff's rows, one per customer, so that a customer's id repeated
+      over cutoffs still counts once);
+    - free text: long text with spaces, mostly distinct (comments, addresses).
+    Numbers are never id-like here: a continuous number is distinct on every row too. High-
+    cardinality categories that are not id-like stay, with their rare values pooled
+    (`category_levels`).
+    """
+    latest = frame[frame["event_timestamp"] == frame["event_timestamp"].max()] if "event_timestamp" in frame else frame
+    left_out = {}
+    for name in feature_names:
+        values = frame[name].dropna()
+        distinct = values.nunique()
+        if distinct <= 1:
+            held = "no value" if distinct == 0 else f"the value {values.iloc[0]!r}"
+            left_out[name] = f"constant: {held} on every row"
+            continue
+        if name not in categorical:
+            continue
+        present = latest[name].dropna().astype(str)
+        if present.empty:
+            continue
+        share = present.nunique() / len(present)
+        text = present.str.len().median() >= FREE_TEXT_CHARS and present.str.contains(" ").mean() >= 0.5
+        if text and share >= 0.5:
+            left_out[name] = f"free text: {present.nunique():,} distinct values of median length {present.str.len().median():.0f}"
+        elif share >= ID_LIKE_SHARE and present.nunique() > MIN_CATEGORY_ROWS:
+            left_out[name] = f"id-like: {present.nunique():,} distinct values in {len(present):,} customers' rows"
+    return left_out
 
 
 def fingerprint(frame: pd.DataFrame) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from churn.errors import ChurnError
-from training.dataset import to_matrix
+from training.dataset import category_levels, to_matrix
 
 
 class NotFittedError(ChurnError):
@@ -75,11 +75,7 @@ class GradientBoostedModel:
     ) -> GradientBoostedModel:
         """Train on (X, y), stopping early on (X_val, y_val). Frames must hold `feature_names`."""
         self.feature_names_ = list(feature_names)
-        self.categories_ = {
-            name: sorted(X[name].dropna().astype(str).unique().tolist())
-            for name in self.feature_names_
-            if name in self.categorical
-        }
+        self.categories_ = {name: category_levels(X[name]) for name in self.feature_names_ if name in self.categorical}
         categorical = [i for i, name in enumerate(self.feature_names_) if name in self.categorical]
         train = lgb.Dataset(
             to_matrix(X, self.feature_names_, self.categories_),

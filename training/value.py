@@ -31,7 +31,7 @@ from features.contract import Contract, Shape
 from features.weekly import slug
 from features.definitions import service_name
 from features.store import historical_features
-from training.dataset import sampled_customers, to_matrix
+from training.dataset import category_levels, sampled_customers, to_matrix
 from training.evaluate import clv_metrics
 from training.model import GradientBoostedModel
 
@@ -195,9 +195,9 @@ def fit_value_model(
             "use a shorter value.horizon_days, or another value.method"
         )
     frame = historical_features(settings, labels, service_name(contract.name))
-    categories = {n: sorted(frame[n].dropna().astype(str).unique().tolist()) for n in categorical}
     latest = present[-1]
     fit, test = frame[frame["event_timestamp"] < latest], frame[frame["event_timestamp"] == latest]
+    categories = {n: category_levels(fit[n]) for n in categorical}
     matrix = lambda part: to_matrix(part, feature_names, categories)  # noqa: E731
     train = lgb.Dataset(
         matrix(fit), label=fit["revenue"].to_numpy(), feature_name=feature_names,

@@ -102,10 +102,10 @@ def test_column_order_of_the_input_does_not_matter(fitted):
     np.testing.assert_array_equal(fitted.predict(X), fitted.predict(X[["plan", "x"]]))
 
 
-def test_unseen_category_at_predict(fitted):
-    X = pd.DataFrame({"x": [0.0], "plan": ["weekly"]})
-    with pytest.raises(DataError, match=r"feature 'plan': value 'weekly' was not seen in training"):
-        fitted.predict(X)
+def test_unseen_category_at_predict_is_scored_as_the_rare_ones(fitted):
+    X = pd.DataFrame({"x": [0.0, 0.0], "plan": ["weekly", "quarterly"]})
+    p = fitted.predict(X)
+    assert np.isfinite(p).all() and p[0] == p[1]  # both unseen: one "other" category
 
 
 def test_same_seed_same_model():

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from churn.errors import DataError
-from training.dataset import check_features, to_matrix
+from training.dataset import category_levels, check_features, to_matrix
 
 
 # --- to_matrix ----------------------------------------------------------------------------------
@@ -47,12 +47,18 @@ def test_to_matrix_without_features():
     assert to_matrix(pd.DataFrame({"x": [1, 2]}), [], {}).shape == (2, 0)
 
 
-def test_to_matrix_rejects_an_unseen_category():
-    frame = pd.DataFrame({"plan": ["monthly", "weekly"], "tenure_days": [1, 2]})
-    with pytest.raises(
-        DataError, match=r"feature 'plan': value 'weekly' was not seen in training; known \['annual', 'monthly'\]"
-    ):
-        to_matrix(frame, ["tenure_days", "plan"], CATEGORIES)
+def test_to_matrix_gives_a_value_unseen_in_training_the_other_code():
+    frame = pd.DataFrame({"plan": ["monthly", "weekly", None], "tenure_days": [1, 2, 3]})
+    matrix = to_matrix(frame, ["tenure_days", "plan"], CATEGORIES)
+    # levels 0 and 1 are known; "weekly" shares code 2 with the values rare in training; None stays missing
+    np.testing.assert_array_equal(matrix[:, 1], [1, 2, np.nan])
+
+
+def test_category_levels_pool_rare_values_and_keep_the_most_frequent():
+    values = pd.Series(["a"] * 30 + ["b"] * 25 + ["c"] * 19 + ["d"] * 40 + [None] * 5)
+    assert category_levels(values, min_rows=20) == ["a", "b", "d"]  # "c" (19 rows) is rare
+    assert category_levels(values, min_rows=20, max_levels=2) == ["a", "d"]  # the two most frequent
+    assert category_levels(values.sample(frac=1.0, random_state=1), min_rows=20) == ["a", "b", "d"]  # any row order
 
 
 # --- check_features -----------------------------------------------------------------------------
