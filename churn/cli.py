@@ -9,14 +9,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
 from rich.table import Table
 
 from churn import clock
@@ -79,6 +80,51 @@ def _step(title: str):
         bar.add_task(title, total=None)
         yield
     console.print(f"[green]✓[/] {title} [dim]({time.perf_counter() - start:.1f}s)[/]")
+
+
+class _PartsLeft(ProgressColumn):
+    """'3/6 parts, about 0:01:10 left' for a step of counted parts; nothing for a step without."""
+
+    def render(self, task) -> Text:
+        if task.total is None:
+            return Text("")
+        left = task.time_remaining
+        estimate = "estimating" if left is None else f"about {timedelta(seconds=round(left))} left"
+        return Text(f"{task.completed:.0f}/{task.total:.0f}, {estimate}", style="dim")
+
+
+class _Steps:
+    """The steps of a long command, one line each: a tick and the time each took, and while a step runs,
+    its elapsed time and, for a step of counted parts (`step(what, done, total)`), a bar and an estimate of the rest."""
+
+    def __init__(self, command: str):
+        self.command = command
+        self.bar = Progress(
+            SpinnerColumn(), TextColumn(f"{command}: {{task.description}}"), BarColumn(), TimeElapsedColumn(), _PartsLeft(),
+            console=console, transient=True, speed_estimate_period=3600,  # parts may take minutes each
+        )
+        self.task, self.what, self.started = None, None, 0.0
+
+    def __enter__(self) -> _Steps:
+        self.bar.__enter__()
+        return self
+
+    def __call__(self, what: str, done: int | None = None, total: int | None = None) -> None:
+        if what != self.what:
+            self._done()
+            self.what, self.started = what, time.perf_counter()
+            self.task = self.bar.add_task(what, total=total)
+        self.bar.update(self.task, completed=done or 0, total=total)
+
+    def _done(self) -> None:
+        if self.task is not None:
+            self.bar.remove_task(self.task)
+            console.print(f"  [green]✓[/] {self.what} [dim]({time.perf_counter() - self.started:.1f}s)[/]")
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self._done()
+        self.bar.__exit__(*exc)
 
 
 def _settings() -> Settings:
@@ -229,13 +275,8 @@ def _train(settings: Settings, shuffle_labels: bool = False) -> None:
     from training.train import train
 
     start = time.perf_counter()
-    with _dask_or_none(settings) as client, Progress(
-        SpinnerColumn(), TextColumn("train: {task.description}"), TimeElapsedColumn(), console=console, transient=True
-    ) as bar:
-        task = bar.add_task("starting", total=None)
-        result = train(
-            settings, step=lambda what: bar.update(task, description=what), shuffle_labels=shuffle_labels, client=client
-        )
+    with _dask_or_none(settings) as client, _Steps("train") as step:
+        result = train(settings, step=step, shuffle_labels=shuffle_labels, client=client)
     console.print(f"[green]✓[/] evaluated, trained and registered [dim]({time.perf_counter() - start:.1f}s)[/]")
     # (metric key, header, format): ranking, then calibration raw -> calibrated (cross-fitted), then profit
     shown = (
@@ -249,6 +290,8 @@ def _train(settings: Settings, shuffle_labels: bool = False) -> None:
         mean, sd = result.summary[k]
         table.add_row(header, *(f"{m[k]:{fmt}}" for m in result.per_split), f"{mean:{fmt}} ± {sd:{fmt}}")
     console.print(table)
+    for column, why in (result.left_out or {}).items():
+        console.print(f"  left out [bold]{column}[/]: {why}")
     value = result.value
     segments = (
         f"one segment (every customer is worth {value['amount']:,.2f})" if value["constant"]

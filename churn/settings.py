@@ -62,6 +62,11 @@ class TrainingSettings(Section):
         "training sets, the evaluation and every fit see only the sampled customers; scoring and the online store "
         "still cover all of them.",
     )
+    n_jobs: int | None = Field(
+        None, ge=1,
+        description="Model fits of `churn train` run at a time (each single-threaded, in its own process); unset "
+        "(the default): one per usable core.",
+    )
 
 
 class ProfitSettings(Section):

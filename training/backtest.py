@@ -33,7 +33,8 @@ from features.build import read_views
 from features.definitions import service_name
 from features.ingest import read_manifest
 from features.store import historical_features
-from training.dataset import sampled_customers
+from training.dataset import sampled_customers, screen_features
+from training.fits import fit_models
 from training.evaluate import churn_metrics, expected_calibration_error
 from training.profit import empc
 from training.tuning import AutoTunedModel
@@ -53,6 +54,7 @@ class TrainingData:
     split_names: list[str]
     final_rows: np.ndarray  # rows the model to register is trained on
     rfm: list[str] = field(default_factory=list)  # recency, frequency, monetary columns (logs)
+    left_out: dict[str, str] = field(default_factory=dict)  # columns of the views no model uses, and why
 
 
 def _weeks(days: int) -> int:
@@ -158,8 +160,9 @@ def training_data(settings: Settings) -> TrainingData:
     labels = training_labels(settings)
     frame = historical_features(settings, labels, service_name(contract.name))
     fields = [f for v in views["views"].values() for f in v]
-    names = [c for c, _, _ in fields]
-    categorical = [c for c, kind, _ in fields if kind == "string"]
+    left_out = screen_features(frame, [c for c, _, _ in fields], [c for c, kind, _ in fields if kind == "string"])
+    names = [c for c, _, _ in fields if c not in left_out]
+    categorical = [c for c, kind, _ in fields if kind == "string" and c not in left_out]
     if is_snapshot:
         folds = StratifiedKFold(contract.evaluation.folds, shuffle=True, random_state=contract.evaluation.seed)
         splits = list(folds.split(frame, frame["churned"]))
@@ -183,7 +186,7 @@ def training_data(settings: Settings) -> TrainingData:
     for name in contract.of_shape(Shape.TRANSACTIONS):
         rfm = [f"{name}_recency_days", f"{name}_frequency", f"{name}_monetary"]
         break
-    return TrainingData(contract, frame, names, categorical, splits, split_names, final, rfm)
+    return TrainingData(contract, frame, names, categorical, splits, split_names, final, rfm, left_out)
 
 
 Model = Callable[[], object]  # a factory of objects with fit(X, y) -> self and predict(X) -> scores
@@ -207,14 +210,19 @@ def held_out_predictions(
 
 
 def backtest(
-    data: TrainingData, models: dict[str, Model], fit_labels: np.ndarray | None = None
+    data: TrainingData, models: dict[str, Model], fit_labels: np.ndarray | None = None, n_jobs: int | None = 1
 ) -> dict[str, list[dict[str, float]]]:
-    """Fit and score every model on every split of `data`; metrics per model per split."""
+    """Fit and score every model on every split of `data`; metrics per model per split.
+
+    `n_jobs`: fits at a time (`fit_models`; None: one per usable core).
+    """
     y = data.frame["churned"].to_numpy()
+    fit_y = y if fit_labels is None else fit_labels
     results: dict[str, list[dict[str, float]]] = {}
     for name, make in models.items():
         results[name] = []
-        for (_, test_rows), (_, predicted) in zip(data.splits, held_out_predictions(data, make, fit_labels)):
+        fitted = fit_models(make, data.frame, fit_y, [rows for rows, _ in data.splits], n_jobs)
+        for (_, test_rows), (_, predicted) in zip(data.splits, held_out_predictions(data, make, fit_labels, fitted)):
             metrics = churn_metrics(y[test_rows], predicted)
             results[name].append({k: metrics[k] for k in (*METRICS, "churn_rate")})
     return results

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,8 @@ class TrainingReport:
     clv_note: str
     latest: str  # the split the calibration, gains and segment sections show
     importance_rows: str
+    left_out: dict[str, str] = field(default_factory=dict)  # columns no model uses, and why
+    search: pd.DataFrame | None = None  # the registered churn model's search: candidates, rounds, validation ROC AUC
 
 
 def segment_metrics(y_true: np.ndarray, probability: np.ndarray, clv: np.ndarray, edges: list[float]) -> pd.DataFrame:
@@ -183,6 +185,19 @@ def render(report: TrainingReport) -> str:
                 _importance_plot(report.importance_clv, "CLV model") + "<h3>CLV model</h3>" + _table(report.importance_clv)
                 if report.importance_clv is not None else ""
             ),
+        ),
+        _section(
+            "columns", "Columns left out",
+            _table(pd.DataFrame({"column": list(report.left_out), "why": list(report.left_out.values())}))
+            if report.left_out else "<p>None: every column of the data set's views is a feature.</p>",
+        ),
+        *(
+            [_section(
+                "search", "The registered churn model's search",
+                "<p>Each candidate setting, trained with early stopping on the search's validation rows "
+                "(docs/architecture.md, 'The churn model'); the best ones are averaged.</p>" + _table(report.search),
+            )]
+            if report.search is not None else []
         ),
         _section("segments", f"Metrics by CLV segment ({report.latest})", _table(report.segments)),
         _section(

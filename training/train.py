@@ -43,7 +43,8 @@ from features.build import read_views
 from features.definitions import service_name
 from training.backtest import fold_metrics
 from training.calibration import ProbabilityCalibrator
-from training.backtest import TrainingData, training_data, engine_model, held_out_predictions, summarize
+from training.backtest import TrainingData, engine_model, held_out_predictions, summarize, training_data
+from training.fits import fit_models, fit_on_cluster, usable_cores
 from training.promote import (
     clv_model_name, churn_model_name, evaluation_fingerprint, held_out_tags, promote,
 )
@@ -87,6 +88,12 @@ class TrainResult:
     # every evaluation split's test rows: split, customer_id, event_timestamp, churned, raw and calibrated
     # probability of that split's model, value
     held_out: pd.DataFrame | None = None
+    left_out: dict[str, str] | None = None  # columns of the views no model uses, and why (`screen_features`)
+
+
+def search_table(search: list[dict]) -> pd.DataFrame:
+    """The search of a fitted `AutoTunedModel`, best first: one row per candidate setting."""
+    return pd.DataFrame([{**c["params"], "rounds": c["rounds"], "validation_roc_auc": c["validation_auc"]} for c in search])
 
 
 def sample_rows(frame: pd.DataFrame, rows: int = IMPORTANCE_SAMPLE_ROWS, seed: int = 0) -> pd.DataFrame:
@@ -220,19 +227,24 @@ def _report(
         clv_note=f"Value: {value_words[spec['method']]}" + (f"; model measured on cutoff {value_model.test_cutoff}" if value_model else ""),
         latest=f"split {data.split_names[-1]}",
         importance_rows="the latest labelled population (the registered models)",
+        left_out=data.left_out,
+        search=search_table(model.search_),
     )
 
 
 def train(
-    settings: Settings, step: Callable[[str], None] = lambda _: None, shuffle_labels: bool = False, client=None
+    settings: Settings, step: Callable[..., None] = lambda what, done=None, total=None: None, shuffle_labels: bool = False,
+    client=None,
 ) -> TrainResult:
     """Evaluate, fit and register the churn model (and the value model) of the data set, as challengers.
 
+    `step(what, done=None, total=None)` is called as each step starts, and with the count of
+    its parts done out of `total` where a step has parts (the model fits).
     `shuffle_labels` fits on labels permuted within each cutoff (evaluation still scores the
     true labels): a model no better than chance, to show (and test) that the gate refuses it.
     `client`: a `distributed.Client` (Dask mode, `churn.cluster.dask_client`): the churn model's
     fits (one per split, and the model to register) run as Dask tasks at once, and give the
-    same models (`training.model_dask.fit_on_cluster`).
+    same models (`training.fits.fit_on_cluster`).
     """
     step("labels and point-in-time training set (Feast)")
     data = training_data(settings)
@@ -258,15 +270,19 @@ def train(
 
     make = partial(engine_model, data)  # a new unfitted model per fit
     y = data.frame["churned"].to_numpy() if fit_labels is None else fit_labels
-    models, trained_on = None, "one machine"
+    # one model per evaluation split, and the model to register: independent fits, all at once
+    rows = [train_rows for train_rows, _ in data.splits] + [data.final_rows]
+    what = f"fit {len(rows)} models ({len(data.splits)} evaluation splits and the model to register)"
     if client is not None:
-        from training.model_dask import fit_on_cluster
-
-        step(f"fit {len(data.splits) + 1} models on the Dask cluster")
-        rows = [train_rows for train_rows, _ in data.splits] + [data.final_rows]
+        step(f"{what} on the Dask cluster")
         models, trained_on = fit_on_cluster(client, make(), data.frame, y, rows), "dask"
+    else:
+        jobs = min(settings.training.n_jobs or usable_cores(), len(rows))
+        step(what, 0, len(rows))
+        models = fit_models(make, data.frame, y, rows, jobs, progress=lambda done, total: step(what, done, total))
+        trained_on = f"one machine, {jobs} fit(s) at a time"
     step(f"evaluate on {len(data.splits)} splits")
-    per_split, parts = _evaluate(settings, data, make, fit_labels, spec, value_model, None if models is None else models[:-1])
+    per_split, parts = _evaluate(settings, data, make, fit_labels, spec, value_model, models[:-1])
     summary = summarize(per_split)
     held_out = pd.concat(
         [
@@ -278,9 +294,9 @@ def train(
         ignore_index=True,
     )
 
-    step("fit the model to register")
+    step("calibrate the model to register")
     final = data.frame.iloc[data.final_rows]
-    model = models[-1] if models else make().fit(final, y[data.final_rows])
+    model = models[-1]
     calibrator = calibrate(model, y[data.final_rows], contract.evaluation.seed)
     if summary["ece"][0] > summary["ece_raw"][0]:
         # the evaluation says this way of calibrating makes probabilities worse on this data set (a
@@ -312,7 +328,9 @@ def train(
         )
         for k, (mean, sd) in summary.items():
             mlflow.log_metrics({f"eval_{k}_mean": mean, f"eval_{k}_sd": sd})
-        mlflow.log_dict({"splits": data.split_names, "metrics": per_split, "search": model.search_}, "evaluation.json")
+        mlflow.log_dict(
+            {"splits": data.split_names, "metrics": per_split, "search": model.search_, "left_out": data.left_out}, "evaluation.json"
+        )
         mlflow.set_tags(
             {
                 "feature_service.churn": service,
@@ -370,5 +388,5 @@ def train(
     return TrainResult(
         run.info.run_id, name, version, data.split_names, per_split, summary, len(final), model.search_, promotion,
         {**spec, "constant": constant}, edges, clv_version, value_model.metrics if value_model is not None else None,
-        calibrator.to_dict(), report_path, held_out,
+        calibrator.to_dict(), report_path, held_out, data.left_out,
     )

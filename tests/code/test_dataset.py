@@ -25,12 +25,6 @@ def test_text_in_a_numeric_feature_names_feature_value_and_customer():
         to_matrix(frame, ["a"], {})
 
 
-def test_unseen_category_is_an_error_not_a_code():
-    frame = pd.DataFrame({"customer_id": [1], CATEGORICAL: ["z"]})
-    with pytest.raises(DataError, match=f"feature '{CATEGORICAL}': value 'z' was not seen in training"):
-        to_matrix(frame, [CATEGORICAL], {CATEGORICAL: ["x", "y"]})
-
-
 def test_sampled_customers_keeps_whole_customers_the_same_at_every_cutoff():
     from training.dataset import sampled_customers
 
@@ -47,3 +41,30 @@ def test_sampled_customers_keeps_whole_customers_the_same_at_every_cutoff():
     part = labels[labels["customer_id"].str[1:].astype(int) < 250]
     assert set(kept["customer_id"]) & set(part["customer_id"]) <= set(sampled_customers(part, 40)["customer_id"])
     assert sampled_customers(labels, None) is labels and sampled_customers(labels, 500) is labels
+
+
+def test_screen_features_leaves_out_constant_id_like_and_free_text_columns_and_says_why():
+    from training.dataset import screen_features
+
+    rng = np.random.default_rng(0)
+    n = 400
+    stamps = pd.to_datetime(["2025-01-05", "2025-01-12"], utc=True).repeat(n // 2)
+    frame = pd.DataFrame(
+        {
+            "event_timestamp": stamps,
+            "plan": rng.choice(["a", "b", "c"], n),  # a category: kept
+            "area": [f"area {i % 60}" for i in range(n)],  # many values, each on several customers: kept
+            "account": [f"ACC-{i % 200:05d}" for i in range(n)],  # one value per customer: id-like
+            "note": [f"customer {i} called about the bill on day {i % 31}" for i in range(n)],  # free text
+            "country": ["DE"] * n,  # constant
+            "empty": [None] * n,  # constant: no value at all
+            "charges": rng.normal(50, 10, n),  # distinct numbers: kept (numbers are never id-like)
+        }
+    )
+    names = ["plan", "area", "account", "note", "country", "empty", "charges"]
+    left_out = screen_features(frame, names, ["plan", "area", "account", "note", "country", "empty"])
+    assert set(left_out) == {"account", "note", "country", "empty"}
+    assert left_out["account"] == "id-like: 200 distinct values in 200 customers' rows"
+    assert left_out["note"].startswith("free text: 200 distinct values of median length")
+    assert left_out["country"] == "constant: the value 'DE' on every row"
+    assert left_out["empty"] == "constant: no value on every row"

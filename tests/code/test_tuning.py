@@ -23,7 +23,7 @@ def _frame(n: int, stamps: list[str], seed: int = 0) -> tuple[pd.DataFrame, np.n
 
 def test_a_snapshot_is_searched_by_inner_folds_and_keeps_their_models():
     X, y = _frame(800, ["2024-06-01"])
-    model = AutoTunedModel(["x", "noise", "plan"], ["plan"], ensemble=2, inner_folds=4).fit(X, y)
+    model = AutoTunedModel(["x", "noise", "plan"], ["plan"], ensemble=2, inner_folds=4, search_patience=None).fit(X, y)
     assert len(model.search_) == len(CANDIDATES)
     aucs = [c["validation_auc"] for c in model.search_]
     assert aucs == sorted(aucs, reverse=True) and 0.7 < aucs[0] < 1
@@ -39,8 +39,8 @@ def test_a_snapshot_is_searched_by_inner_folds_and_keeps_their_models():
 def test_a_snapshot_with_too_few_churners_for_the_inner_folds_is_refused():
     X, _ = _frame(100, ["2024-06-01"])
     y = np.zeros(100, dtype=int)
-    y[:3] = 1
-    with pytest.raises(DataError, match="3 churned and 97 retained customers; the search needs at least 5 of each"):
+    y[:2] = 1
+    with pytest.raises(DataError, match="2 churned and 98 retained customers; the search needs at least 3 of each"):
         AutoTunedModel(["x", "noise", "plan"], ["plan"]).fit(X, y)
 
 
@@ -55,3 +55,16 @@ def test_logs_without_a_cutoff_a_horizon_older_than_the_latest_are_refused():
     X, y = _frame(600, ["2024-02-25", "2024-03-03"])
     with pytest.raises(DataError, match="no training cutoff is 28 days older than the latest"):
         AutoTunedModel(["x", "noise", "plan"], ["plan"], gap_days=28).fit(X, y)
+
+
+def test_the_search_stops_when_more_leaves_stop_paying():
+    X, y = _frame(3_000, ["2024-06-01"])  # an additive signal: stumps are as good as it gets
+    full = AutoTunedModel(["x", "noise", "plan"], ["plan"], search_patience=None).fit(X, y)
+    early = AutoTunedModel(["x", "noise", "plan"], ["plan"], search_patience=2).fit(X, y)
+    setting = lambda c: {k: v for k, v in c["params"].items() if k != "learning_rate"}  # noqa: E731
+    aucs = [c["validation_auc"] for c in sorted(full.search_, key=lambda c: CANDIDATES.index(setting(c)))]
+    # stop after the first two candidates in a row that do not beat the best before them
+    stop = next(i for i in range(3, len(aucs) + 1) if max(aucs[i - 2:i]) < max(aucs[: i - 2]) + 0.0005)
+    assert stop < len(CANDIDATES)
+    assert [setting(c) for c in early.search_] == [setting(c) for c in full.search_ if CANDIDATES.index(setting(c)) < stop]
+    assert [c["validation_auc"] for c in early.search_] == sorted(aucs[:stop], reverse=True)
