@@ -125,9 +125,9 @@ class TextTally:
     are all numbers is numeric; one whose non-numbers ("tokens") take more than `MAX_TOKENS`
     distinct values is text (categorical); in between, numbers but for at most `MAX_TOKENS`
     distinct tokens, the column is numeric with missing-value markers (`NA`, `n/a`, `-`) or
-    corrupt values (`abc`) when the numbers outweigh the tokens (more rows, or more distinct
-    values), and that is a problem to tell, not a guess to make; else (`Yes`/`No` with a
-    stray `0`) it is text. A value is compared as stored (`' NA'` is not `'NA'`): the
+    corrupt values (`abc`) when the numbers outweigh the tokens (more rows, or at least as
+    many distinct values: a sparse column mostly `NA`), and that is a problem to tell, not a
+    guess to make; else (`Yes`/`No` with a stray `0`) it is text. A value is compared as stored (`' NA'` is not `'NA'`): the
     suggested `na_values` then match it.
     """
 
@@ -185,7 +185,7 @@ class TextTally:
         token_rows = sum(rows for _, rows in self.tokens.values())
         return (
             0 < len(self.tokens) <= MAX_TOKENS and self.number_rows > 0
-            and (self.number_rows > token_rows or len(self.numbers) > len(self.tokens))
+            and (self.number_rows > token_rows or len(self.numbers) >= len(self.tokens))
         )
 
     def problem(self, where: str | Place, column: str) -> Problem | None:
