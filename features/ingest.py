@@ -4,13 +4,16 @@ Everything is read and checked first; only a fully valid set of tables is kept, 
 folder that replaces `<data_dir>/ingested` in one rename. A failed ingest therefore leaves
 the earlier ingested data exactly as it was.
 
-Large logs are streamed: an events, transactions or cancellations source in Parquet
-(without `derive`/`where`, whose SQL may need the whole table) is read `STREAM_ROWS` rows at
+A source's `path` may be a glob: its files are read in sorted order as one table (one
+schema), and problems name the file and its row (`validate.Place`).
+
+Large logs are streamed: an events, transactions or cancellations source in Parquet (a file
+or a glob, without `derive`/`where`, whose SQL may need the whole table) is read `STREAM_ROWS` rows at
 a time, each chunk typed, checked and written to the staging folder as it comes, so memory
 holds one chunk (a million simulated customers: 176 M event rows). Every rule is checked on
 every chunk, and a problem found in several chunks is reported once, with its first row
-(numbered in the whole file) and the count over all of them. Undeclared column types are
-read from the Parquet schema (text columns: inferred over the chunks until one settles it).
+(numbered in its file) and the count over all of them. Undeclared column types are
+read from the Parquet schema (text columns: tallied over the chunks until one settles it).
 CSV files, database tables and one-row-per-customer sources are read whole.
 
 Written layout (`<data_dir>/ingested/`):
