@@ -70,6 +70,7 @@ class IngestedSource:
     source: Source
     frame: pd.DataFrame
     types: dict[str, ColumnType]
+    where: Place | None = None  # where its rows come from (a glob's files), for the problems found later
 
 
 @dataclass(frozen=True)
@@ -270,7 +271,7 @@ def load_source(name: str, source: Source, root: Path) -> tuple[IngestedSource |
         types.update(derived_types)
         problems += found
     problems += check_rows(typed, types, source, where)
-    return IngestedSource(name, source, typed, types), problems
+    return IngestedSource(name, source, typed, types, where), problems
 
 
 def _standard(table: IngestedSource) -> pd.DataFrame:
@@ -467,9 +468,7 @@ def validate(contract: Contract, root: Path, out_dir: Path | None = None) -> tup
     if snapshot is not None:
         for table in tables:
             if table is not snapshot:
-                early_by[table.name] = check_after_signup(
-                    table.frame, table.source, _describe(table.source, root), snapshot.frame, snapshot.source
-                )
+                early_by[table.name] = check_after_signup(table.frame, table.source, table.where, snapshot.frame, snapshot.source)
     # in the config's order: each source's own problems, then those of rows before a signup
     problems = [p for name in contract.sources for p in found_by.get(name, [])]
     problems += [p for name in contract.sources for p in early_by.get(name, [])]
