@@ -160,15 +160,19 @@ def _mark_missing(frame: pd.DataFrame, na_values: list[str]) -> pd.DataFrame:
 def read_source(source: Source, root: Path) -> pd.DataFrame:
     """The table as stored: CSV (every column as text, typed later), Parquet, or a PostgreSQL table/query.
 
-    A glob `path` reads every matching file in sorted order as one table (see `load_source`
-    for files whose columns differ).
+    A glob `path` reads every matching file in sorted order as one table (`load_source`
+    also checks that the files share one schema and names each file's rows).
     """
-    if source.path:
-        files = source_files(source, root)
-        if not files:
-            raise FileNotFoundError(root / source.path)
-        frames = [_read_file(f, source) for f in files]
-        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    if not source.path:
+        return _read_database(source)
+    files = source_files(source, root)
+    if not files:
+        raise FileNotFoundError(root / source.path)
+    frames = [_read_file(f, source) for f in files]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def _read_database(source: Source) -> pd.DataFrame:
     engine = sa.create_engine(source.url)
     try:
         with engine.connect() as conn:
@@ -201,7 +205,7 @@ def _read(name: str, source: Source, root: Path) -> tuple[pd.DataFrame | None, P
     where = _describe(source, root)
     try:
         if not source.path:
-            return read_source(source, root), where, []
+            return _read_database(source), where, []
         files = source_files(source, root)
         if not files:
             matched = " (no file matches the glob)" if glob.has_magic(source.path) else ""
