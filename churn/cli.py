@@ -6,6 +6,7 @@ Heavy modules (Feast, MLflow, LightGBM, BentoML) are imported inside the command
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -14,8 +15,10 @@ from functools import wraps
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 from rich.table import Table
@@ -58,15 +61,35 @@ AsOf = Annotated[
 ]
 
 
+DEBUG_ENV = "CHURN_DEBUG"  # set to 1: an unexpected error keeps its traceback
+
+
 def _fails_cleanly(command: F) -> F:
-    """Turn the engine's own errors into a red message and exit code 1 (other errors keep their trace)."""
+    """Every failure ends in one red `error:` line and exit code 1, never a raw traceback.
+
+    The engine's own errors (`ChurnError`) carry a message meant for the user; any other
+    exception is a bug or a library's complaint, shown as its type and message with the
+    way to see its trace (`CHURN_DEBUG=1` re-raises it). typer's and click's own exits
+    (`--help`, usage errors, Ctrl-C) pass through as they are.
+    """
 
     @wraps(command)
     def run(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except (typer.Exit, click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
         except ChurnError as exc:
-            console.print(f"[bold red]error:[/] {exc}")
+            console.print(f"[bold red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(1) from exc
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "(no message)"
+            console.print(
+                f"[bold red]error:[/] unexpected {type(exc).__module__}.{type(exc).__qualname__}: {escape(first)} "
+                f"[dim](a bug or an unhandled case; run with {DEBUG_ENV}=1 for the traceback)[/]"
+            )
             raise typer.Exit(1) from exc
 
     return run

@@ -27,6 +27,7 @@ from pydantic_settings import (
 
 from churn.clock import utc
 from churn.errors import ConfigError
+from churn.keys import error_message
 
 _CONFIG_ENV = "CHURN_CONFIG"
 _DEFAULT_CONFIG_FILE = "churn.toml"
@@ -330,7 +331,7 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}{_shown_input(err)}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc'])}: {error_message(Settings, err)}{_shown_input(err)}" for err in exc.errors()
         )
         source = os.environ.get(_CONFIG_ENV, _DEFAULT_CONFIG_FILE)
         raise ConfigError(f"invalid settings (from {source}, CHURN_* variables or arguments): {problems}") from exc

@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from churn.errors import ConfigError
+from churn.keys import error_message
 
 
 class ColumnType(str, Enum):
@@ -107,6 +108,19 @@ class Signals(_Strict):
         return {name: getattr(self, name) for name in SIGNAL_KINDS if getattr(self, name)}
 
 
+ROW_ID = "row_id"  # the id column a snapshot with `row_id: true` gets: its row number in the source
+
+
+def label_text(value) -> str:
+    """A label value as the engine compares it: text, stripped, a whole number without its ".0" (1, 1.0, "1" -> "1")."""
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if number.is_integer() else text
+
+
 SIGNAL_KINDS = ("activity", "support_tickets", "complaints", "failed_payments", "plan_changes", "survey")
 
 
@@ -114,13 +128,20 @@ class Source(_Strict):
     """One table of the company's data and what its columns mean."""
 
     shape: Shape = Field(description="snapshot, customers, events, transactions or cancellations.")
-    path: str | None = Field(None, description="CSV or Parquet file, relative to the config's `data_root`.")
+    path: str | None = Field(
+        None,
+        description="CSV or Parquet file, relative to the config's `data_root`; a glob (`part-*.csv`) reads every "
+        "matching file in sorted order as one table.",
+    )
     url: str | None = Field(None, description="SQLAlchemy URL of a PostgreSQL database (with `table` or `query`).")
     table: str | None = Field(None, description="Table to read from `url`.")
     query: str | None = Field(None, description="SQL query to run on `url`.")
     csv: CsvOptions = Field(CsvOptions(), description="Reading options for CSV files.")
     na_values: list[str] = Field(default_factory=list, description="Strings that mean 'no value' (e.g. ' ').")
-    customer_id: str = Field(description="Column with the customer id.")
+    customer_id: str | None = Field(None, description="Column with the customer id (text, whatever its type in the table).")
+    row_id: bool = Field(
+        False, description="snapshot without an id column: the row number in the source (1, 2, ...) is the customer id."
+    )
     timestamp: str | None = Field(None, description="Column with the row's time (required for logs and cancellations).")
     timestamp_format: str | None = Field(None, description="strftime format of `timestamp`; default: ISO-like, inferred.")
     where: str | None = Field(None, description="SQL filter (DuckDB) applied after typing, e.g. `CustomerID IS NOT NULL`.")
@@ -133,11 +154,20 @@ class Source(_Strict):
     signals: Signals = Field(Signals(), description="logs: which values of `kind` are activity, tickets, complaints, ...")
     allow_negative: list[str] = Field(default_factory=list, description="Numeric columns that may be negative (amount may not, unless listed).")
     label: str | None = Field(None, description="snapshot: the churn label column.")
-    positive: list[str] = Field(default_factory=lambda: ["1", "Yes", "yes", "True", "true"], description="Label values that mean churned.")
+    positive: list[str] = Field(
+        default_factory=lambda: ["1", "Yes", "yes", "True", "true"],
+        description="Label values that mean churned, as text or numbers (`[1]` matches a label read as 1 or 1.0).",
+    )
     signup: str | None = Field(None, description="snapshot, customers: signup timestamp column; log rows before it are errors.")
     tenure: str | None = Field(None, description="snapshot: numeric column holding tenure (no `signup`): gives `tenure_days`.")
     tenure_unit: Literal["days", "weeks", "months"] = Field("days", description="Unit of `tenure` (a month is 30.44 days).")
     as_of: date | None = Field(None, description="snapshot: the date its attributes and label describe.")
+
+    @field_validator("positive", mode="before")
+    @classmethod
+    def _labels_as_text(cls, value):
+        # `positive: [1, "Yes"]`: the label is compared as text, a whole number without its ".0"
+        return [label_text(v) for v in value] if isinstance(value, list) else value
 
     @model_validator(mode="after")
     def _where_and_what(self) -> Source:
@@ -146,6 +176,16 @@ class Source(_Strict):
             raise ValueError(f"give exactly one of path, table, query; got {places or 'none'}")
         if (self.table or self.query) and not self.url:
             raise ValueError("a table or query needs a database `url`")
+        if self.row_id and self.shape != Shape.SNAPSHOT:
+            raise ValueError(
+                f"`row_id` is for a snapshot (one row per customer); the rows of a {self.shape.value} source "
+                "must name their customer in `customer_id`"
+            )
+        if self.row_id and self.customer_id:
+            raise ValueError("give `customer_id` (the id column) or `row_id: true` (the row number is the id), not both")
+        if not self.row_id and not self.customer_id:
+            other = " (or, for a snapshot without one, `row_id: true`)" if self.shape == Shape.SNAPSHOT else ""
+            raise ValueError(f"a source needs `customer_id`: the column with the customer id{other}")
         if self.shape not in TABLE_SHAPES and not self.timestamp:
             raise ValueError(f"a {self.shape.value} source needs a `timestamp` column")
         if self.shape == Shape.CUSTOMERS and not self.signup:
@@ -162,10 +202,15 @@ class Source(_Strict):
             raise ValueError("`tenure` is for a snapshot source without `signup` (either gives tenure_days)")
         return self
 
+    @property
+    def id_column(self) -> str:
+        """The column holding the customer id: `customer_id`, or the row number's column with `row_id`."""
+        return self.customer_id or ROW_ID
+
     def required_columns(self) -> list[str]:
         """Columns the source must have after `derive` (named in the config)."""
         named = [
-            self.customer_id, self.timestamp, self.amount, self.kind, self.label, self.signup, self.tenure, *self.values,
+            self.id_column, self.timestamp, self.amount, self.kind, self.label, self.signup, self.tenure, *self.values,
             self.signals.survey_score, self.signals.activity_sessions,
         ]
         return [c for c in dict.fromkeys(named) if c]
@@ -244,7 +289,16 @@ class Contract(_Strict):
             if not name.isidentifier() or name != name.lower():
                 raise ValueError(f"source name {name!r} must be a lower-case identifier (it names a Feast view)")
         if sum(shapes.count(shape) for shape in TABLE_SHAPES) > 1:
-            raise ValueError("at most one snapshot or customers source (one row per customer)")
+            raise ValueError(
+                "at most one snapshot or customers source (one row per customer); a table split over several files "
+                "is one source whose `path` is a glob, e.g. `telco/part-*.csv`"
+            )
+        numbered = [name for name, s in self.sources.items() if s.row_id]
+        if numbered and len(self.sources) > 1:
+            raise ValueError(
+                f"sources.{numbered[0]}: `row_id` numbers the snapshot's rows, which no other source can name; "
+                "use it only when the snapshot is the one source"
+            )
         declared = [(signal, name) for name, s in self.sources.items() for signal in s.signals.declared()]
         twice = sorted({signal for signal, _ in declared if [x for x, _ in declared].count(signal) > 1})
         if twice:
@@ -314,7 +368,7 @@ def load_contract(path: Path, data_root: Path | None = None) -> tuple[Contract, 
         contract = Contract.model_validate(raw)
     except ValidationError as exc:
         problems = "\n  ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {error_message(Contract, err)}" for err in exc.errors()
         )
         raise ConfigError(f"{path}: invalid config:\n  {problems}") from exc
     if contract.actions:

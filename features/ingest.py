@@ -4,13 +4,16 @@ Everything is read and checked first; only a fully valid set of tables is kept, 
 folder that replaces `<data_dir>/ingested` in one rename. A failed ingest therefore leaves
 the earlier ingested data exactly as it was.
 
-Large logs are streamed: an events, transactions or cancellations source in Parquet
-(without `derive`/`where`, whose SQL may need the whole table) is read `STREAM_ROWS` rows at
+A source's `path` may be a glob: its files are read in sorted order as one table (one
+schema), and problems name the file and its row (`validate.Place`).
+
+Large logs are streamed: an events, transactions or cancellations source in Parquet (a file
+or a glob, without `derive`/`where`, whose SQL may need the whole table) is read `STREAM_ROWS` rows at
 a time, each chunk typed, checked and written to the staging folder as it comes, so memory
 holds one chunk (a million simulated customers: 176 M event rows). Every rule is checked on
 every chunk, and a problem found in several chunks is reported once, with its first row
-(numbered in the whole file) and the count over all of them. Undeclared column types are
-read from the Parquet schema (text columns: inferred over the chunks until one settles it).
+(numbered in its file) and the count over all of them. Undeclared column types are
+read from the Parquet schema (text columns: tallied over the chunks until one settles it).
 CSV files, database tables and one-row-per-customer sources are read whole.
 
 Written layout (`<data_dir>/ingested/`):
@@ -24,6 +27,7 @@ Written layout (`<data_dir>/ingested/`):
 
 from __future__ import annotations
 
+import glob
 import json
 import shutil
 import uuid
@@ -38,14 +42,16 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from churn.errors import DataError
-from features.contract import LOG_SHAPES, TABLE_SHAPES, ColumnType, Contract, Shape, Source
+from features.contract import LOG_SHAPES, ROW_ID, TABLE_SHAPES, ColumnType, Contract, Shape, Source
 from features.validate import (
     ContractViolation,
+    Place,
     Problem,
+    TextTally,
     check_after_signup,
     check_required,
     check_rows,
-    infer_type,
+    labels,
     merged,
     type_columns,
 )
@@ -64,6 +70,7 @@ class IngestedSource:
     source: Source
     frame: pd.DataFrame
     types: dict[str, ColumnType]
+    where: Place | None = None  # where its rows come from (a glob's files), for the problems found later
 
 
 @dataclass(frozen=True)
@@ -87,31 +94,85 @@ class IngestResult:
     data_end: datetime
 
 
-def _describe(source: Source, root: Path) -> str:
+def _describe(source: Source, root: Path) -> Place:
+    """Where the source is, for messages (the rows of a glob's files are named per file once they are read)."""
     if source.path:
-        return str(root / source.path)
+        return Place(str(root / source.path))
     url = sa.make_url(source.url).render_as_string(hide_password=True)
-    return f"{url} ({'table ' + source.table if source.table else 'query'})"
+    return Place(f"{url} ({'table ' + source.table if source.table else 'query'})")
+
+
+def _starts(files: list[Path], rows: list[int], root: Path) -> tuple[tuple[str, int], ...]:
+    """Each file's name (relative to `root`) and the row of the whole table it starts at (`rows`: each file's rows)."""
+    starts = [0, *pd.Series(rows, dtype="int64").cumsum().tolist()]
+    return tuple((_name(f, root), start) for f, start in zip(files, starts)) if rows else ()
+
+
+def _name(file: Path, root: Path) -> str:
+    return str(file.relative_to(root)) if file.is_relative_to(root) else str(file)
+
+
+def source_files(source: Source, root: Path) -> list[Path]:
+    """The files of a `path` source, in the order they are read: the file, or every file its glob matches, sorted."""
+    pattern = str(root / source.path)
+    if not glob.has_magic(pattern):
+        return [Path(pattern)]
+    return sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+
+
+def _is_parquet(path: Path | str) -> bool:
+    return str(path).endswith(".parquet")
+
+
+def _read_file(path: Path, source: Source) -> pd.DataFrame:
+    """One file as stored: CSV (every column as text, typed later) or Parquet.
+
+    Missing values are the empty field and the config's `na_values`, nothing else: pandas'
+    own list (`NA`, `n/a`, `null`, `None`, ...) is not applied, since `NA` may be a value
+    (Namibia) and a marker in a numeric column is told by the type inference (`TextTally`).
+    """
+    if not path.exists():
+        raise FileNotFoundError(path)
+    if _is_parquet(path):
+        return _mark_missing(pd.read_parquet(path), source.na_values)
+    opts = source.csv
+    return pd.read_csv(
+        path,
+        sep=r"\s+" if opts.separator == "whitespace" else opts.separator,
+        header=0 if opts.header else None,
+        names=opts.names,
+        dtype=str,
+        keep_default_na=False,
+        na_values=["", *source.na_values],
+    )
+
+
+def _mark_missing(frame: pd.DataFrame, na_values: list[str]) -> pd.DataFrame:
+    """The text values listed in `na_values` as missing (a Parquet file or a database table: CSV does it as it reads)."""
+    if not na_values:
+        return frame
+    for column in frame.columns:
+        if frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column]):
+            frame[column] = frame[column].mask(frame[column].isin(na_values))
+    return frame
 
 
 def read_source(source: Source, root: Path) -> pd.DataFrame:
-    """The table as stored: CSV (every column as text, typed later), Parquet, or a PostgreSQL table/query."""
-    if source.path:
-        path = root / source.path
-        if not path.exists():
-            raise FileNotFoundError(path)
-        if path.suffix == ".parquet" or path.name.endswith(".parquet"):
-            return pd.read_parquet(path)
-        opts = source.csv
-        return pd.read_csv(
-            path,
-            sep=r"\s+" if opts.separator == "whitespace" else opts.separator,
-            header=0 if opts.header else None,
-            names=opts.names,
-            dtype=str,
-            keep_default_na=False,
-            na_values=["", *source.na_values],
-        )
+    """The table as stored: CSV (every column as text, typed later), Parquet, or a PostgreSQL table/query.
+
+    A glob `path` reads every matching file in sorted order as one table (`load_source`
+    also checks that the files share one schema and names each file's rows).
+    """
+    if not source.path:
+        return _read_database(source)
+    files = source_files(source, root)
+    if not files:
+        raise FileNotFoundError(root / source.path)
+    frames = [_read_file(f, source) for f in files]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def _read_database(source: Source) -> pd.DataFrame:
     engine = sa.create_engine(source.url)
     try:
         with engine.connect() as conn:
@@ -122,60 +183,112 @@ def read_source(source: Source, root: Path) -> pd.DataFrame:
                 frame = pd.read_sql_table(table, conn, schema=schema or None)
     finally:
         engine.dispose()
-    return frame.replace(source.na_values, pd.NA) if source.na_values else frame
+    return _mark_missing(frame, source.na_values)
 
 
-def _filter_and_derive(frame: pd.DataFrame, source: Source, where: str) -> tuple[pd.DataFrame | None, list[Problem]]:
-    """Apply the config's SQL `derive` expressions and `where` filter (DuckDB on the typed frame)."""
+def _schema_problems(columns: list[list[str]], files: list[Path], root: Path, where: Place) -> list[Problem]:
+    """The files of one source share one schema: each file whose columns differ from the first's, named."""
+    problems = []
+    first = columns[0]
+    for file, names in zip(files[1:], columns[1:]):
+        if set(names) != set(first):
+            extra, lacks = sorted(set(names) - set(first)), sorted(set(first) - set(names))
+            differs = "; ".join(x for x in (extra and f"has {extra} too", lacks and f"lacks {lacks}") if x)
+            problems.append(
+                Problem(where, None, f"file {_name(file, root)} {differs}: every file of a source must have the columns of the first, {_name(files[0], root)}")
+            )
+    return problems
+
+
+def _read(name: str, source: Source, root: Path) -> tuple[pd.DataFrame | None, Place, list[Problem]]:
+    """The source's table (None if it cannot be read), where its rows come from, and the problems of reading it."""
+    where = _describe(source, root)
+    try:
+        if not source.path:
+            return _read_database(source), where, []
+        files = source_files(source, root)
+        if not files:
+            matched = " (no file matches the glob)" if glob.has_magic(source.path) else ""
+            return None, where, [Problem(where, None, f"source {name!r}: file not found{matched}")]
+        frames = [_read_file(f, source) for f in files]
+    except FileNotFoundError:
+        return None, where, [Problem(where, None, f"source {name!r}: file not found")]
+    except (sa.exc.SQLAlchemyError, pd.errors.ParserError, UnicodeDecodeError, OSError, pa.ArrowException) as exc:
+        return None, where, [Problem(where, None, f"source {name!r} cannot be read: {str(exc).splitlines()[0]}")]
+    where = Place(where.text, _starts(files, [len(f) for f in frames], root))
+    problems = _schema_problems([list(f.columns) for f in frames], files, root, where)
+    if problems:
+        return None, where, problems
+    frame = frames[0] if len(frames) == 1 else pd.concat([f[list(frames[0].columns)] for f in frames], ignore_index=True)
+    return frame, where, []
+
+
+def _filter_and_derive(frame: pd.DataFrame, source: Source, where: Place) -> tuple[pd.DataFrame | None, list[Problem]]:
+    """Apply the config's SQL `derive` expressions and `where` filter (DuckDB on the typed frame).
+
+    The rows keep their index (their place in the source), so problems found after a filter
+    name the row of the file.
+    """
     if not source.derive and not source.where:
         return frame, []
     select = ", ".join(["*", *(f"{expr} AS \"{name}\"" for name, expr in source.derive.items())])
     sql = f"SELECT {select} FROM t" + (f" WHERE {source.where}" if source.where else "")
     con = duckdb.connect()
     try:
-        con.register("t", frame)
-        return con.execute(sql).df(), []
+        con.register("t", frame.assign(**{_ROW: frame.index}))
+        out = con.execute(sql).df()
     except duckdb.Error as exc:
         return None, [Problem(where, None, f"`derive`/`where` expression failed: {str(exc).splitlines()[0]}", sql)]
     finally:
         con.close()
+    return out.set_index(_ROW).rename_axis(None), []
+
+
+_ROW = "__churn_row__"  # a row's place in the source, carried through DuckDB
 
 
 def load_source(name: str, source: Source, root: Path) -> tuple[IngestedSource | None, list[Problem]]:
-    """Read, type, filter and check one source; returns it (or None) and its problems."""
-    where = _describe(source, root)
-    try:
-        raw = read_source(source, root)
-    except FileNotFoundError:
-        return None, [Problem(where, None, f"source {name!r}: file not found")]
-    except (sa.exc.SQLAlchemyError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
-        return None, [Problem(where, None, f"source {name!r} cannot be read: {str(exc).splitlines()[0]}")]
+    """Read, type, filter and check one source; returns it (or None) and every problem found.
+
+    Problems of types do not stop the checks: values that do not convert are missing in
+    the rest of them (the row rules, the label), so one run lists everything that is wrong.
+    """
+    raw, where, problems = _read(name, source, root)
+    if raw is None:
+        return None, problems
+    if source.row_id:
+        if ROW_ID in raw:
+            return None, [Problem(where, ROW_ID, "exists, and `row_id: true` would make the row number a column of that name: name it in `customer_id` instead")]
+        raw.insert(0, ROW_ID, pd.RangeIndex(1, len(raw) + 1))
     problems = check_required(list(raw.columns), source, where)
     typed, types, type_problems = type_columns(raw, source, where)
-    problems += type_problems
     if problems:
-        return None, problems
-    typed, problems = _filter_and_derive(typed, source, where)
+        return None, problems + type_problems  # the row rules need the columns the config names
+    problems = type_problems
+    typed, found = _filter_and_derive(typed, source, where)
     if typed is None:
-        return None, problems
-    typed = typed.reset_index(drop=True)
-    for column in source.derive:
-        types[column] = source.columns.get(column) or type_columns(typed[[column]], source, where)[1][column]
-    problems = check_rows(typed, types, source, where)
-    return IngestedSource(name, source, typed, types), problems
+        return None, problems + found
+    if source.derive:
+        # derived columns are typed as read ones: an id derived as a number becomes text, as every id
+        derived, derived_types, found = type_columns(typed[list(source.derive)], source, where)
+        typed = typed.assign(**{c: derived[c] for c in derived.columns})
+        types.update(derived_types)
+        problems += found
+    problems += check_rows(typed, types, source, where)
+    return IngestedSource(name, source, typed, types, where), problems
 
 
 def _standard(table: IngestedSource) -> pd.DataFrame:
     """The engine's column names for the roles the config declared."""
     s = table.source
     frame = table.frame.copy()
-    rename = {s.customer_id: "customer_id"}
+    rename = {s.id_column: "customer_id"}
     if s.timestamp:
         rename[s.timestamp] = "event_time"
     if s.signup:
         rename[s.signup] = "signup_at"
     if s.label:
-        frame[s.label] = frame[s.label].astype("string").str.strip().isin(s.positive).astype("int64")
+        frame[s.label] = labels(frame[s.label]).isin(s.positive).astype("int64")
         rename[s.label] = "churned"
     frame = frame.drop(columns=[c for c in s.ignore if c in frame and c not in rename])
     for column, kind in table.types.items():
@@ -183,7 +296,9 @@ def _standard(table: IngestedSource) -> pd.DataFrame:
             frame[column] = frame[column].astype("string")
         if kind == ColumnType.TIMESTAMP and column in frame:
             frame[column] = frame[column].astype("datetime64[us, UTC]")  # one resolution, whatever the parser chose
-    return frame.rename(columns=rename)
+    frame = frame.rename(columns=rename)
+    frame["customer_id"] = frame["customer_id"].astype("string")  # every id is text, whatever made it (type_columns)
+    return frame
 
 
 def _data_end(tables: list[IngestedSource], streamed: list[StreamedSource] = ()) -> datetime:
@@ -198,29 +313,32 @@ def _data_end(tables: list[IngestedSource], streamed: list[StreamedSource] = ())
 
 
 def streams(source: Source, root: Path) -> bool:
-    """Whether `source` is read in chunks: a Parquet log or cancellations file with no `derive`/`where`."""
+    """Whether `source` is read in chunks: a Parquet log or cancellations file (or glob) with no `derive`/`where`."""
     return bool(
-        source.path and str(source.path).endswith(".parquet") and source.shape not in TABLE_SHAPES
-        and not source.derive and not source.where and (root / source.path).exists()
+        source.path and _is_parquet(source.path) and source.shape not in TABLE_SHAPES
+        and not source.derive and not source.where and source_files(source, root)
     )
 
 
-def _parquet_types(file: pq.ParquetFile, source: Source) -> dict[str, ColumnType]:
-    """Types of the undeclared columns of a Parquet file, as `type_columns` would infer them on the whole table.
+def _parquet_types(files: list[pq.ParquetFile], source: Source, where: Place) -> tuple[dict[str, ColumnType], list[Problem]]:
+    """Types of the undeclared columns of Parquet files, as `type_columns` would infer them on the whole table.
 
     From the schema where it says (a whole-number column holding nulls reads as float, as
-    pandas reads it); other columns (text) are inferred chunk by chunk until a chunk settles
-    them (one non-number makes a column categorical).
+    pandas reads it); other columns (text) are tallied chunk by chunk (`TextTally`) until a
+    chunk settles them as text, or to the end: a column of numbers but for a few tokens is
+    numeric and a problem. The first file's schema names the columns (`_schema_problems`
+    checks that the others have the same).
     """
     time_columns = {c for c in (source.timestamp, source.signup) if c}
+    exempt = {source.label, source.kind, *source.ignore}  # what they are, never a problem (validate._inferred)
     types, open_ = {}, []
-    schema = file.schema_arrow
+    schema = files[0].schema_arrow
     for column in schema.names:
-        if column == source.customer_id or column in time_columns or column in source.columns:
+        if column == source.id_column or column in time_columns or column in source.columns:
             continue
         kind = schema.field(column).type
         if pa.types.is_integer(kind):
-            types[column] = ColumnType.INT if _nulls(file, column) == 0 else ColumnType.FLOAT
+            types[column] = ColumnType.INT if sum(_nulls(f, column) for f in files) == 0 else ColumnType.FLOAT
         elif pa.types.is_floating(kind):
             types[column] = ColumnType.FLOAT
         elif pa.types.is_timestamp(kind):
@@ -229,19 +347,35 @@ def _parquet_types(file: pq.ParquetFile, source: Source) -> dict[str, ColumnType
             types[column] = ColumnType.CATEGORICAL
         else:
             open_.append(column)
-    seen: dict[str, ColumnType | None] = dict.fromkeys(open_)  # None: no value seen yet
-    for batch in (file.iter_batches(STREAM_ROWS, columns=open_) if open_ else ()):
-        for column in [c for c in open_ if seen[c] != ColumnType.CATEGORICAL]:
-            values = batch.column(column).to_pandas()
-            if values.notna().any():
-                # a non-number among the first values settles it without converting the whole chunk
-                head = infer_type(values.dropna().head(1_000))
-                kind = head if head == ColumnType.CATEGORICAL else infer_type(values)
-                seen[column] = kind if seen[column] is None else max(seen[column], kind, key=_WIDER.index)
-        if all(seen[c] == ColumnType.CATEGORICAL for c in open_):
+    tallies = {c: TextTally() for c in open_}
+    for start, batch in _batches(files, open_) if open_ else ():
+        # settled: text for certain, or an exempt column (text at its first token)
+        unsettled = [c for c in open_ if not (tallies[c].is_text or (c in exempt and tallies[c].tokens))]
+        if not unsettled:
             break
-    types.update({c: kind or ColumnType.CATEGORICAL for c, kind in seen.items()})
-    return types
+        for column in unsettled:
+            values = batch.column(column).to_pandas()
+            values.index = pd.RangeIndex(start, start + len(values))
+            tallies[column].add(values)
+    problems = []
+    for column, tally in tallies.items():
+        if column in exempt:
+            types[column] = tally.kind_as_is()
+            continue
+        types[column] = tally.kind()
+        found = tally.problem(where, column)
+        if found is not None:
+            problems.append(found)
+    return types, problems
+
+
+def _batches(files: list[pq.ParquetFile], columns: list[str] | None = None):
+    """(first row in the whole table, batch) of every file in turn, `STREAM_ROWS` rows at a time."""
+    start = 0
+    for file in files:
+        for batch in file.iter_batches(STREAM_ROWS, columns=columns):
+            yield start, batch
+            start += batch.num_rows
 
 
 def _nulls(file: pq.ParquetFile, column: str) -> int:
@@ -256,34 +390,38 @@ def _nulls(file: pq.ParquetFile, column: str) -> int:
     return total
 
 
-_WIDER = [ColumnType.INT, ColumnType.FLOAT, ColumnType.CATEGORICAL]  # int < float < categorical
-
-
 def stream_source(
     name: str, source: Source, root: Path, out: Path | None, signups: IngestedSource | None
 ) -> tuple[StreamedSource | None, list[Problem], list[Problem]]:
     """Read, type and check a Parquet source chunk by chunk, writing it to `out` while no problem is found.
 
-    Returns the source (None if it cannot be read), its own problems, and those of the rule
-    that no row comes before the customer's signup (`signups`: the one-row-per-customer source).
+    A glob's files are read in sorted order as one table. Returns the source (None if it
+    cannot be read), its own problems, and those of the rule that no row comes before the
+    customer's signup (`signups`: the one-row-per-customer source).
     """
-    where = _describe(source, root)
+    paths = source_files(source, root)
     try:
-        file = pq.ParquetFile(root / source.path)
+        files = [pq.ParquetFile(p) for p in paths]
     except (OSError, pa.ArrowException) as exc:
+        where = _describe(source, root)
         return None, [Problem(where, None, f"source {name!r} cannot be read: {str(exc).splitlines()[0]}")], []
-    problems = check_required(file.schema_arrow.names, source, where)
+    where = Place(_describe(source, root).text, _starts(paths, [f.metadata.num_rows for f in files], root))
+    problems = _schema_problems([f.schema_arrow.names for f in files], paths, root, where)
+    problems = problems or check_required(files[0].schema_arrow.names, source, where)
     if problems:
         return None, problems, []
-    typed_as = source.model_copy(update={"columns": {**_parquet_types(file, source), **source.columns}})
+    inferred, problems = _parquet_types(files, source, where)
+    typed_as = source.model_copy(update={"columns": {**inferred, **source.columns}})
+    # the token problems are told once, above: the chunks see those columns as declared numbers
+    tokened = {p.column for p in problems}
     rows, latest, types, writer, early = 0, None, {}, None, []
     try:
-        for batch in file.iter_batches(STREAM_ROWS):
-            raw = batch.to_pandas()
-            raw.index = pd.RangeIndex(rows, rows + len(raw))  # rows are numbered in the whole file
+        for start, batch in _batches(files):
+            raw = _mark_missing(batch.to_pandas(), source.na_values)
+            raw.index = pd.RangeIndex(start, start + len(raw))  # rows are numbered in the whole table
             typed, types, found = type_columns(raw, typed_as, where)
-            if not found:
-                found = check_rows(typed, types, source, where)
+            found = [p for p in found if p.column not in tokened]
+            found += check_rows(typed, types, source, where)
             if signups is not None and source.timestamp in typed:
                 early += check_after_signup(typed, source, where, signups.frame, signups.source)
             problems += found
@@ -334,9 +472,7 @@ def validate(contract: Contract, root: Path, out_dir: Path | None = None) -> tup
     if snapshot is not None:
         for table in tables:
             if table is not snapshot:
-                early_by[table.name] = check_after_signup(
-                    table.frame, table.source, _describe(table.source, root), snapshot.frame, snapshot.source
-                )
+                early_by[table.name] = check_after_signup(table.frame, table.source, table.where, snapshot.frame, snapshot.source)
     # in the config's order: each source's own problems, then those of rows before a signup
     problems = [p for name in contract.sources for p in found_by.get(name, [])]
     problems += [p for name in contract.sources for p in early_by.get(name, [])]

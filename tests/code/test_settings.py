@@ -184,3 +184,16 @@ def test_an_ingested_data_sets_catalog_is_the_default_one(tmp_path):
     assert load_settings(data_dir=tmp_path / "d", actions_path=chosen).actions_path == chosen  # the user's wins
     (ingested / "manifest.json").unlink()  # not (or no longer) ingested data
     assert load_settings(data_dir=tmp_path / "d").actions_path is None
+
+
+def test_an_unknown_key_suggests_the_closest_known_one(tmp_path):
+    with pytest.raises(ConfigError, match=r"simulation\.n_customer: Extra inputs are not permitted; did you mean `n_customers`\?"):
+        load_settings(simulation={"n_customer": 10})
+    (tmp_path / "churn.toml").write_text('data_dri = "typo"\n[profit]\noffer_cots = 5\n')  # the folder it runs in
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "data_dri: Extra inputs are not permitted; did you mean `data_dir`?" in str(caught.value)
+    assert "profit.offer_cots: Extra inputs are not permitted; did you mean `offer_cost`?" in str(caught.value)
+    # nothing close: the keys the section knows
+    with pytest.raises(ConfigError, match=r"promotion\.zzz: Extra inputs are not permitted; the keys here are metric, tolerance"):
+        load_settings(promotion={"zzz": 1})

@@ -210,6 +210,10 @@ def test_a_survey_score_that_is_not_numeric_is_refused(tmp_path):
     (tmp_path / "events.csv").write_text(EVENTS.replace(",nps,9", ",nps,nine"))
     config = _events_contract(SIGNALS)
     del config["sources"]["events"]["columns"]
+    # undeclared, numbers but for one token: the ingest itself tells (features/validate.py: TextTally)
+    with pytest.raises(DataError, match=r"column 'score' holds whole numbers but for 1 value that is not: 'nine'"):
+        ingest(Contract.model_validate(config), tmp_path, tmp_path / "ingested")
+    config["sources"]["events"]["columns"] = {"score": "categorical"}  # declared text: the build refuses it as a score
     contract = Contract.model_validate(config)
     ingest(contract, tmp_path, tmp_path / "ingested")
     with pytest.raises(DataError, match=r"signals.survey_score 'score' must be a numeric column .* ingested as categorical"):

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 import yaml
+from pydantic import ValidationError
 
 from churn.errors import ConfigError, DataError
 from features.contract import Contract, load_contract
@@ -374,3 +375,220 @@ def test_the_cli_refuses_an_invalid_catalog_and_makes_a_valid_one_the_default(tm
     result = CliRunner().invoke(app, ["ingest", "--config", str(path)], env=env)
     assert result.exit_code == 0, result.output
     assert load_settings(data_dir=tmp_path / "data").actions_path == tmp_path / "data" / "ingested" / "actions.yaml"
+
+
+# --- ingest that tells (issue 17): each refusal names what is wrong and keeps the earlier data -------------
+
+
+def _refused(tmp_path: Path, config: dict | None = None, **files: str) -> list[str]:
+    """Ingest the valid tables, then `files` (customers/events/orders text) with `config`: the problems of the refusal.
+
+    Asserts that the refusal left the first ingest's folder byte for byte as it was.
+    """
+    _write(tmp_path)
+    first = _ingest(tmp_path).out_dir
+    before = {p.name: p.read_bytes() for p in first.iterdir()}
+    _write(tmp_path, **files)
+    problems = _problems(tmp_path, config)
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == before
+    assert sorted(p.name for p in first.parent.iterdir()) == ["ingested"]  # no staging folder left behind
+    return problems
+
+
+def _with_column(table: str, name: str, values: list[str]) -> str:
+    """`table` (CSV text) with one more column."""
+    lines = table.strip().split("\n")
+    return "\n".join(f"{line},{value}" for line, value in zip(lines, [name, *values])) + "\n"
+
+
+def test_a_missing_value_marker_in_an_undeclared_number_column_is_named_with_the_fix(tmp_path):
+    customers = _with_column(_with_column(CUSTOMERS, "calls", ["3", "NA", "5"]), "minutes", ["NA", "1.5", "NA"])
+    assert _refused(tmp_path, customers=customers) == [
+        f"{tmp_path / 'customers.csv'}: column 'calls' holds whole numbers but for 1 value that is not: 'NA' (row 2, 1 row); "
+        "if it marks a missing value, add `na_values: ['NA']`; if the column is text, declare it: `columns: {calls: categorical}`",
+        f"{tmp_path / 'customers.csv'}: column 'minutes' holds numbers but for 1 value that is not: 'NA' (row 1, 2 rows); "
+        "if it marks a missing value, add `na_values: ['NA']`; if the column is text, declare it: `columns: {minutes: categorical}`",
+    ]
+    # the fix the message gives: NA is missing, the columns are numbers
+    config = _config(tmp_path)
+    config["sources"]["customers"]["na_values"] = ["NA"]
+    out = _ingest(tmp_path, config).out_dir
+    assert read_manifest(out)["types"]["customers"]["calls"] == "int"
+    assert read_manifest(out)["types"]["customers"]["minutes"] == "float"
+    calls = pd.read_parquet(out / "customers.parquet")["calls"]
+    assert calls.isna().tolist() == [False, True, False] and calls.dropna().tolist() == [3, 5]
+
+
+def test_text_in_an_undeclared_number_column_is_named_and_real_text_stays_categorical(tmp_path):
+    scores = ["700", "abc", "650"]
+    customers = _with_column(_with_column(CUSTOMERS, "credit_score", scores), "city", ["Oslo", "Lima", "Oslo"])
+    [problem] = _refused(tmp_path, customers=customers)
+    assert problem.endswith(
+        "column 'credit_score' holds whole numbers but for 1 value that is not: 'abc' (row 2, 1 row); "
+        "if it marks a missing value, add `na_values: ['abc']`; if the column is text, declare it: `columns: {credit_score: categorical}`"
+    )
+    # declared categorical (the column really is text): accepted as it is
+    config = _config(tmp_path)
+    config["sources"]["customers"]["columns"]["credit_score"] = "categorical"
+    types = read_manifest(_ingest(tmp_path, config).out_dir)["types"]["customers"]
+    assert types["credit_score"] == "categorical" and types["city"] == "categorical"
+
+
+def test_a_column_of_many_kinds_of_text_and_a_few_numbers_is_text_without_a_word(tmp_path):
+    customers = _with_column(CUSTOMERS, "referrer", ["friend", "7", "ad"])  # more kinds of text than numbers
+    _write(tmp_path, customers=customers)
+    assert read_manifest(_ingest(tmp_path).out_dir)["types"]["customers"]["referrer"] == "categorical"
+
+
+def test_four_faults_of_one_file_are_four_problems(tmp_path):
+    customers = (
+        "customer_id,signup,plan,monthly_fee,churned,calls,score\n"
+        "A1,2024-01-05,basic,10.0,no,3,700\n"
+        "B2,2024-02-10,pro,n/a,yes,x,650\n"
+        ",2024-03-01,basic,10.0,no,5,??\n"
+        "D4,2024-03-02,basic,12.0,no,4,610\n"
+    )
+    problems = _refused(tmp_path, customers=customers)
+    where = tmp_path / "customers.csv"
+    assert problems == [
+        f"{where}: column 'monthly_fee' must be of type float; e.g. row 2: 'n/a' (1 row); if it marks a missing value, add `na_values: ['n/a']`",
+        f"{where}: column 'calls' holds whole numbers but for 1 value that is not: 'x' (row 2, 1 row); "
+        "if it marks a missing value, add `na_values: ['x']`; if the column is text, declare it: `columns: {calls: categorical}`",
+        f"{where}: column 'score' holds whole numbers but for 1 value that is not: '??' (row 3, 1 row); "
+        "if it marks a missing value, add `na_values: ['??']`; if the column is text, declare it: `columns: {score: categorical}`",
+        f"{where}: column 'customer_id' must hold a customer id on every row; e.g. row 3: <NA> (1 row)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("labels", "positive"),
+    [(["0", "1", "0"], [1]), (["0.0", "1.0", "0.0"], [1]), (["0.0", "1.0", "0.0"], ["1"]), (["No", "Yes", "No"], [1, "Yes"])],
+)
+def test_labels_and_positive_values_may_be_numbers_or_text(tmp_path, labels, positive):
+    customers = CUSTOMERS.replace(",no\n", ",{}\n").replace(",yes\n", ",{}\n")
+    _write(tmp_path, customers=customers.format(*labels))
+    config = _config(tmp_path)
+    config["sources"]["customers"]["positive"] = positive
+    assert pd.read_parquet(_ingest(tmp_path, config).out_dir / "customers.parquet")["churned"].tolist() == [0, 1, 0]
+
+
+def test_a_numeric_label_that_is_not_binary_is_named(tmp_path):
+    config = _config(tmp_path)
+    config["sources"]["customers"]["positive"] = [1]
+    _write(tmp_path)
+    customers = CUSTOMERS.replace(",no\n", ",0.0\n", 1).replace(",yes\n", ",1.0\n").replace(",no\n", ",2\n")
+    [problem] = _refused(tmp_path, config, customers=customers)
+    assert problem.endswith("column 'churned' must be binary: two distinct values, one of them in `positive` ['1']; e.g. got values ['0', '1', '2']")
+
+
+def _split(table: str, at: int) -> tuple[str, str]:
+    """A CSV table as two files: its header and first `at` rows, its header and the rest."""
+    header, *rows = table.strip().split("\n")
+    return "\n".join([header, *rows[:at]]) + "\n", "\n".join([header, *rows[at:]]) + "\n"
+
+
+def test_a_source_may_be_several_files_by_a_glob(tmp_path):
+    (tmp_path / "parts").mkdir()
+    first, second = _split(CUSTOMERS, 2)
+    (tmp_path / "parts" / "customers-2.csv").write_text(second)
+    (tmp_path / "parts" / "customers-1.csv").write_text(first)
+    _write(tmp_path)
+    config = _config(tmp_path)
+    config["sources"]["customers"]["path"] = "parts/customers-*.csv"
+    out = _ingest(tmp_path, config).out_dir
+    customers = pd.read_parquet(out / "customers.parquet")
+    assert customers["customer_id"].tolist() == ["A1", "B2", "C3"]  # in the files' sorted order
+    assert customers["churned"].tolist() == [0, 1, 0]
+
+
+def test_problems_of_a_glob_name_the_file_and_its_row_and_a_file_of_other_columns(tmp_path):
+    (tmp_path / "parts").mkdir()
+    first, second = _split(CUSTOMERS, 2)
+    (tmp_path / "parts" / "customers-1.csv").write_text(first)
+    (tmp_path / "parts" / "customers-2.csv").write_text(second.replace("10.0", "ten"))
+    config = _config(tmp_path)
+    config["sources"]["customers"]["path"] = "parts/customers-*.csv"
+    [problem] = _refused(tmp_path, config)
+    assert problem == (
+        f"{tmp_path / 'parts' / 'customers-*.csv'}: column 'monthly_fee' must be of type float; "
+        "e.g. parts/customers-2.csv row 1: 'ten' (1 row); if it marks a missing value, add `na_values: ['ten']`"
+    )
+    (tmp_path / "parts" / "customers-2.csv").write_text(second.replace("plan,", "tier,"))
+    [problem] = _problems(tmp_path, config)
+    assert problem.endswith(
+        "parts/customers-*.csv: file parts/customers-2.csv has ['tier'] too; lacks ['plan']: every file of a source "
+        "must have the columns of the first, parts/customers-1.csv"
+    )
+    config["sources"]["customers"]["path"] = "parts/nothing-*.csv"
+    [problem] = _problems(tmp_path, config)
+    assert problem.endswith("parts/nothing-*.csv: source 'customers': file not found (no file matches the glob)")
+
+
+def test_a_streamed_parquet_log_may_be_several_files(tmp_path, monkeypatch):
+    import features.ingest as ingest_module
+
+    config = _parquet_log(tmp_path, [5, 7, 0, 3, 2, 1, 4])
+    whole = pd.read_parquet(_ingest(tmp_path, config).out_dir / "usage.parquet")
+    log = pd.read_parquet(tmp_path / "usage.parquet")
+    (tmp_path / "usage").mkdir()
+    log.iloc[:3].to_parquet(tmp_path / "usage" / "part-1.parquet", row_group_size=2)
+    log.iloc[3:].assign(minutes=lambda d: d["minutes"].where(d.index != 5, -1)).to_parquet(tmp_path / "usage" / "part-2.parquet")
+    config["sources"]["usage"]["path"] = "usage/part-*.parquet"
+    monkeypatch.setattr(ingest_module, "STREAM_ROWS", 2)
+    [problem] = _problems(tmp_path, config)
+    assert problem.endswith("column 'minutes' must not be negative (list it in `allow_negative` if it may be); e.g. usage/part-2.parquet row 3: -1 (1 row)")
+    log.iloc[3:].to_parquet(tmp_path / "usage" / "part-2.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(_ingest(tmp_path, config).out_dir / "usage.parquet"), whole)
+
+
+def test_a_snapshot_without_an_id_column_may_number_its_rows(tmp_path):
+    customers = "\n".join(line.split(",", 1)[1] for line in CUSTOMERS.strip().split("\n")) + "\n"  # no customer_id
+    _write(tmp_path, customers=customers)
+    snapshot = {**_config(tmp_path)["sources"]["customers"], "row_id": True, "signup": None}
+    del snapshot["customer_id"]
+    config = _config(tmp_path, sources={"customers": snapshot})
+    out = _ingest(tmp_path, config).out_dir
+    assert pd.read_parquet(out / "customers.parquet")["customer_id"].tolist() == ["1", "2", "3"]
+    # a table that has a column of that name already is told to name it as its id
+    [problem] = _refused(tmp_path, config, customers=_with_column(customers, "row_id", ["x", "y", "z"]))
+    assert problem.endswith("column 'row_id' exists, and `row_id: true` would make the row number a column of that name: name it in `customer_id` instead")
+
+
+def test_row_ids_are_refused_where_they_mean_nothing(tmp_path):
+    events = {**_config(tmp_path)["sources"]["usage"], "row_id": True}
+    del events["customer_id"]
+    with pytest.raises(ValidationError, match=r"`row_id` is for a snapshot \(one row per customer\); the rows of a events source must name their customer"):
+        Contract.model_validate(_config(tmp_path, sources={**_config(tmp_path)["sources"], "usage": events}))
+    config = _config(tmp_path)
+    snapshot = config["sources"]["customers"]
+    del snapshot["customer_id"]
+    with pytest.raises(ValidationError, match=r"sources.customers: `row_id` numbers the snapshot's rows, which no other source can name"):
+        Contract.model_validate({**config, "sources": {**config["sources"], "customers": {**snapshot, "row_id": True}}})
+    with pytest.raises(ValidationError, match=r"a source needs `customer_id`: the column with the customer id \(or, for a snapshot without one, `row_id: true`\)"):
+        Contract.model_validate(config)
+
+
+def test_an_id_derived_as_a_number_is_text_like_every_id(tmp_path):
+    _write(tmp_path, orders="cust_no,ordered_at,total\n1,2024-02-03,19.99\n2,2024-02-11,5.00\n")
+    customers = CUSTOMERS.replace("A1,", "1,").replace("B2,", "2,").replace("C3,", "3,")
+    events = EVENTS.replace("A1,", "1.0,").replace("B2,", "2.0,")
+    _write(tmp_path, customers=customers, events=events, orders="cust_no,ordered_at,total\n1,2024-02-03,19.99\n2,2024-02-11,5.00\n")
+    config = _config(tmp_path)
+    config["sources"]["orders"].update(customer_id="cust", derive={"cust": "cust_no * 10 // 10"})  # BIGINT
+    config["sources"]["usage"].update(customer_id="cid", derive={"cid": "CAST(customer AS DOUBLE)"})  # 1.0 -> "1"
+    out = _ingest(tmp_path, config).out_dir
+    for name in ("orders", "usage", "customers"):
+        ids = pd.read_parquet(out / f"{name}.parquet")["customer_id"]
+        assert pd.api.types.is_string_dtype(ids) and set(ids) <= {"1", "2", "3"}, (name, ids)
+
+
+def test_an_unknown_config_key_suggests_the_closest_known_one(tmp_path):
+    config = _config(tmp_path)
+    config["sources"]["orders"]["custmer_id"] = config["sources"]["orders"].pop("customer_id")
+    config["evalution"] = {"folds": 3}
+    path = tmp_path / "shop.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError) as caught:
+        load_contract(path)
+    assert "sources.orders.custmer_id: Extra inputs are not permitted; did you mean `customer_id`?" in str(caught.value)
+    assert "evalution: Extra inputs are not permitted; did you mean `evaluation`?" in str(caught.value)
