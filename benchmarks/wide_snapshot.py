@@ -2,9 +2,10 @@
 
 The table (`write_wide_snapshot`, made up here, seeded) has what a telecom export has: a
 service-area code of 750 values (a few hundred customers in the big areas, a handful in the
-small ones), a dozen small categories, 40 numbers (usage, charges, minutes) of which some carry
-the churn signal, some are noise and some have holes, an account number (one per customer:
-id-like), a constant column, and a 0/1 churn label. Run through the documented CLI
+small ones), a dozen small categories and a 40-value handset model, 40 numbers (usage,
+charges, minutes) of which some carry the churn signal, some are noise and some have holes,
+an account number (one per customer: id-like), an agent's free-text note, a constant column,
+and a 0/1 churn label. Run through the documented CLI
 (`churn ingest` -> `features build` -> `features apply` -> `train` -> `features materialize`
 -> `score`), it shows that such a table trains and scores without a hand repair, how long
 `churn train` takes, and what it leaves out; beside it, in the same run, the small hand-tuned
@@ -60,6 +61,11 @@ def write_wide_snapshot(folder: Path, rows: int = 50_000, seed: int = 0) -> Path
         if k % 10 == 9:
             values = np.where(rng.random(rows) < 0.1, np.nan, values)  # holes
         columns[f"usage_{k:02d}"] = values
+    columns["handset"] = np.array([f"model-{m}" for m in rng.integers(0, 40, rows)])
+    topics = np.array(["billing", "coverage", "roaming", "a new handset", "the contract", "a dropped call"])
+    columns["agent_note"] = np.array(
+        [f"customer called about {topics[t]} on day {d} and asked for a callback" for t, d in zip(rng.integers(0, 6, rows), rng.integers(1, 2000, rows))]
+    )
     columns["months_in_service"] = rng.integers(1, 72, rows)
     logit = logit - 0.02 * columns["months_in_service"]
     columns["churn"] = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)

@@ -26,7 +26,7 @@ from training.evaluate import expected_calibration_error
 
 SEGMENTS = ("low", "medium", "high")
 # Section ids, in the order they appear; tests check each is present.
-SECTIONS = ("backtest", "calibration", "gains", "profit", "importance", "segments", "clv")
+SECTIONS = ("backtest", "calibration", "gains", "profit", "importance", "columns", "search", "segments", "clv")
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def render(report: TrainingReport) -> str:
             [_section(
                 "search", "The registered churn model's search",
                 "<p>Each candidate setting, trained with early stopping on the search's validation rows "
-                "(docs/architecture.md, 'The churn model'); the best ones are averaged.</p>" + _table(report.search),
+                "(docs/architecture.md, "The churn model's search and what it costs"); the best ones are averaged.</p>" + _table(report.search),
             )]
             if report.search is not None else []
         ),

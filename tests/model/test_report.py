@@ -53,6 +53,7 @@ def test_report_has_every_section_with_its_figures(report):
     text = report.read_text()
     for phrase in ("Brier score", "expected calibration error", "Top-decile lift", "EMPC", "contacting", "mean_abs_shap"):
         assert phrase in text
+    assert "validation_roc_auc" in text  # the search's table
 
 
 def test_report_is_logged_with_its_run(engine, report):
