@@ -195,7 +195,7 @@ def render(report: TrainingReport) -> str:
             [_section(
                 "search", "The registered churn model's search",
                 "<p>Each candidate setting, trained with early stopping on the search's validation rows "
-                "(docs/architecture.md, "The churn model's search and what it costs"); the best ones are averaged.</p>" + _table(report.search),
+                "(docs/architecture.md, section on the churn model's search and what it costs); the best ones are averaged.</p>" + _table(report.search),
             )]
             if report.search is not None else []
         ),
