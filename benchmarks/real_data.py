@@ -45,8 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"telco": "telco.yaml", "online_retail": "online_retail.yaml", "cdnow": "cdnow.toml"}
 
 
-def run(config: Path, datasets: Path, work: Path, jobs: int, seeds: list[int]) -> tuple[dict, dict]:
-    """The engine path on one config, then every model on the same splits."""
+def run(config: Path, datasets: Path, work: Path, jobs: int | None, seeds: list[int]) -> tuple[dict, dict]:
+    """The engine path on one config, then every model on the same splits (`jobs` None: one fit per usable core)."""
+    jobs = jobs or usable_cores()
     timings = {}
     settings = load_settings(data_dir=work / "data", mlruns_dir=work / "mlruns")
     settings.ensure_dirs()
