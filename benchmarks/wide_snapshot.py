@@ -63,8 +63,8 @@ def write_wide_snapshot(folder: Path, rows: int = 50_000, seed: int = 0) -> Path
         columns[f"usage_{k:02d}"] = values
     columns["handset"] = np.array([f"model-{m}" for m in rng.integers(0, 40, rows)])
     topics = np.array(["billing", "coverage", "roaming", "a new handset", "the contract", "a dropped call"])
-    columns["agent_note"] = np.array(
-        [f"customer called about {topics[t]} on day {d} and asked for a callback" for t, d in zip(rng.integers(0, 6, rows), rng.integers(1, 2000, rows))]
+    columns["agent_note"] = np.array(  # a note per call: mostly distinct, as typed notes are
+        [f"called about {topics[t]}, ticket {k}; asked for a callback" for t, k in zip(rng.integers(0, 6, rows), rng.integers(100_000, 999_999, rows))]
     )
     columns["months_in_service"] = rng.integers(1, 72, rows)
     logit = logit - 0.02 * columns["months_in_service"]
