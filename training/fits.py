@@ -30,11 +30,23 @@ from collections.abc import Callable
 import joblib
 import numpy as np
 import pandas as pd
+import psutil
 
 
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity, which containers and `taskset` narrow)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def affordable_fits(fit_bytes: float) -> int:
+    """How many fits side by side the free memory affords, at least one.
+
+    A worker holds about 3x the frame of its rows: the copy it receives, the float matrix
+    LightGBM reads, and LightGBM's binned dataset and trees; the calling process keeps the
+    whole frame meanwhile (already counted out of the free memory). Half the free memory is
+    left for the rest of the machine.
+    """
+    return max(1, int(0.5 * psutil.virtual_memory().available // max(3 * fit_bytes, 1)))
 
 
 def _fit_one(k: int, model, frame: pd.DataFrame, y: np.ndarray):
@@ -48,10 +60,13 @@ def fit_models(
     """A model from `make()` fitted on each row set of (frame, y), `n_jobs` fits at a time; in the order of `row_sets`.
 
     `make` returns an unfitted estimator (`fit(X, y)` returns itself); it is called here and the
-    unfitted model is sent to a worker with its rows. `n_jobs` None: one fit per usable core.
+    unfitted model is sent to a worker with its rows. `n_jobs` None: one fit per usable core;
+    fewer when the free memory affords fewer (`affordable_fits`), one after another in this
+    process when it affords one.
     `progress(done, total)` after each fit.
     """
-    n_jobs = min(n_jobs or usable_cores(), len(row_sets))
+    largest = max(len(rows) for rows in row_sets) * frame.memory_usage(index=False).sum() / max(len(frame), 1)
+    n_jobs = min(n_jobs or usable_cores(), len(row_sets), affordable_fits(largest))
     fitted: list = [None] * len(row_sets)
     if n_jobs <= 1:
         for k, rows in enumerate(row_sets):

@@ -68,3 +68,17 @@ def test_the_search_stops_when_more_leaves_stop_paying():
     assert stop < len(CANDIDATES)
     assert [setting(c) for c in early.search_] == [setting(c) for c in full.search_ if CANDIDATES.index(setting(c)) < stop]
     assert [c["validation_auc"] for c in early.search_] == sorted(aucs[:stop], reverse=True)
+
+
+def test_fits_side_by_side_are_the_fits_one_after_another():
+    from training.fits import fit_models
+
+    X, y = _frame(1_200, ["2024-06-01"])
+    rows = [np.arange(0, 800), np.arange(400, 1_200), np.arange(1_200)]
+    make = lambda: AutoTunedModel(["x", "noise", "plan"], ["plan"], ensemble=2)  # noqa: E731
+    done = []
+    apart = fit_models(make, X, y, rows, n_jobs=2, progress=lambda k, total: done.append((k, total)))
+    serial = fit_models(make, X, y, rows, n_jobs=1)
+    assert done == [(1, 3), (2, 3), (3, 3)]
+    for a, b in zip(apart, serial):
+        assert a.booster_.model_to_string() == b.booster_.model_to_string()  # bit for bit, in the order of the row sets
