@@ -97,34 +97,42 @@ def _fails_cleanly(command: F) -> F:
 
 @contextmanager
 def _step(title: str):
-    """A spinner with elapsed time while a step runs, and a tick when it is done."""
-    start = time.perf_counter()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as bar:
-        bar.add_task(title, total=None)
-        yield
-    console.print(f"[green]✓[/] {title} [dim]({time.perf_counter() - start:.1f}s)[/]")
+    """One step of a command: a spinner with elapsed time while it runs, and a tick with its time when done.
+
+    Yields `parts(done, total)`: a step of counted parts (rows, batches, sources) calls it as
+    they complete, and the line shows a bar and an estimate of the time left (`_Steps`).
+    """
+    with _Steps(indent="") as step:
+        step(title)
+        yield lambda done, total: step(title, done, total)
 
 
 class _PartsLeft(ProgressColumn):
-    """'3/6 parts, about 0:01:10 left' for a step of counted parts; nothing for a step without."""
+    """'3/6, about 0:01:10 left' for a step of counted parts; nothing for a step without."""
 
     def render(self, task) -> Text:
         if task.total is None:
             return Text("")
         left = task.time_remaining
         estimate = "estimating" if left is None else f"about {timedelta(seconds=round(left))} left"
-        return Text(f"{task.completed:.0f}/{task.total:.0f}, {estimate}", style="dim")
+        return Text(f"{task.completed:,.0f}/{task.total:,.0f}, {estimate}", style="dim")
 
 
 class _Steps:
-    """The steps of a long command, one line each: a tick and the time each took, and while a step runs,
-    its elapsed time and, for a step of counted parts (`step(what, done, total)`), a bar and an estimate of the rest."""
+    """The steps of a command, one line each: a tick and the time each took, and while a step runs,
+    its elapsed time and, for a step of counted parts (`step(what, done, total)`), a bar and an estimate of the rest.
 
-    def __init__(self, command: str):
-        self.command = command
+    `command` prefixes the running line (`train: ...`); `indent` the ticks (steps of a command
+    that prints its own summary are indented under it).
+    """
+
+    def __init__(self, command: str | None = None, indent: str = "  "):
+        self.indent = indent
+        label = "{task.description}" if command is None else f"{command}: {{task.description}}"
         self.bar = Progress(
-            SpinnerColumn(), TextColumn(f"{command}: {{task.description}}"), BarColumn(), TimeElapsedColumn(), _PartsLeft(),
+            SpinnerColumn(), TextColumn(label), BarColumn(), TimeElapsedColumn(), _PartsLeft(),
             console=console, transient=True, speed_estimate_period=3600,  # parts may take minutes each
+            disable=not console.is_terminal,  # piped output (a log, CI) gets the tick lines only, no blank line per step
         )
         self.task, self.what, self.started = None, None, 0.0
 
@@ -142,7 +150,7 @@ class _Steps:
     def _done(self) -> None:
         if self.task is not None:
             self.bar.remove_task(self.task)
-            console.print(f"  [green]✓[/] {self.what} [dim]({time.perf_counter() - self.started:.1f}s)[/]")
+            console.print(f"{self.indent}[green]✓[/] {self.what} [dim]({time.perf_counter() - self.started:.1f}s)[/]")
 
     def __exit__(self, *exc) -> None:
         if exc[0] is None:
@@ -166,20 +174,20 @@ def _simulate(settings: Settings, customers: int | None, seed: int | None, days:
 
     sim = settings.simulation
     n, seed, days = customers or sim.n_customers, sim.seed if seed is None else seed, days or sim.days
-    start = time.perf_counter()
-    with Progress(
-        TextColumn("simulating {task.fields[n]:,} customers"), BarColumn(), TextColumn("day {task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=console, transient=True,
-    ) as bar:
-        task = bar.add_task("simulate", total=days, n=n)
+    done = 0
+
+    def days_done(k: int) -> None:  # the simulator reports the days just simulated
+        nonlocal done
+        done += k
+        parts(done, days)
+
+    with _step(f"simulate {n:,} customers over {days:,} days") as parts:
         result = simulate(
-            settings.raw_dir, settings.truth_dir, n_customers=n, start=sim.start, days=days, seed=seed,
-            progress=lambda k: bar.advance(task, k),
+            settings.raw_dir, settings.truth_dir, n_customers=n, start=sim.start, days=days, seed=seed, progress=days_done,
         )
     console.print(
-        f"[green]✓[/] simulated {result.n_customers:,} customers: {result.n_events:,} events, "
-        f"{result.n_transactions:,} transactions, {result.n_cancellations:,} cancellations "
-        f"[dim]({time.perf_counter() - start:.1f}s)[/] -> {result.raw_dir}"
+        f"  {result.n_customers:,} customers: {result.n_events:,} events, {result.n_transactions:,} transactions, "
+        f"{result.n_cancellations:,} cancellations -> {result.raw_dir}"
     )
 
 
@@ -217,8 +225,8 @@ def _ingest(settings: Settings, config: Path, data_root: Path | None):
         from serving.policy import load_catalog
 
         load_catalog(Path(contract.actions))
-    with _step(f"ingest {contract.name} ({len(contract.sources)} sources)"):
-        result = run_ingest(contract, root, settings.ingested_dir)
+    with _step(f"ingest {contract.name} ({len(contract.sources)} sources)") as parts:
+        result = run_ingest(contract, root, settings.ingested_dir, progress=parts)
     rows = ", ".join(f"{name} {n:,} rows" for name, n in result.rows.items())
     console.print(f"  {rows}; {result.customers:,} customers; data ends {result.data_end:%Y-%m-%d} -> {result.out_dir}")
     return result
@@ -241,11 +249,13 @@ def _dask_or_none(settings: Settings):
 def _build(settings: Settings) -> None:
     from features.build import build_features
 
-    with _dask_or_none(settings) as client, _step("build the feature tables of the data set (DuckDB)"):
+    start = time.perf_counter()
+    with _dask_or_none(settings) as client, _Steps("features build") as step:
         built = build_features(
             settings.ingested_dir, settings.feature_tables_dir, settings.build.memory_limit, settings.build.partition_customers,
-            client=client, partitions=None if client is None else settings.dask.partitions,
+            client=client, partitions=None if client is None else settings.dask.partitions, step=step,
         )
+    console.print(f"[green]✓[/] built the feature tables of the data set (DuckDB) [dim]({time.perf_counter() - start:.1f}s)[/]")
     for view, n in built.rows.items():
         console.print(f"  {view}: {n:,} rows, {len(built.schema[view])} features -> {built.tables[view]}")
 
@@ -264,8 +274,8 @@ def _materialize(settings: Settings, as_of: datetime | None) -> None:
     from features.online_bulk import materialize_bulk
 
     end = _utc(as_of) or datetime.fromisoformat(read_views(settings.feature_tables_dir)["data_end"])
-    with _step(f"materialize into the {settings.online_store} online store (bulk, Feast's format)"):
-        result = materialize_bulk(settings, end - FEATURE_TTL, end)
+    with _step(f"materialize into the {settings.online_store} online store (bulk, Feast's format)") as parts:
+        result = materialize_bulk(settings, end - FEATURE_TTL, end, progress=parts)
     console.print(
         f"  latest features as of {end:%Y-%m-%d} of {result.customers:,} customers are online "
         f"({result.customers_per_second:,.0f} customers/s)"
@@ -396,14 +406,14 @@ def _score(settings: Settings, as_of: datetime | None) -> None:
     from serving.bulk_scoring import score_all_dask
     from serving.scoring import Scorer
 
-    with _dask_or_none(settings) as client, _step("score the active customers"):
+    with _dask_or_none(settings) as client, _step("score the active customers") as parts:
         scorer = Scorer.load(settings)
         when = as_of or latest_snapshot(settings, clock.now(settings))
         if client is None:
-            scores = score_active(settings, scorer, when)
+            scores = score_active(settings, scorer, when, progress=parts)
             n, path = len(scores), write_scores(settings, scores, when)
         else:
-            result = score_all_dask(client, settings, scorer, when)
+            result = score_all_dask(client, settings, scorer, when, progress=parts)
             n, path = result.rows, result.path
     console.print(f"  {n:,} customers scored as of {when:%Y-%m-%d} with {scorer.model_version} -> {path}")
 
@@ -418,8 +428,8 @@ def score(as_of: AsOf = None) -> None:
 def _interventions(settings: Settings, as_of: datetime | None, campaign: str | None):
     from serving.batch import run_interventions
 
-    with _step("score, choose actions, record in the ledger"):
-        run = run_interventions(settings, _utc(as_of), campaign)
+    with _Steps(indent="") as step:
+        run = run_interventions(settings, _utc(as_of), campaign, step=step)
     table = Table("action", "customers")
     for action, count in sorted(run.actions.items(), key=lambda kv: -kv[1]):
         table.add_row(action, f"{count:,}")

@@ -28,6 +28,7 @@ into Feast feature views.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -148,7 +149,7 @@ def _lifecycle_described(fields: list[tuple[str, str, str]], name: str, signups:
 
 def build_features(
     ingested_dir: Path, out_dir: Path, memory_limit: str = "4GB", partition_customers: int = PARTITION_CUSTOMERS,
-    client=None, partitions: int | None = None,
+    client=None, partitions: int | None = None, step: Callable[..., None] = lambda what, done=None, total=None: None,
 ) -> FeatureTables:
     """Write one feature table per source of the last ingest into `out_dir` (logs: `features/weekly.py`).
 
@@ -156,6 +157,8 @@ def build_features(
     partition of the window step of every log (settings `build.*`).
     `client` (Dask mode, a `distributed.Client`): the log views' customer partitions (`partitions`
     of them; default as `weekly_log_features`) are built as Dask tasks; the tables are the same.
+    `step(what, done=None, total=None)` as each view's build starts, and for a log view with
+    its customer partitions done so far, as `training.train.train` reports its steps.
     """
     manifest = read_manifest(ingested_dir)
     contract = Contract.model_validate(manifest["contract"])
@@ -165,23 +168,25 @@ def build_features(
     tables, schema, rows = {}, {}, {}
     for name, source in contract.sources.items():
         path = Path(ingested_dir) / f"{name}.parquet"
+        if source.shape not in (*TABLE_SHAPES, *LOG_SHAPES):
+            continue  # cancellations: no view of their own (they end customers' activity)
         view = f"{contract.name}_{name}"
+        what = f"feature view {view}"
+        step(what)
         if source.shape == Shape.SNAPSHOT:
             frame, fields = _snapshot_table(path, contract, manifest["types"][name])
         elif source.shape == Shape.CUSTOMERS:
             frame, fields = _customers_table(path, contract, manifest["types"][name])
-        elif source.shape in LOG_SHAPES:
+        else:  # a log
             signups = Path(ingested_dir) / f"{contract.customers[0]}.parquet" if contract.customers else None
             lifecycle = tuple(c for c, n in _lifecycle_columns(contract).items() if n == name)
             target = out_dir / f"{view}.parquet"
             built = weekly_log_features(
                 path, name, contract, end, manifest["types"][name], target, memory_limit=memory_limit,
                 partition_customers=partition_customers, lifecycle=lifecycle, signups=signups, client=client,
-                partitions=partitions,
+                partitions=partitions, progress=lambda done, total: step(what, done, total),
             )
             tables[view], schema[view], rows[view] = target, _lifecycle_described(built.fields, name, signups), built.rows
-            continue
-        else:
             continue
         if frame.empty:
             raise DataError(f"{path}: no customer is active at any weekly snapshot; nothing to build features from")

@@ -16,6 +16,9 @@ every chunk, and a problem found in several chunks is reported once, with its fi
 read from the Parquet schema (text columns: tallied over the chunks until one settles it).
 CSV files, database tables and one-row-per-customer sources are read whole.
 
+Progress is counted in parts (`ingest(progress=...)`): a source read whole is one part, a
+streamed source one part per chunk (its row count from the Parquet metadata).
+
 Written layout (`<data_dir>/ingested/`):
 - `<source>.parquet` per source: `customer_id` (string), `event_time` (UTC, logs and
   cancellations), `signup_at` (snapshot, if configured), the label as `churned` (0/1),
@@ -31,6 +34,7 @@ import glob
 import json
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -378,6 +382,21 @@ def _batches(files: list[pq.ParquetFile], columns: list[str] | None = None):
             start += batch.num_rows
 
 
+def _chunks(files: list[pq.ParquetFile]) -> int:
+    """Chunks `_batches` reads the files in: `STREAM_ROWS` rows at a time, file by file (from the metadata)."""
+    return sum(-(-f.metadata.num_rows // STREAM_ROWS) for f in files)
+
+
+def _parts(source: Source, root: Path) -> int:
+    """Parts of a source's ingest, for progress: its chunks when it streams, else one (read whole)."""
+    if not streams(source, root):
+        return 1
+    try:
+        return max(1, _chunks([pq.ParquetFile(p) for p in source_files(source, root)]))
+    except (OSError, pa.ArrowException):
+        return 1  # unreadable: `stream_source` reports it
+
+
 def _nulls(file: pq.ParquetFile, column: str) -> int:
     """Nulls in one column: from the row groups' statistics, or counted when a group has none."""
     index = file.schema_arrow.get_field_index(column)
@@ -391,13 +410,15 @@ def _nulls(file: pq.ParquetFile, column: str) -> int:
 
 
 def stream_source(
-    name: str, source: Source, root: Path, out: Path | None, signups: IngestedSource | None
+    name: str, source: Source, root: Path, out: Path | None, signups: IngestedSource | None,
+    progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> tuple[StreamedSource | None, list[Problem], list[Problem]]:
     """Read, type and check a Parquet source chunk by chunk, writing it to `out` while no problem is found.
 
     A glob's files are read in sorted order as one table. Returns the source (None if it
     cannot be read), its own problems, and those of the rule that no row comes before the
     customer's signup (`signups`: the one-row-per-customer source).
+    `progress(done, total)` after each chunk (`total`: the chunks, from the files' metadata).
     """
     paths = source_files(source, root)
     try:
@@ -415,8 +436,9 @@ def stream_source(
     # the token problems are told once, above: the chunks see those columns as declared numbers
     tokened = {p.column for p in problems}
     rows, latest, types, writer, early = 0, None, {}, None, []
+    chunks = _chunks(files)
     try:
-        for start, batch in _batches(files):
+        for done, (start, batch) in enumerate(_batches(files), start=1):
             raw = _mark_missing(batch.to_pandas(), source.na_values)
             raw.index = pd.RangeIndex(start, start + len(raw))  # rows are numbered in the whole table
             typed, types, found = type_columns(raw, typed_as, where)
@@ -429,12 +451,12 @@ def stream_source(
             if source.timestamp and source.timestamp in typed and not found:
                 top = typed[source.timestamp].max()
                 latest = top if latest is None or (pd.notna(top) and top > latest) else latest
-            if out is None or problems or early:
-                continue  # nothing more is written: the ingest will fail; the rest is only checked
-            table = pa.Table.from_pandas(_standard(IngestedSource(name, source, typed, types)), preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(out, table.schema)
-            writer.write_table(table.cast(writer.schema))
+            if out is not None and not problems and not early:  # else the ingest will fail: the rest is only checked
+                table = pa.Table.from_pandas(_standard(IngestedSource(name, source, typed, types)), preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(out, table.schema)
+                writer.write_table(table.cast(writer.schema))
+            progress(done, chunks)
     except (pa.ArrowException, OSError) as exc:
         problems.append(Problem(where, None, f"source {name!r} cannot be read: {str(exc).splitlines()[0]}"))
     finally:
@@ -445,30 +467,47 @@ def stream_source(
     return StreamedSource(name, source, types, rows, latest), merged(problems), merged(early)
 
 
-def validate(contract: Contract, root: Path, out_dir: Path | None = None) -> tuple[list[IngestedSource], list[StreamedSource]]:
+def validate(
+    contract: Contract, root: Path, out_dir: Path | None = None, progress: Callable[[int, int], None] = lambda done, total: None
+) -> tuple[list[IngestedSource], list[StreamedSource]]:
     """Read and check every source; raise `ContractViolation` with every problem found.
 
     Returns the sources read whole, and those streamed (`streams`): these are written to
     `out_dir` (as `<source>.parquet`) while they are read, when it is given.
+    `progress(done, total)` as parts are read: a source read whole is one, a streamed source
+    one per chunk (`total` counted from the Parquet metadata before reading).
     """
     tables, streamed = [], []
     # one-row-per-customer sources first: log rows are checked against their signups
     order = sorted(contract.sources.items(), key=lambda item: item[1].shape not in TABLE_SHAPES)
+    parts = {name: _parts(source, root) for name, source in order}
+    total, before, reported = sum(parts.values()), 0, 0
+
+    def report(done: int) -> None:  # each count once: a streamed source's last chunk ends the source
+        nonlocal reported
+        if done > reported:
+            reported = done
+            progress(done, total)
+
     found_by: dict[str, list[Problem]] = {}
     early_by: dict[str, list[Problem]] = {}
     snapshot = None
     for name, source in order:
         if streams(source, root):
             out = Path(out_dir) / f"{name}.parquet" if out_dir is not None else None
-            part, found_by[name], early_by[name] = stream_source(name, source, root, out, snapshot)
+            part, found_by[name], early_by[name] = stream_source(
+                name, source, root, out, snapshot, progress=lambda done, _, n=parts[name]: report(before + min(done, n))
+            )
             if part is not None:
                 streamed.append(part)
-            continue
-        table, found_by[name] = load_source(name, source, root)
-        if table is not None:
-            tables.append(table)
-            if snapshot is None and source.shape in TABLE_SHAPES and source.signup:
-                snapshot = table
+        else:
+            table, found_by[name] = load_source(name, source, root)
+            if table is not None:
+                tables.append(table)
+                if snapshot is None and source.shape in TABLE_SHAPES and source.signup:
+                    snapshot = table
+        before += parts[name]
+        report(before)
     if snapshot is not None:
         for table in tables:
             if table is not snapshot:
@@ -481,12 +520,15 @@ def validate(contract: Contract, root: Path, out_dir: Path | None = None) -> tup
     return tables, streamed
 
 
-def ingest(contract: Contract, root: Path, out_dir: Path) -> IngestResult:
+def ingest(
+    contract: Contract, root: Path, out_dir: Path, progress: Callable[[int, int], None] = lambda done, total: None
+) -> IngestResult:
     """Validate every source, then replace `out_dir` with the new tables (and the action catalog) in one step.
 
     `contract.actions`, when given, is the path of the catalog file (`load_contract` resolves it
     against the config file's folder). Streamed sources are written into the staging folder
     while they are checked; a failed ingest removes it, and `out_dir` is untouched.
+    `progress(done, total)` as the sources' parts are read and checked (`validate`).
     """
     catalog = Path(contract.actions) if contract.actions else None
     if catalog is not None and not catalog.is_file():
@@ -496,7 +538,7 @@ def ingest(contract: Contract, root: Path, out_dir: Path) -> IngestResult:
     staging = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}")
     staging.mkdir()
     try:
-        tables, streamed = validate(contract, root, staging)
+        tables, streamed = validate(contract, root, staging, progress)
         rows = {}
         for table in tables:
             frame = _standard(table)

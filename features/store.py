@@ -8,6 +8,7 @@ Offline store: DuckDB over the Parquet tables; online store: SQLite, or Redis wh
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timezone
 
@@ -22,7 +23,7 @@ from redis.backoff import ConstantBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
-from churn.child import frame_from_child
+from churn.child import frame_from_child, report_progress
 from churn.errors import DataError
 from churn.settings import Settings
 from features.definitions import FEATURE_TTL, customer, feature_service, feature_views
@@ -149,7 +150,8 @@ def entity_ids(settings: Settings, services: str | list[str], ids: pd.Series) ->
 
 
 def historical_features(
-    settings: Settings, entity_df: pd.DataFrame, services: str | list[str], chunk_rows: int | None = None
+    settings: Settings, entity_df: pd.DataFrame, services: str | list[str], chunk_rows: int | None = None,
+    progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> pd.DataFrame:
     """Point-in-time join of the features of one or more FeatureServices onto `entity_df`.
 
@@ -167,17 +169,26 @@ def historical_features(
     after a 5.6 M-row training set at 1,000,000 customers, for a 1.5 GB frame) goes with the
     process instead of staying under the model fits that follow. Like any code that starts
     processes, a script calling this at that size needs the `if __name__ == "__main__":` guard.
+    `progress(done, total)` after each part: the entity rows joined so far, of `len(entity_df)`.
     """
     chunk = chunk_rows or settings.offline.pit_chunk_rows
     if len(entity_df) <= chunk:
-        return _joined(settings, entity_df, services, chunk).to_pandas(self_destruct=True)
+        return _joined(settings, entity_df, services, chunk, progress).to_pandas(self_destruct=True)
+    reported = [0]
+
+    def relayed(done: int, total: int) -> None:
+        reported.append(done)
+        progress(done, total)
+
     try:
-        frame, _ = frame_from_child(_joined_apart, (settings, entity_df, services, chunk), settings.data_dir / "scratch")
+        frame, _ = frame_from_child(_joined_apart, (settings, entity_df, services, chunk), settings.data_dir / "scratch", relayed)
     except BrokenProcessPool as exc:
         raise DataError(
             f"feature services {services!r}: the point-in-time join of {len(entity_df):,} entity rows "
             f"died in its process (out of memory? lower offline.pit_chunk_rows, now {chunk:,})"
         ) from exc
+    if reported[-1] < len(entity_df):  # the child's last report may still have been on its way
+        progress(len(entity_df), len(entity_df))
     return frame
 
 
@@ -192,11 +203,14 @@ def _joined_apart(settings: Settings, entity_df: pd.DataFrame, services: str | l
 
     with tempfile.TemporaryDirectory(dir=settings.data_dir / "scratch", prefix="spill-") as spill:
         ibis.set_backend(ibis.duckdb.connect(memory_limit=settings.offline.memory_limit, temp_directory=spill))
-        return _joined(settings, entity_df, services, chunk), None
+        return _joined(settings, entity_df, services, chunk, report_progress), None
 
 
-def _joined(settings: Settings, entity_df: pd.DataFrame, services: str | list[str], chunk: int) -> pa.Table:
-    """Feast's point-in-time join in parts of `chunk` entity rows, concatenated in entity order."""
+def _joined(
+    settings: Settings, entity_df: pd.DataFrame, services: str | list[str], chunk: int,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> pa.Table:
+    """Feast's point-in-time join in parts of `chunk` entity rows, concatenated in entity order; `progress` after each part."""
     store = feature_store(settings)
     refs = feature_refs(store, services)
     frame = entity_df.reset_index(drop=True)
@@ -210,6 +224,7 @@ def _joined(settings: Settings, entity_df: pd.DataFrame, services: str | list[st
                 f"for {len(part)} entity rows (rows {start}..{start + len(part) - 1})"
             )
         parts.append(table)
+        progress(start + len(part), len(frame))
     table = pa.concat_tables(parts)
     return table.take(pc.sort_indices(table["_row"])).drop_columns(["_row"])
 

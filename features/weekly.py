@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -158,6 +159,7 @@ def weekly_log_features(
     lifecycle: tuple[str, ...] = (),
     signups: Path | None = None,
     client=None,
+    progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> WeeklyTable:
     """Write the weekly feature table of log source `name` to `out_path` (Parquet).
 
@@ -180,6 +182,8 @@ def weekly_log_features(
     client : a `distributed.Client` (Dask mode, `churn.cluster.dask_client`): the partitions'
         window steps run as Dask tasks, each opening the scratch database read-only by path,
         so on a real cluster `out_path`'s folder must be on storage every worker sees.
+    progress : called `progress(done, total)` as the partitions' window steps finish (the
+        weekly rows before them and the sorted table after them are one query each).
 
     The table is sorted by (event_timestamp, customer_id); a scratch folder next to
     `out_path` holds the DuckDB database, its spill files and the parts while it runs.
@@ -202,14 +206,20 @@ def weekly_log_features(
             if client is None:
                 for k in range(partitions):
                     _window_step(con, plan, parts / f"part-{k:04d}.parquet", k, partitions)
+                    progress(k + 1, partitions)
                 return _table(con, path, plan, parts, out_path, partitions)
         finally:
             con.close()
         # Dask mode: a DuckDB file open for writing is locked, so the tasks open it once this process has closed it
-        client.gather([
+        from distributed import as_completed
+
+        futures = [
             client.submit(_window_task, str(database), plan, str(parts), k, partitions, memory_limit, pure=False)
             for k in range(partitions)
-        ])
+        ]
+        for done, _ in enumerate(as_completed(futures), start=1):
+            progress(done, partitions)
+        client.gather(futures)
         con = _connect(database, memory_limit, scratch / "spill")
         try:
             return _table(con, path, plan, parts, out_path, partitions)

@@ -6,6 +6,7 @@ a batch run and a training cutoff see features the same way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -60,18 +61,27 @@ class InterventionRun:
     unusable: dict[str, list[str]] = field(default_factory=dict)
 
 
-def score_active(settings: Settings, scorer: Scorer, as_of: datetime | None = None) -> pd.DataFrame:
-    """Scores of every customer active at `as_of` (default: the latest fresh snapshot at the engine's clock)."""
+def score_active(
+    settings: Settings, scorer: Scorer, as_of: datetime | None = None, progress: Callable[[int, int], None] = lambda done, total: None
+) -> pd.DataFrame:
+    """Scores of every customer active at `as_of` (default: the latest fresh snapshot at the engine's clock).
+
+    `progress(done, total)`: the customers whose features are joined so far (`score_entities`).
+    """
     as_of = as_of or latest_snapshot(settings, clock.now(settings))
-    return score_entities(settings, scorer, active_customers(settings, as_of))
+    return score_entities(settings, scorer, active_customers(settings, as_of), progress)
 
 
-def score_entities(settings: Settings, scorer: Scorer, entities: pd.DataFrame) -> pd.DataFrame:
+def score_entities(
+    settings: Settings, scorer: Scorer, entities: pd.DataFrame, progress: Callable[[int, int], None] = lambda done, total: None
+) -> pd.DataFrame:
     """Scores of the rows of an entity frame (customer_id, event_timestamp), through Feast's point-in-time join.
 
     `score_active` on all active customers; a Dask task of `serving.bulk_scoring.score_all_dask` on one part.
+    `progress(done, total)` after each part of the join (`offline.pit_chunk_rows` rows: one part
+    below that), in entity rows; the scoring after it takes a small share of the time.
     """
-    return scorer.score(historical_features(settings, entities, scorer.feature_services))
+    return scorer.score(historical_features(settings, entities, scorer.feature_services, progress=progress))
 
 
 def write_scores(settings: Settings, scores: pd.DataFrame, as_of: datetime) -> Path:
@@ -190,7 +200,10 @@ def learn_uplift(settings: Settings, scorer: Scorer, ledger: Ledger) -> UpliftMo
     return model if model.learned_ else None
 
 
-def run_interventions(settings: Settings, as_of: datetime | None = None, campaign: str | None = None) -> InterventionRun:
+def run_interventions(
+    settings: Settings, as_of: datetime | None = None, campaign: str | None = None,
+    step: Callable[..., None] = lambda what, done=None, total=None: None,
+) -> InterventionRun:
     """Score, decide, record in the ledger and write the intervention list (CSV and Parquet).
 
     Decisions are made at the engine's clock (`churn/clock.py`) on the features of `as_of`
@@ -198,13 +211,17 @@ def run_interventions(settings: Settings, as_of: datetime | None = None, campaig
     defaults to 'run-<as_of date>'.
 
     The list holds the customers to contact; held-out customers are only in the ledger.
+    `step(what, done=None, total=None)` as each step starts, and for the scoring with the
+    customers joined so far (`score_active`), as `training.train.train` reports its steps.
     """
+    step("score the active customers")
     scorer = Scorer.load(settings)
     now = clock.now(settings)
     as_of = as_of or latest_snapshot(settings, now)
     campaign = campaign or settings.campaign or f"run-{as_of:%Y%m%d}"
-    scores = score_active(settings, scorer, as_of)
+    scores = score_active(settings, scorer, as_of, progress=lambda done, total: step("score the active customers", done, total))
     scores_path = write_scores(settings, scores, as_of)
+    step("choose actions, record them in the ledger, write the list")
     ledger = Ledger.for_settings(settings, batch=True)
     try:
         scores, effects = with_learned_effects(scores, learn_uplift(settings, scorer, ledger))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,7 +45,8 @@ class BulkScoreResult:
 
 
 def score_all(
-    settings: Settings, scorer: Scorer, as_of: datetime | None = None, chunk_rows: int = 200_000, path: Path | None = None
+    settings: Settings, scorer: Scorer, as_of: datetime | None = None, chunk_rows: int = 200_000, path: Path | None = None,
+    progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> BulkScoreResult:
     """Score every customer active at `as_of` into a Parquet file.
 
@@ -52,6 +54,7 @@ def score_all(
     engine's clock. Each chunk goes through `Scorer.score` (feature checks, raw `Booster.predict` of both
     models, segment and risk band), so the file has the columns and scores of the one-frame
     path (`serving/batch.py`): the features, churn_probability, clv, segment, risk_band, model_version.
+    `progress(done, total)` after each chunk is written: the customers scored so far, of the active ones.
     """
     start = time.perf_counter()
     as_of = as_of or latest_snapshot(settings, clock.now(settings))
@@ -59,22 +62,24 @@ def score_all(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
     customers = active_customers(settings, as_of)["customer_id"]
-    rows, chunks = _score_to_parquet(settings.feature_tables_dir, scorer, as_of, chunk_rows, tmp, customers)
+    rows, chunks = _score_to_parquet(settings.feature_tables_dir, scorer, as_of, chunk_rows, tmp, customers, progress)
     tmp.replace(path)  # a failed run leaves the previous scores in place
     return BulkScoreResult(path, rows, chunks, time.perf_counter() - start)
 
 
 def _score_to_parquet(
-    tables_dir: Path, scorer: Scorer, as_of: datetime, chunk_rows: int, path: Path, customers
+    tables_dir: Path, scorer: Scorer, as_of: datetime, chunk_rows: int, path: Path, customers,
+    progress: Callable[[int, int], None],
 ) -> tuple[int, int]:
     """Score the active customers (their ids: `customers`) into `path`; returns (rows, chunks)."""
-    writer, rows, chunks = None, 0, 0
+    writer, rows, chunks, total = None, 0, 0, customers.nunique()
     try:
         for batch in active_arrow_batches(tables_dir, as_of, chunk_rows, customers=customers):
             table = score_arrow(scorer, batch)
             writer = writer or pq.ParquetWriter(path, table.schema)
             writer.write_table(table)
             rows, chunks = rows + table.num_rows, chunks + 1
+            progress(rows, total)
     finally:
         if writer is not None:
             writer.close()
@@ -150,7 +155,8 @@ def _score_part(settings: Settings, scorer: Scorer, entities, path: Path) -> tup
 
 
 def score_all_dask(
-    client, settings: Settings, scorer: Scorer, as_of: datetime | None = None, path: Path | None = None
+    client, settings: Settings, scorer: Scorer, as_of: datetime | None = None, path: Path | None = None,
+    progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> BulkScoreResult:
     """`score_all` on a Dask cluster: one task per customer partition (`dask.partitions`), each writing its own part.
 
@@ -160,7 +166,10 @@ def score_all_dask(
     scorer (raw boosters and catalog) is shipped to the workers once; workers read the
     features and write the parts by path, so on a real cluster both live on shared storage.
     The result is one file at `path` (directory `<path>.parts` holds the parts meanwhile).
+    `progress(done, total)` as the tasks finish, in parts.
     """
+    from distributed import as_completed
+
     start = time.perf_counter()
     as_of = as_of or latest_snapshot(settings, clock.now(settings))
     path = Path(path or settings.outputs_dir / f"scores_{as_of:%Y%m%d}.parquet").resolve()
@@ -175,6 +184,8 @@ def score_all_dask(
         client.submit(_score_part, settings, remote_scorer, entities.iloc[rows], parts / f"part-{k:04d}.parquet", pure=False)
         for k, rows in enumerate(np.array_split(np.arange(len(entities)), n)) if len(rows)
     ]
+    for finished, _ in enumerate(as_completed(futures), start=1):
+        progress(finished, len(futures))
     done = client.gather(futures)
     rows, chunks = sum(r for r, _ in done), sum(c for _, c in done)
     written = sorted(parts.glob("part-*.parquet"))

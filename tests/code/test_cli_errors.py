@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from churn.cli import app
 
 
-@pytest.fixture()
-def corrupt(tmp_path):
-    """An ingested snapshot whose table was overwritten with bytes that are not Parquet, and the env to run in."""
+def ingest_shop(tmp_path) -> tuple[dict, Result]:
+    """`churn ingest` of a three-customer snapshot under `tmp_path`: the env to run commands in, and its result."""
     (tmp_path / "shop.csv").write_text("id,plan,left\nA,basic,0\nB,pro,1\nC,basic,0\n")
     config = {
         "name": "shop", "data_root": str(tmp_path), "churn": {"definition": "label"},
@@ -25,6 +24,13 @@ def corrupt(tmp_path):
     env = {"CHURN_DATA_DIR": str(tmp_path / "data"), "CHURN_MLRUNS_DIR": str(tmp_path / "mlruns"), "CHURN_DEBUG": ""}
     result = CliRunner().invoke(app, ["ingest", "--config", str(tmp_path / "shop.yaml")], env=env)
     assert result.exit_code == 0, result.output
+    return env, result
+
+
+@pytest.fixture()
+def corrupt(tmp_path):
+    """An ingested snapshot whose table was overwritten with bytes that are not Parquet, and the env to run in."""
+    env, _ = ingest_shop(tmp_path)
     (tmp_path / "data" / "ingested" / "customers.parquet").write_bytes(b"not parquet at all")
     return env
 

@@ -238,6 +238,16 @@ def test_a_parquet_log_is_streamed_in_chunks_with_the_tables_of_one_read(tmp_pat
     assert chunked.rows["usage"] == 7 and chunked.customers == 3
 
 
+def test_ingest_reports_each_chunk_of_a_streamed_log_and_each_source_read_whole(tmp_path, monkeypatch):
+    import features.ingest as ingest_module
+
+    config = _parquet_log(tmp_path, [5, 7, 0, 3, 2, 1, 4])
+    monkeypatch.setattr(ingest_module, "STREAM_ROWS", 2)  # the log in 4 chunks; customers and orders one part each
+    reports = []
+    ingest(Contract.model_validate(config), tmp_path, tmp_path / "data" / "ingested", progress=lambda *r: reports.append(r))
+    assert reports == [(1, 6), (2, 6), (3, 6), (4, 6), (5, 6), (6, 6)]
+
+
 def test_problems_of_a_streamed_log_name_the_row_of_the_file_and_count_every_chunk(tmp_path, monkeypatch):
     import features.ingest as ingest_module
 

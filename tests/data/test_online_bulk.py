@@ -101,6 +101,20 @@ def test_redis_bulk_equals_feast_materialize(engine, tmp_path, redis_client):
     _assert_online_reads_offline(engine, settings)
 
 
+def test_bulk_reports_the_customers_written_after_each_batch(engine, tmp_path):
+    settings = make_settings(tmp_path)
+    _copy_tables(engine, settings)
+    apply_definitions(settings)
+    reports = []
+    result = materialize_bulk(
+        settings, engine.as_of - FEATURE_TTL, engine.as_of, batch_rows=300, progress=lambda *r: reports.append(r)
+    )
+    done = [d for d, _ in reports]
+    assert len(reports) == -(-result.customers // 300) > 1  # one report per batch
+    assert done == sorted(set(done)) and done[-1] == result.customers
+    assert {t for _, t in reports} == {result.customers}  # the total is known before the first batch
+
+
 def test_bulk_needs_registered_views(engine, tmp_path):
     settings = make_settings(tmp_path)
     _copy_tables(engine, settings)

@@ -56,7 +56,10 @@ def test_feast_join_matches_asof_join(engine):
 
 
 def test_join_in_parts_equals_one_join(engine):
-    """Feast joins `offline.pit_chunk_rows` entity rows per call: the parts, put back in order, are one call's rows."""
+    """Feast joins `offline.pit_chunk_rows` entity rows per call: the parts, put back in order, are one call's rows.
+
+    The join in a child process reports its parts to the caller as they are joined (`progress`).
+    """
     rows = pd.read_parquet(engine.settings.feature_tables_dir / EVENTS, columns=["customer_id", "event_timestamp"])
     entity = rows.sample(3_100, random_state=2).reset_index(drop=True)
     entity["event_timestamp"] += pd.Timedelta(days=3)
@@ -64,8 +67,14 @@ def test_join_in_parts_equals_one_join(engine):
     entity["row_id"] = np.arange(len(entity))[::-1]
 
     whole = historical_features(engine.settings, entity, SERVICE, chunk_rows=len(entity))
-    parts = historical_features(engine.settings, entity, SERVICE, chunk_rows=700)  # 5 parts, the last short
+    reports = []
+    parts = historical_features(  # 5 parts, the last short, in a child process
+        engine.settings, entity, SERVICE, chunk_rows=700, progress=lambda done, total: reports.append((done, total))
+    )
     pd.testing.assert_frame_equal(parts, whole)
+    done = [d for d, _ in reports]
+    assert len(reports) > 1 and done == sorted(set(done)) and done[-1] == len(entity)
+    assert {t for _, t in reports} == {len(entity)} and set(done) <= {700, 1_400, 2_100, 2_800, len(entity)}
     assert (parts["row_id"].to_numpy() == entity["row_id"].to_numpy()).all()  # entity order kept
     assert parts["plan"].notna().sum() > 3_000
 

@@ -205,18 +205,32 @@ def test_partitions_give_the_same_table(random_log, built, tmp_path):
     pd.testing.assert_frame_equal(small, built)
 
 
-def test_text_ids_stay_text(tmp_path):
-    ids = ["zoë x", "7", "o'brien", "007", "Zed", "10", "9"]
+TEXT_IDS = ["zoë x", "7", "o'brien", "007", "Zed", "10", "9"]
+
+
+def _text_id_table(tmp_path, partitions: int, progress=lambda done, total: None):
+    """The weekly table of a log of one purchase per customer of `TEXT_IDS`, on consecutive days."""
     (tmp_path / "log.csv").write_text(
-        "cust,at,type,amount,qty,score\n" + "".join(f"{i},2024-03-0{n + 1} 10:00,purchase,{n + 1},1,\n" for n, i in enumerate(ids))
+        "cust,at,type,amount,qty,score\n" + "".join(f"{i},2024-03-0{n + 1} 10:00,purchase,{n + 1},1,\n" for n, i in enumerate(TEXT_IDS))
     )
     contract = _contract(path="log.csv")
     ingest(contract, tmp_path, tmp_path / "ingested")
     manifest = json.loads((tmp_path / "ingested" / "manifest.json").read_text())
-    table = weekly_log_features(
+    return weekly_log_features(
         tmp_path / "ingested" / "orders.parquet", "orders", contract, datetime.fromisoformat(manifest["data_end"]),
-        manifest["types"]["orders"], tmp_path / "orders.parquet", partitions=2,
+        manifest["types"]["orders"], tmp_path / "orders.parquet", partitions=partitions, progress=progress,
     )
+
+
+def test_the_window_step_reports_each_partition_done(tmp_path):
+    reports = []
+    _text_id_table(tmp_path, partitions=3, progress=lambda *r: reports.append(r))
+    assert reports == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_text_ids_stay_text(tmp_path):
+    ids = TEXT_IDS
+    table = _text_id_table(tmp_path, partitions=2)
     frame = pd.read_parquet(table.path)
     assert sorted(frame["customer_id"].unique()) == sorted(ids)
     # sorted by (event_timestamp, customer_id) as text, whatever the customer numbers inside

@@ -21,6 +21,18 @@ def test_chunked_scores_equal_batch_scores(engine, tmp_path):
     assert (chunked["segment"] == batch["segment"]).all() and (chunked["risk_band"] == batch["risk_band"]).all()
 
 
+def test_chunked_scoring_reports_the_customers_scored_after_each_chunk(engine, tmp_path):
+    settings = engine.settings
+    reports = []
+    result = score_all(
+        settings, Scorer.load(settings), chunk_rows=400, path=tmp_path / "scores.parquet", progress=lambda *r: reports.append(r)
+    )
+    done = [d for d, _ in reports]
+    assert len(reports) == result.chunks > 1
+    assert done == sorted(set(done)) and done[-1] == result.rows
+    assert {t for _, t in reports} == {result.rows}  # the total is the active customers, known before scoring
+
+
 def test_arrow_scoring_equals_scorer_and_keeps_its_errors(engine):
     """`score_arrow` (no pandas) gives `Scorer.score`'s frame, an unseen category included; data it would refuse still raises the same error."""
     import pyarrow as pa
