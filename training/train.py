@@ -6,7 +6,10 @@
    training rows only, so the calibrated figures (Brier, ECE, EMPC) of its test rows are as
    honest as the ranking ones.
 2. The model to register is fitted on the latest fully labelled cutoffs (or the whole
-   snapshot); its boosters are merged into one (`training.tuning.merged_booster`); it is
+   snapshot), side by side with the splits' fits (`training/fits.py`: one fit per usable
+   core, in worker processes, each single-threaded; the same models as one after another);
+   columns no model should use (constant, id-like, free text) are left out before any fit
+   and reported (`training.dataset.screen_features`); its boosters are merged into one (`training.tuning.merged_booster`); it is
    calibrated by a `ProbabilityCalibrator` (Platt) fitted on its own held-out predictions of
    its training rows (`AutoTunedModel.held_out_probability_`: inner folds of a snapshot, the
    validation cutoff of logs), and logged as a LightGBM booster registered as
