@@ -143,7 +143,9 @@ class Source(_Strict):
         False, description="snapshot without an id column: the row number in the source (1, 2, ...) is the customer id."
     )
     timestamp: str | None = Field(None, description="Column with the row's time (required for logs and cancellations).")
-    timestamp_format: str | None = Field(None, description="strftime format of `timestamp`; default: ISO-like, inferred.")
+    timestamp_format: str | None = Field(
+        None, description="strftime format of `timestamp` and `signup`; default: inferred (numeric day/month order from the whole column)."
+    )
     where: str | None = Field(None, description="SQL filter (DuckDB) applied after typing, e.g. `CustomerID IS NOT NULL`.")
     derive: dict[str, str] = Field(default_factory=dict, description="New columns as SQL expressions, e.g. `amount: Quantity * UnitPrice`.")
     columns: dict[str, ColumnType] = Field(default_factory=dict, description="Declared column types; others are inferred.")

@@ -241,10 +241,40 @@ def _ids(values: pd.Series) -> pd.Series:
     return values.astype("string").str.strip().replace("", pd.NA)
 
 
-def _to_timestamp(values: pd.Series, fmt: str | None) -> pd.Series:
+# a date written with its day and month as numbers: 03/04/2024, 3.4.24, 03-04-2024 (then maybe a time)
+_NUMERIC_DATE = r"^(\d{1,2})[/.-](\d{1,2})[/.-]\d{2,4}(?:\D|$)"
+
+
+def _to_timestamp(values: pd.Series, fmt: str | None) -> tuple[pd.Series, str | None]:
+    """UTC timestamps, and why the column cannot be read without a declared format (or None).
+
+    Without `fmt`, each value is parsed on its own (ISO-like and other forms may mix), except
+    dates written with numbers for day and month (03/04/2024): their order is taken from the
+    column as a whole, as a value above 12 shows it, and applied to every value, never guessed
+    value by value (which would read 03/04 as March and 13/04 as April in one column). A
+    column with no value above 12 in either place cannot say its order: that is the reason
+    returned, and the user declares `timestamp_format`.
+    """
     if pd.api.types.is_datetime64_any_dtype(values):
-        return values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
-    return pd.to_datetime(_as_text(values), format=fmt or "mixed", utc=True, errors="coerce")
+        return (values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")), None
+    text = _as_text(values)
+    if fmt:
+        return pd.to_datetime(text, format=fmt, utc=True, errors="coerce"), None
+    parts = text.dropna().str.extract(_NUMERIC_DATE).dropna().astype(int)
+    unread = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")  # as to_datetime gives
+    day_first = None
+    if len(parts) and len(parts) == text.notna().sum():  # every value is a numeric date
+        first_day, second_day = (parts[0] > 12).any(), (parts[1] > 12).any()
+        if first_day and second_day:
+            return unread, "mixes day-first and month-first dates (values above 12 in both places); set `timestamp_format`"
+        if not first_day and not second_day and (parts[0] != parts[1]).any():
+            example = text.dropna().iloc[int(np.flatnonzero((parts[0] != parts[1]).to_numpy())[0])]
+            return unread, (
+                f"writes dates whose day and month order cannot be told (no value above 12 in either place, e.g. "
+                f"{example!r}); set `timestamp_format`, e.g. '%d/%m/%Y' or '%m/%d/%Y'"
+            )
+        day_first = bool(first_day)
+    return pd.to_datetime(text, format="mixed", dayfirst=bool(day_first), utc=True, errors="coerce"), None
 
 
 def _inferred(values: pd.Series, column: str, source: Source, where: str | Place) -> tuple[ColumnType, Problem | None]:
@@ -294,11 +324,13 @@ def type_columns(
             kind, markers = _inferred(values, column, source, where)
         present = values.notna().to_numpy()
         if kind == ColumnType.TIMESTAMP:
-            converted = _to_timestamp(values, source.timestamp_format if column == source.timestamp else None)
+            fmt = source.timestamp_format if column in (source.timestamp, source.signup) else None
+            converted, unreadable = _to_timestamp(values, fmt)
             bad = present & converted.isna().to_numpy()
-            if bad.any():
-                fmt = f" in format {source.timestamp_format!r}" if source.timestamp_format else ""
-                problems.append(_problem(where, column, f"has unparseable timestamps{fmt}", frame, bad))
+            if unreadable:
+                problems.append(Problem(where, column, unreadable))
+            elif bad.any():
+                problems.append(_problem(where, column, f"has unparseable timestamps{f' in format {fmt!r}' if fmt else ''}", frame, bad))
         elif kind in (ColumnType.INT, ColumnType.FLOAT):
             converted = pd.to_numeric(values if values.dtype.kind in "iuf" else _as_text(values), errors="coerce")
             bad = present & converted.isna().to_numpy()
@@ -396,8 +428,9 @@ def check_after_signup(
     known = pa.array(signups[snapshot.id_column], pa.string())
     at = pc.index_in(ids, value_set=known).to_numpy(zero_copy_only=False)  # NaN: not in the snapshot
     found = ~np.isnan(at)
-    signup = pd.Series(pd.NaT, index=log.index, dtype=signups[snapshot.signup].dtype)
-    signup[found] = signups[snapshot.signup].to_numpy()[at[found].astype(np.int64)]
+    times = pd.to_datetime(signups[snapshot.signup], utc=True)  # UTC even when none was read (a refused column)
+    positions = np.where(found, np.nan_to_num(at, nan=-1), -1).astype(np.int64)  # -1: not in the snapshot
+    signup = pd.Series(times.array.take(positions, allow_fill=True), index=log.index)
     early = (log[log_source.timestamp] < signup).fillna(False).to_numpy()
     if not early.any():
         return []

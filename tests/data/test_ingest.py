@@ -602,3 +602,27 @@ def test_an_unknown_config_key_suggests_the_closest_known_one(tmp_path):
         load_contract(path)
     assert "sources.orders.custmer_id: Extra inputs are not permitted; did you mean `customer_id`?" in str(caught.value)
     assert "evalution: Extra inputs are not permitted; did you mean `evaluation`?" in str(caught.value)
+
+
+def _signups(*dates: str) -> str:
+    lines = CUSTOMERS.strip().split("\n")
+    return "\n".join([lines[0]] + [",".join([*line.split(",")[:1], d, *line.split(",")[2:]]) for line, d in zip(lines[1:], dates)]) + "\n"
+
+
+def test_numeric_dates_take_their_day_month_order_from_the_whole_column(tmp_path):
+    # 13/03 can only be day-first, so 05/01 is the 5th of January, not the 1st of May
+    _write(tmp_path, customers=_signups("05/01/2024", "10/02/2024", "13/03/2024"))
+    signups = pd.read_parquet(_ingest(tmp_path).out_dir / "customers.parquet")["signup_at"]
+    assert signups.dt.strftime("%Y-%m-%d").tolist() == ["2024-01-05", "2024-02-10", "2024-03-13"]
+
+
+def test_numeric_dates_of_no_telling_order_are_refused_until_a_format_says_it(tmp_path):
+    ambiguous = _signups("05/01/2024", "10/02/2024", "01/03/2024")
+    assert _refused(tmp_path, customers=ambiguous) == [
+        f"{tmp_path / 'customers.csv'}: column 'signup' writes dates whose day and month order cannot be told "
+        "(no value above 12 in either place, e.g. '05/01/2024'); set `timestamp_format`, e.g. '%d/%m/%Y' or '%m/%d/%Y'"
+    ]
+    config = _config(tmp_path)
+    config["sources"]["customers"]["timestamp_format"] = "%d/%m/%Y"
+    signups = pd.read_parquet(_ingest(tmp_path, config).out_dir / "customers.parquet")["signup_at"]
+    assert signups.dt.strftime("%Y-%m-%d").tolist() == ["2024-01-05", "2024-02-10", "2024-03-01"]
