@@ -288,7 +288,36 @@ def _inferred(values: pd.Series, column: str, source: Source, where: str | Place
     tally.add(values)
     if column in (source.label, source.kind) or column in source.ignore:
         return tally.kind_as_is(), None
-    return tally.kind(), tally.problem(where, column)
+    kind = tally.kind()
+    if kind == ColumnType.CATEGORICAL:
+        formatted = _formatted_numbers(values, column)
+        if formatted is not None:
+            return kind, Problem(where, column, formatted)
+    return kind, tally.problem(where, column)
+
+
+# a number as spreadsheets and reports write it: currency sign, thousands separators, percent sign
+_FORMATTED_NUMBER = r"^[-+]?\s*[$€£¥]?\s*[-+]?\d{1,3}(?:,\d{3})*(?:\.\d+)?\s*%?$"
+
+
+def _formatted_numbers(values: pd.Series, column: str) -> str | None:
+    """The problem of a text column that is numbers written for reading ('$1,234.50', '12.5%'), or None.
+
+    Such a column would silently become a category of thousands of values; the engine does not
+    guess what the signs mean (',' is a decimal mark in much of Europe), so the user says it
+    with a `derive` expression (DuckDB), which the message spells out.
+    """
+    text = _as_text(values).dropna()
+    if text.empty or not text.str.fullmatch(_FORMATTED_NUMBER).all() or not text.str.contains(r"[$€£¥,%]").any():
+        return None
+    example = text[text.str.contains(r"[$€£¥,%]")].iloc[0]
+    name = f"{column}_value" if column.isidentifier() else "value"
+    quoted = column if column.isidentifier() else f'\\"{column}\\"'  # a DuckDB identifier, inside a YAML "..." string
+    return (
+        f"holds numbers written for reading (e.g. {example!r}: currency or percent signs, thousands separators), "
+        f"which would be read as text; derive the number and ignore the text, e.g. `derive: {{{name}: "
+        f"\"CAST(regexp_replace({quoted}, '[^0-9.+-]', '', 'g') AS DOUBLE)\"}}` and `ignore: [{column}]`"
+    )
 
 
 def _markers_hint(values: pd.Series) -> str:
@@ -344,6 +373,8 @@ def type_columns(
             converted = converted.astype("Int64" if kind == ColumnType.INT and not bad.any() else "float64")
         else:
             converted = values.astype("string")
+            if markers is not None:
+                problems.append(markers)  # text that is numbers written for reading (`_formatted_numbers`)
         typed[column] = converted
         types[column] = kind
     return pd.DataFrame(typed, index=frame.index), types, problems

@@ -626,3 +626,19 @@ def test_numeric_dates_of_no_telling_order_are_refused_until_a_format_says_it(tm
     config["sources"]["customers"]["timestamp_format"] = "%d/%m/%Y"
     signups = pd.read_parquet(_ingest(tmp_path, config).out_dir / "customers.parquet")["signup_at"]
     assert signups.dt.strftime("%Y-%m-%d").tolist() == ["2024-01-05", "2024-02-10", "2024-03-01"]
+
+
+def test_numbers_written_for_reading_are_told_with_a_derive_that_reads_them(tmp_path):
+    customers = _with_column(CUSTOMERS, "balance", ['"$1,234.50"', '"$12.00"', '"$980.25"'])
+    [problem] = _refused(tmp_path, customers=customers)
+    assert problem == (
+        f"{tmp_path / 'customers.csv'}: column 'balance' holds numbers written for reading (e.g. '$1,234.50': currency "
+        "or percent signs, thousands separators), which would be read as text; derive the number and ignore the text, "
+        """e.g. `derive: {balance_value: "CAST(regexp_replace(balance, '[^0-9.+-]', '', 'g') AS DOUBLE)"}` and `ignore: [balance]`"""
+    )
+    # the fix it names, written into the config as YAML, works
+    fix = yaml.safe_load(problem.split("e.g. `derive: ")[1].split("` and")[0])
+    config = _config(tmp_path)
+    config["sources"]["customers"].update(derive=fix, ignore=["balance"])
+    table = pd.read_parquet(_ingest(tmp_path, config).out_dir / "customers.parquet")
+    assert table["balance_value"].tolist() == [1234.5, 12.0, 980.25] and "balance" not in table
