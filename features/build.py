@@ -40,7 +40,7 @@ from features.contract import LOG_SHAPES, TABLE_SHAPES, ColumnType, Contract, Sh
 from features.ingest import read_manifest
 from features.weekly import PARTITION_CUSTOMERS, slug, weekly_log_features
 
-_DAYS_PER = {"days": 1.0, "weeks": 7.0, "months": 30.44}  # a snapshot `tenure_unit` in days
+_DAYS_PER = {"days": 1.0, "weeks": 7.0, "months": 30.44, "years": 365.25}  # a snapshot `tenure_unit` in days
 VIEWS_FILE = "views.json"
 
 

@@ -162,7 +162,9 @@ class Source(_Strict):
     )
     signup: str | None = Field(None, description="snapshot, customers: signup timestamp column; log rows before it are errors.")
     tenure: str | None = Field(None, description="snapshot: numeric column holding tenure (no `signup`): gives `tenure_days`.")
-    tenure_unit: Literal["days", "weeks", "months"] = Field("days", description="Unit of `tenure` (a month is 30.44 days).")
+    tenure_unit: Literal["days", "weeks", "months", "years"] = Field(
+        "days", description="Unit of `tenure` (a month is 30.44 days, a year 365.25)."
+    )
     as_of: date | None = Field(None, description="snapshot: the date its attributes and label describe.")
 
     @field_validator("positive", mode="before")

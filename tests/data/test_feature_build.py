@@ -240,7 +240,7 @@ def _snapshot_contract(**snapshot) -> Contract:
     )
 
 
-@pytest.mark.parametrize(("unit", "days"), [("months", 3 * 30.44), ("weeks", 21.0), (None, 3.0)])
+@pytest.mark.parametrize(("unit", "days"), [("months", 3 * 30.44), ("weeks", 21.0), ("years", 3 * 365.25), (None, 3.0)])
 def test_tenure_days_from_a_tenure_column_and_its_unit(tmp_path, unit, days):
     (tmp_path / "customers.csv").write_text(CUSTOMERS)
     (tmp_path / "events.csv").write_text(EVENTS)
