@@ -129,8 +129,10 @@ def screen_features(frame: pd.DataFrame, feature_names: list[str], categorical: 
       (counted on the latest cutoff's rows, one per customer, so that a customer's id repeated
       over cutoffs still counts once);
     - free text: long text with spaces, mostly distinct (comments, addresses).
-    Numbers are never id-like here: a continuous number is distinct on every row too. High-
-    cardinality categories that are not id-like stay, with their rare values pooled
+    - a number is id-like only when it counts rows: whole numbers, all distinct and without a
+      gap (a row number); a continuous number is distinct on every row too, and an id spread
+      over a range (account numbers) cannot be told from a measurement.
+    High-cardinality categories that are not id-like stay, with their rare values pooled
     (`category_levels`).
     """
     latest = frame[frame["event_timestamp"] == frame["event_timestamp"].max()] if "event_timestamp" in frame else frame
@@ -143,6 +145,8 @@ def screen_features(frame: pd.DataFrame, feature_names: list[str], categorical: 
             left_out[name] = f"constant: {held} on every row"
             continue
         if name not in categorical:
+            if _is_counter(latest[name]):
+                left_out[name] = f"id-like: consecutive whole numbers, one per customer ({len(latest):,} rows): a row number or counter"
             continue
         present = latest[name].dropna().astype(str)
         if present.empty:
@@ -154,6 +158,14 @@ def screen_features(frame: pd.DataFrame, feature_names: list[str], categorical: 
         elif share >= ID_LIKE_SHARE and present.nunique() > MIN_CATEGORY_ROWS:
             left_out[name] = f"id-like: {present.nunique():,} distinct values in {len(present):,} customers' rows"
     return left_out
+
+
+def _is_counter(values: pd.Series) -> bool:
+    """Whether a number column is a row number or counter: whole numbers, all distinct, no gap, on every row."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    if len(numbers) < 100 or numbers.isna().any() or (numbers % 1 != 0).any():
+        return False
+    return numbers.nunique() == len(numbers) and numbers.max() - numbers.min() + 1 == len(numbers)
 
 
 def fingerprint(frame: pd.DataFrame) -> str:

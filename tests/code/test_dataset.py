@@ -58,12 +58,15 @@ def test_screen_features_leaves_out_constant_id_like_and_free_text_columns_and_s
             "note": [f"customer {i} called about the bill on day {i % 31}" for i in range(n)],  # free text
             "country": ["DE"] * n,  # constant
             "empty": [None] * n,  # constant: no value at all
-            "charges": rng.normal(50, 10, n),  # distinct numbers: kept (numbers are never id-like)
+            "charges": rng.normal(50, 10, n),  # distinct numbers: kept
+            "row_number": np.tile(rng.permutation(200) + 1, 2),  # 1..200 once per customer: a counter
+            "ages": np.tile(np.arange(200) * 2, 2),  # distinct whole numbers with gaps: kept
         }
     )
-    names = ["plan", "area", "account", "note", "country", "empty", "charges"]
+    names = ["plan", "area", "account", "note", "country", "empty", "charges", "row_number", "ages"]
     left_out = screen_features(frame, names, ["plan", "area", "account", "note", "country", "empty"])
-    assert set(left_out) == {"account", "note", "country", "empty"}
+    assert set(left_out) == {"account", "note", "country", "empty", "row_number"}
+    assert left_out["row_number"] == "id-like: consecutive whole numbers, one per customer (200 rows): a row number or counter"
     assert left_out["account"] == "id-like: 200 distinct values in 200 customers' rows"
     assert left_out["note"].startswith("free text: 200 distinct values of median length")
     assert left_out["country"] == "constant: the value 'DE' on every row"
