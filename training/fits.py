@@ -74,7 +74,9 @@ def fit_models(
             progress(k + 1, len(row_sets))
         return fitted
     tasks = (joblib.delayed(_fit_one)(k, make(), frame.iloc[rows], y[rows]) for k, rows in enumerate(row_sets))
-    for done, (k, model) in enumerate(joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks), start=1):
+    # one task waiting per worker, not two: each waiting task is a copy of its rows in this process
+    parallel = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered", pre_dispatch="n_jobs")
+    for done, (k, model) in enumerate(parallel(tasks), start=1):
         fitted[k] = model
         progress(done, len(row_sets))
     return fitted
