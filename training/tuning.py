@@ -12,6 +12,9 @@ Frames with several cutoffs (event and transaction logs):
    31-leaf trees) is trained with early stopping on the validation rows, simple ones first;
    the search stops once `search_patience` candidates in a row have not beaten the best
    before them (more leaves stop paying once fewer did not).
+   On a large frame the search sees a sample: at most `search_rows` training and as many
+   validation rows (a 1,000,000-customer data set has about 800,000 rows per cutoff; the
+   candidates' order and round counts do not need them all), while the refit below uses all.
 3. The `ensemble` best candidates (by validation ROC AUC) are refitted on all rows with
    their early-stopped number of rounds, scaled by the growth of the training set, and
    their probabilities averaged.
@@ -134,6 +137,9 @@ class AutoTunedModel:
     snapshot_learning_rate : learning rate of every candidate when the frame has one date only.
     time_column : column holding the cutoff of each row.
     gap_days : days between the newest search-training cutoff and the validation cutoff (the label horizon).
+    search_rows : frames with several cutoffs: the search trains on at most this many of the older
+        rows and validates on at most this many of the latest (random, seeded); the chosen
+        candidates are then refitted on every row. None: every row.
     search_patience : the search stops once this many candidates in a row have not beaten the best
         before them (by `MIN_GAIN` of validation ROC AUC); None searches every candidate.
     seed : seed of the inner folds and of LightGBM.
@@ -151,6 +157,7 @@ class AutoTunedModel:
         time_column: str = "event_timestamp",
         gap_days: int = 0,
         search_patience: int | None = 2,
+        search_rows: int | None = 250_000,
         seed: int = 0,
     ):
         self.feature_names = feature_names
@@ -163,6 +170,7 @@ class AutoTunedModel:
         self.time_column = time_column
         self.gap_days = gap_days
         self.search_patience = search_patience
+        self.search_rows = search_rows
         self.seed = seed
 
     def _is_snapshot(self, X: pd.DataFrame) -> bool:
@@ -195,8 +203,16 @@ class AutoTunedModel:
         self.booster_ = merged_booster(self.boosters_)
         return self
 
+    def _searched_rows(self, rows: np.ndarray) -> np.ndarray:
+        """At most `search_rows` of `rows`, drawn at random (seeded), in their order."""
+        if self.search_rows is None or len(rows) <= self.search_rows:
+            return rows
+        return np.sort(np.random.default_rng(self.seed).choice(rows, self.search_rows, replace=False))
+
     def _fit_time_split(self, X: pd.DataFrame, matrix: np.ndarray, y: np.ndarray) -> None:
-        fit_rows, val_rows = self._time_split(X)
+        older, latest = self._time_split(X)
+        # the search compares candidates and finds their round counts: a sample of rows does that as well
+        fit_rows, val_rows = self._searched_rows(older), self._searched_rows(latest)
         self.search_, searched = [], []
         for candidate in CANDIDATES:
             if self._search_stops([c["validation_auc"] for c in self.search_]):
@@ -222,7 +238,7 @@ class AutoTunedModel:
         raw = np.mean([b.predict(matrix[val_rows], raw_score=True, num_iteration=b.best_iteration) for b in chosen], axis=0)
         self.held_out_rows_, self.held_out_probability_ = val_rows, _sigmoid(raw)
         # more rows support more rounds; capped, as cutoffs of the same customers are not independent rows
-        growth = min(len(X) / len(fit_rows), 1.5)
+        growth = min(len(X) / len(older), 1.5)
         self.boosters_ = [
             lgb.train(
                 {**_BASE, **c["params"], "seed": self.seed},

@@ -82,3 +82,19 @@ def test_fits_side_by_side_are_the_fits_one_after_another():
     assert done == [(1, 3), (2, 3), (3, 3)]
     for a, b in zip(apart, serial):
         assert a.booster_.model_to_string() == b.booster_.model_to_string()  # bit for bit, in the order of the row sets
+
+
+def test_a_large_frame_is_searched_on_a_sample_and_refitted_on_every_row():
+    X, y = _frame(3_000, ["2024-01-07", "2024-02-04", "2024-03-03"])
+    model = AutoTunedModel(["x", "noise", "plan"], ["plan"], gap_days=28, search_rows=400).fit(X, y)
+    latest = (X["event_timestamp"] == X["event_timestamp"].max()).to_numpy()
+    # validated on 400 of the latest cutoff's rows (the calibration's held-out rows), in their order
+    assert len(model.held_out_rows_) == 400 and latest[model.held_out_rows_].all()
+    assert (np.diff(model.held_out_rows_) > 0).all()
+    # refitted on all 3,000 rows: the refit's rounds are the searched ones, grown by the rows it gained (at most 1.5x)
+    growth = min(len(X) / (~latest & (X["event_timestamp"] <= X["event_timestamp"].max() - pd.Timedelta(days=28))).sum(), 1.5)
+    assert [b.current_iteration() for b in model.boosters_] == [max(1, round(c["rounds"] * growth)) for c in model.search_[: model.ensemble]]
+    roots = [b.dump_model()["tree_info"][0]["tree_structure"] for b in model.boosters_]
+    assert all(root.get("internal_count", root.get("leaf_count")) == len(X) for root in roots)  # every row went into the trees
+    test, y_test = _frame(2_000, ["2024-03-03"], seed=1)
+    assert roc_auc_score(y_test, model.predict(test)) > 0.75
