@@ -161,21 +161,6 @@ def _mark_missing(frame: pd.DataFrame, na_values: list[str]) -> pd.DataFrame:
     return frame
 
 
-def read_source(source: Source, root: Path) -> pd.DataFrame:
-    """The table as stored: CSV (every column as text, typed later), Parquet, or a PostgreSQL table/query.
-
-    A glob `path` reads every matching file in sorted order as one table (`load_source`
-    also checks that the files share one schema and names each file's rows).
-    """
-    if not source.path:
-        return _read_database(source)
-    files = source_files(source, root)
-    if not files:
-        raise FileNotFoundError(root / source.path)
-    frames = [_read_file(f, source) for f in files]
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-
-
 def _read_database(source: Source) -> pd.DataFrame:
     engine = sa.create_engine(source.url)
     try:

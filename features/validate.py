@@ -307,10 +307,15 @@ def _formatted_numbers(values: pd.Series, column: str) -> str | None:
     guess what the signs mean (',' is a decimal mark in much of Europe), so the user says it
     with a `derive` expression (DuckDB), which the message spells out.
     """
-    text = _as_text(values).dropna()
-    if text.empty or not text.str.fullmatch(_FORMATTED_NUMBER).all() or not text.str.contains(r"[$€£¥,%]").any():
+    # each distinct value once, in order of first appearance: a text column of a million rows
+    # holds far fewer values, and the regular expressions run on those
+    text = pd.Series(values.dropna().astype("string").unique()).str.strip()
+    if text.empty or not text.str.fullmatch(_FORMATTED_NUMBER).all():
         return None
-    example = text[text.str.contains(r"[$€£¥,%]")].iloc[0]
+    signed = text[text.str.contains(r"[$€£¥,%]")]
+    if signed.empty:
+        return None
+    example = signed.iloc[0]
     name = f"{column}_value" if column.isidentifier() else "value"
     quoted = column if column.isidentifier() else f'\\"{column}\\"'  # a DuckDB identifier, inside a YAML "..." string
     return (

@@ -34,7 +34,6 @@ from features.definitions import service_name
 from features.ingest import read_manifest
 from features.store import historical_features
 from training.dataset import sampled_customers, screen_features
-from training.fits import fit_models
 from training.evaluate import churn_metrics, expected_calibration_error
 from training.profit import empc
 from training.tuning import AutoTunedModel
@@ -134,10 +133,17 @@ def training_labels(settings: Settings) -> pd.DataFrame:
     Every cutoff the evaluation and the final model need (of the customers that
     `training.sample_customers` keeps, if set).
     """
-    manifest = read_manifest(settings.ingested_dir)
-    contract = Contract.model_validate(manifest["contract"])
+    return _labels(settings, *_data_set(settings))
+
+
+def _data_set(settings: Settings) -> tuple[Contract, dict, datetime]:
+    """The last ingest's contract, the feature views built from it, and the end of its data."""
+    contract = Contract.model_validate(read_manifest(settings.ingested_dir)["contract"])
     views = read_views(settings.feature_tables_dir)
-    data_end = datetime.fromisoformat(views["data_end"])
+    return contract, views, datetime.fromisoformat(views["data_end"])
+
+
+def _labels(settings: Settings, contract: Contract, views: dict, data_end: datetime) -> pd.DataFrame:
     cutoffs = []
     if contract.churn.definition != "label":
         evaluation, training = log_cutoffs(contract, data_end)
@@ -150,14 +156,11 @@ def training_labels(settings: Settings) -> pd.DataFrame:
 
 def training_data(settings: Settings) -> TrainingData:
     """Labels at the cutoffs the evaluation and the final model need, with their features from Feast."""
-    manifest = read_manifest(settings.ingested_dir)
-    contract = Contract.model_validate(manifest["contract"])
-    views = read_views(settings.feature_tables_dir)
-    data_end = datetime.fromisoformat(views["data_end"])
+    contract, views, data_end = _data_set(settings)
     is_snapshot = contract.churn.definition == "label"
     if not is_snapshot:
         evaluation, training = log_cutoffs(contract, data_end)
-    labels = training_labels(settings)
+    labels = _labels(settings, contract, views, data_end)
     frame = historical_features(settings, labels, service_name(contract.name))
     fields = [f for v in views["views"].values() for f in v]
     left_out = screen_features(frame, [c for c, _, _ in fields], [c for c, kind, _ in fields if kind == "string"])
@@ -207,25 +210,6 @@ def held_out_predictions(
         model = models[k] if models is not None else make().fit(data.frame.iloc[train_rows], y[train_rows])
         fitted.append((model, model.predict(data.frame.iloc[test_rows])))
     return fitted
-
-
-def backtest(
-    data: TrainingData, models: dict[str, Model], fit_labels: np.ndarray | None = None, n_jobs: int | None = 1
-) -> dict[str, list[dict[str, float]]]:
-    """Fit and score every model on every split of `data`; metrics per model per split.
-
-    `n_jobs`: fits at a time (`fit_models`; None: one per usable core).
-    """
-    y = data.frame["churned"].to_numpy()
-    fit_y = y if fit_labels is None else fit_labels
-    results: dict[str, list[dict[str, float]]] = {}
-    for name, make in models.items():
-        results[name] = []
-        fitted = fit_models(make, data.frame, fit_y, [rows for rows, _ in data.splits], n_jobs)
-        for (_, test_rows), (_, predicted) in zip(data.splits, held_out_predictions(data, make, fit_labels, fitted)):
-            metrics = churn_metrics(y[test_rows], predicted)
-            results[name].append({k: metrics[k] for k in (*METRICS, "churn_rate")})
-    return results
 
 
 def fold_metrics(

@@ -49,6 +49,16 @@ def affordable_fits(fit_bytes: float) -> int:
     return max(1, int(0.5 * psutil.virtual_memory().available // max(3 * fit_bytes, 1)))
 
 
+def fits_at_once(frame: pd.DataFrame, row_sets: list[np.ndarray], n_jobs: int | None = None) -> int:
+    """How many of the fits on `row_sets` of `frame` `fit_models` runs side by side.
+
+    `n_jobs` (None: the usable cores), at most one per row set, and at most what the free
+    memory affords for the largest row set (`affordable_fits`).
+    """
+    largest = max(len(rows) for rows in row_sets) * frame.memory_usage(index=False).sum() / max(len(frame), 1)
+    return min(n_jobs or usable_cores(), len(row_sets), affordable_fits(largest))
+
+
 def _fit_one(k: int, model, frame: pd.DataFrame, y: np.ndarray):
     return k, model.fit(frame, y)
 
@@ -61,12 +71,11 @@ def fit_models(
 
     `make` returns an unfitted estimator (`fit(X, y)` returns itself); it is called here and the
     unfitted model is sent to a worker with its rows. `n_jobs` None: one fit per usable core;
-    fewer when the free memory affords fewer (`affordable_fits`), one after another in this
+    fewer when the free memory affords fewer (`fits_at_once`), one after another in this
     process when it affords one.
     `progress(done, total)` after each fit.
     """
-    largest = max(len(rows) for rows in row_sets) * frame.memory_usage(index=False).sum() / max(len(frame), 1)
-    n_jobs = min(n_jobs or usable_cores(), len(row_sets), affordable_fits(largest))
+    n_jobs = fits_at_once(frame, row_sets, n_jobs)
     fitted: list = [None] * len(row_sets)
     if n_jobs <= 1:
         for k, rows in enumerate(row_sets):

@@ -9,8 +9,8 @@
    snapshot), side by side with the splits' fits (`training/fits.py`: one fit per usable
    core, in worker processes, each single-threaded; the same models as one after another);
    columns no model should use (constant, id-like, free text) are left out before any fit
-   and reported (`training.dataset.screen_features`); its boosters are merged into one (`training.tuning.merged_booster`); it is
-   calibrated by a `ProbabilityCalibrator` (Platt) fitted on its own held-out predictions of
+   and reported (`training.dataset.screen_features`); its boosters are merged into one
+   (`training.tuning.merged_booster`); it is calibrated by a `ProbabilityCalibrator` (Platt) fitted on its own held-out predictions of
    its training rows (`AutoTunedModel.held_out_probability_`: inner folds of a snapshot, the
    validation cutoff of logs), and logged as a LightGBM booster registered as
    `<data set>-churn` with its spec (`training/registry.py`).
@@ -47,7 +47,7 @@ from features.definitions import service_name
 from training.backtest import fold_metrics
 from training.calibration import ProbabilityCalibrator
 from training.backtest import TrainingData, engine_model, held_out_predictions, summarize, training_data
-from training.fits import fit_models, fit_on_cluster, usable_cores
+from training.fits import fit_models, fit_on_cluster, fits_at_once
 from training.promote import (
     clv_model_name, churn_model_name, evaluation_fingerprint, held_out_tags, promote,
 )
@@ -280,7 +280,7 @@ def train(
         step(f"{what} on the Dask cluster")
         models, trained_on = fit_on_cluster(client, make(), data.frame, y, rows), "dask"
     else:
-        jobs = min(settings.training.n_jobs or usable_cores(), len(rows))
+        jobs = fits_at_once(data.frame, rows, settings.training.n_jobs)
         step(what, 0, len(rows))
         models = fit_models(make, data.frame, y, rows, jobs, progress=lambda done, total: step(what, done, total))
         trained_on = f"one machine, {jobs} fit(s) at a time"
