@@ -46,6 +46,11 @@ class SimulationSettings(Section):
     seed: int = Field(42, description="Random seed; the same seed gives the same tables.")
     start: date = Field(date(2024, 11, 1), description="First simulated day.")
     days: int = Field(730, ge=400, description="Simulated days (about two years).")
+    scenario: Literal["priors-right", "priors-wrong", "heterogeneous", "lost-causes"] = Field(
+        "priors-right",
+        description="What the simulated customers' true responses to the catalog's actions are "
+        "(features/truth.py, docs/architecture.md 'The simulator's scenarios'): outcomes of simulated campaigns follow it.",
+    )
 
 
 class TrainingSettings(Section):

@@ -88,14 +88,17 @@ def ingest_file(settings: Settings, ledger: Ledger, path: Path) -> int:
 def ingest_simulated(settings: Settings, ledger: Ledger, campaign: str) -> pd.DataFrame:
     """Record what the simulated customers of `campaign` did; returns the outcomes with true_change (ids as text).
 
-    The horizon is the churn model's (`training.horizon_days`), from the campaign's scoring date.
+    The horizon is the churn model's (`training.horizon_days`), from the campaign's scoring date; the
+    customers respond as the scenario of `simulation.scenario` says (features/truth.py).
     """
     decisions = ledger.campaign_decisions(campaign)
     if decisions.empty:
         raise DataError(f"campaign {campaign!r} has no decisions in the ledger")
     as_of = decisions["as_of"].iloc[0]
     horizon = settings.training.horizon_days
-    outcomes = simulated_outcomes(settings.raw_dir, settings.truth_dir, decisions, campaign, as_of, horizon)
+    outcomes = simulated_outcomes(
+        settings.raw_dir, settings.truth_dir, decisions, campaign, as_of, horizon, settings.simulation.scenario
+    )
     # the ledger's ids are text; the simulator's truth is keyed by the integers they spell
     outcomes = outcomes.assign(
         campaign=campaign, customer_id=ids_text(outcomes["customer_id"]), horizon_end=as_of + pd.Timedelta(days=horizon)

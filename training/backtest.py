@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
+from churn import clock
 from churn.errors import DataError
 from churn.settings import ProfitSettings, Settings
 from features.contract import LOG_SHAPES, Contract, Shape
@@ -136,11 +137,20 @@ def training_labels(settings: Settings) -> pd.DataFrame:
     return _labels(settings, *_data_set(settings))
 
 
+def training_end(settings: Settings, views: dict) -> datetime:
+    """The end of what training learns from: the data's end, or the engine's clock when that is earlier.
+
+    A clock set to a past date trains as the engine would have then: its labels' horizons and
+    every cutoff end by that date (the policy benchmark trains before its campaigns this way).
+    """
+    return min(datetime.fromisoformat(views["data_end"]), clock.now(settings))
+
+
 def _data_set(settings: Settings) -> tuple[Contract, dict, datetime]:
-    """The last ingest's contract, the feature views built from it, and the end of its data."""
+    """The last ingest's contract, the feature views built from it, and the end of what training may use."""
     contract = Contract.model_validate(read_manifest(settings.ingested_dir)["contract"])
     views = read_views(settings.feature_tables_dir)
-    return contract, views, datetime.fromisoformat(views["data_end"])
+    return contract, views, training_end(settings, views)
 
 
 def _labels(settings: Settings, contract: Contract, views: dict, data_end: datetime) -> pd.DataFrame:

@@ -32,7 +32,6 @@ import platform
 from functools import partial
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import lightgbm as lgb
@@ -46,7 +45,7 @@ from features.build import read_views
 from features.definitions import service_name
 from training.backtest import fold_metrics
 from training.calibration import ProbabilityCalibrator
-from training.backtest import TrainingData, engine_model, held_out_predictions, summarize, training_data
+from training.backtest import TrainingData, engine_model, held_out_predictions, summarize, training_data, training_end
 from training.fits import fit_models, fit_on_cluster, fits_at_once
 from training.promote import (
     clv_model_name, churn_model_name, evaluation_fingerprint, held_out_tags, promote,
@@ -268,7 +267,7 @@ def train(
         step(f"fit the value model (revenue over {spec['horizon_days']} days)")
         views = read_views(settings.feature_tables_dir)
         value_model = fit_value_model(
-            settings, contract, views["log_views"], datetime.fromisoformat(views["data_end"]), data.feature_names, data.categorical
+            settings, contract, views["log_views"], training_end(settings, views), data.feature_names, data.categorical
         )
 
     make = partial(engine_model, data)  # a new unfitted model per fit
