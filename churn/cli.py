@@ -440,6 +440,7 @@ def _interventions(settings: Settings, as_of: datetime | None, campaign: str | N
         f"  campaign {run.campaign}: {run.n_actions:,} of {run.n_scored:,} active customers get an action; "
         f"cost {run.total_cost:,.2f}, expected incremental value {run.total_expected_value:,.2f}"
     )
+    console.print(f"  action effects: {run.effects}")
     console.print(f"  intervention list: [bold]{run.list_csv}[/] (and {run.list_parquet.name})")
     return run
 

@@ -59,6 +59,8 @@ class InterventionRun:
     total_expected_value: float
     # actions the data set cannot use (rules on features it lacks), with those features
     unusable: dict[str, list[str]] = field(default_factory=dict)
+    # what the effects came from: the catalog's priors, or what was learned (`with_learned_effects`' tag)
+    effects: str = "catalog priors"
 
 
 def score_active(
@@ -165,9 +167,11 @@ def with_learned_effects(
     """
     if learner is None or learner.mode == "priors":
         return scores, None
-    cells = len(learner.segments_) * len(learner.actions)
-    tag = f";effects:{learner.mode}({learner.n_learned}/{cells} cells)"
-    return scores.assign(model_version=scores["model_version"] + tag), learner.effects(scores, campaign)
+    return scores.assign(model_version=scores["model_version"] + _effects_tag(learner)), learner.effects(scores, campaign)
+
+
+def _effects_tag(learner: CellEffects) -> str:
+    return f";effects:{learner.mode}({learner.n_learned}/{len(learner.segments_) * len(learner.actions)} cells)"
 
 
 def learn_effects(settings: Settings, catalog: ActionCatalog, ledger: Ledger) -> CellEffects | None:
@@ -209,7 +213,8 @@ def run_interventions(
     step("choose actions, record them in the ledger, write the list")
     ledger = Ledger.for_settings(settings, batch=True)
     try:
-        scores, effects = with_learned_effects(scores, learn_effects(settings, scorer.catalog, ledger), campaign)
+        learner = learn_effects(settings, scorer.catalog, ledger)
+        scores, effects = with_learned_effects(scores, learner, campaign)
         recorded = decide_campaign(scores, scorer.catalog, ledger, campaign, as_of, effects, decided_at=now)
     finally:
         ledger.close()
@@ -235,4 +240,5 @@ def run_interventions(
         total_cost=float(listing["cost"].sum()),
         total_expected_value=float(listing["expected_value"].sum()),
         unusable=scorer.catalog.unusable(set(scores.columns)),
+        effects="catalog priors" if effects is None else _effects_tag(learner).removeprefix(";"),
     )

@@ -24,6 +24,7 @@ def test_intervention_list(engine):
     assert run.list_parquet.exists()
     assert set(LIST_REQUIRED) <= set(listing.columns)
     assert len(listing) == run.n_actions > 0
+    assert run.effects == "catalog priors"  # a ledger without outcomes: nothing learned yet
     assert listing["customer_id"].is_unique
     assert (listing["action"] != "none").all()
     assert (listing["expected_value"] > 0).all()

@@ -161,7 +161,7 @@ def test_outcomes_of_the_first_campaign_teach_the_next_one_online_and_in_batch(c
     assert online.status_code == 200, online.text
     versions = {d["model_version"] for d in online.json()["decisions"]}
     assert len(versions) == 1 and tag in versions.pop(), online.json()
-    cli(["interventions", "--campaign", "second"], env)
+    assert f"action effects: {tag[1:]}" in cli(["interventions", "--campaign", "second"], env)
     ledger = Ledger(settings.resolved_ledger_url)
     second = ledger.campaign_decisions("second")
     ledger.close()
