@@ -167,7 +167,7 @@ class LearningSettings(Section):
         "'mean' the posterior means; 'priors' the catalog's prior effects (outcomes are still measured).",
     )
     prior_churners: float = Field(
-        20.0, gt=1,
+        20.0, gt=0,
         description="Expected churners each prior (the catalog's effect, and the model's calibration) is worth "
         "in a segment x action cell. 20: one default campaign's outcomes do not outweigh it (a cell's holdout "
         "sees a few to 15 churners), a few do (docs/benchmarks.md, 'Learning action effects').",

@@ -125,7 +125,7 @@ class CellEffects:
     Parameters
     - actions: action names, in catalog order (the effects matrix's columns)
     - priors: the catalog's prior effects, in the same order
-    - prior_churners: how many expected churners each prior is worth (> 1)
+    - prior_churners: how many expected churners each prior is worth (> 0)
     - pool: centre each cell's prior on its action's posterior over every segment
     - mode: what `effects` gives: 'thompson' (one posterior draw per cell and campaign),
       'mean' (posterior means), 'priors' (the catalog's priors: nothing learned is used)
@@ -155,9 +155,8 @@ class CellEffects:
         """
         if self.mode not in ("thompson", "mean", "priors"):
             raise DataError(f"CellEffects: mode must be 'thompson', 'mean' or 'priors'; got {self.mode!r}")
-        if not self.prior_churners > 1:
-            # the posterior mean of 1 / theta_h (the interval's F has 2 a_h degrees of freedom) needs a shape above 1
-            raise DataError(f"CellEffects: prior_churners must be above 1; got {self.prior_churners!r}")
+        if not self.prior_churners > 0:
+            raise DataError(f"CellEffects: prior_churners must be above 0; got {self.prior_churners!r}")
         priors = np.asarray(self.priors, dtype=float)
         if len(priors) != len(self.actions):
             raise DataError(f"CellEffects: {len(self.actions)} actions but {len(priors)} prior effects")

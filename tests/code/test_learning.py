@@ -312,9 +312,9 @@ def test_bad_input_is_named():
         learner_for(CATALOG).fit(cells).cell_effects()
     with pytest.raises(DataError, match=r"scores have segments \['vip'\], which the learned effects do not know"):
         learner_for(CATALOG).fit(cells).effects(pd.DataFrame({"segment": ["vip"]}), "spring")
-    with pytest.raises(DataError, match="prior_churners must be above 1; got 1"):
-        CellEffects(["a"], [0.1], prior_churners=1).fit(cells)
+    with pytest.raises(DataError, match="prior_churners must be above 0; got 0"):
+        CellEffects(["a"], [0.1], prior_churners=0).fit(cells)
     with pytest.raises(ConfigError, match=r"learning\.prior_churners"):
-        load_settings(learning={"prior_churners": 0.5})
+        load_settings(learning={"prior_churners": 0})
     with pytest.raises(ConfigError, match=r"learning\.mode"):
         load_settings(learning={"mode": "greedy"})
