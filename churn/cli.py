@@ -440,6 +440,7 @@ def _interventions(settings: Settings, as_of: datetime | None, campaign: str | N
         f"  campaign {run.campaign}: {run.n_actions:,} of {run.n_scored:,} active customers get an action; "
         f"cost {run.total_cost:,.2f}, expected incremental value {run.total_expected_value:,.2f}"
     )
+    console.print(f"  action effects: {run.effects}")
     console.print(f"  intervention list: [bold]{run.list_csv}[/] (and {run.list_parquet.name})")
     return run
 
@@ -493,11 +494,16 @@ def outcomes(
 def measure(
     campaign: Annotated[list[str] | None, typer.Option(help="Campaign(s) to measure (default: all).")] = None,
 ) -> None:
-    """Measurement report: per segment x action, treated vs holdout churn with a 95% interval."""
+    """Measurement report: per segment x action, treated vs holdout churn with a 95% interval, and the learned effect."""
+    import pandas as pd
+
+    from serving.learning import learner_for, outcome_cells
     from serving.ledger import Ledger
-    from serving.measure import measurement_report
+    from serving.measure import measurement_report, with_learned
+    from serving.policy import load_catalog
 
     settings = _settings()
+    catalog = load_catalog(settings.actions_path)
     ledger = Ledger.for_settings(settings, batch=True)
     try:
         rows = ledger.decisions_with_outcomes(campaign or None)
@@ -505,17 +511,29 @@ def measure(
         ledger.close()
     if rows.empty:
         raise ChurnError("no decisions with outcomes in the ledger yet; run `churn outcomes` first")
-    report = measurement_report(rows)
+    learner = learner_for(catalog, settings.learning).fit(outcome_cells(rows))
+    report = with_learned(measurement_report(rows), learner.summary(catalog.holdout_share))
     path = settings.outputs_dir / "measurement.csv"
     report.to_csv(path, index=False)
-    table = Table("segment", "action", "treated", "holdout", "churn treated", "churn holdout", "effect [95% CI]", "incr. revenue")
+    table = Table(
+        "segment", "action", "treated", "holdout", "churn treated", "churn holdout", "effect [95% CI]",
+        "learned cut [95% CI]", "more holdouts", "incr. revenue",
+    )
     for r in report.itertuples():
         table.add_row(
             r.segment, r.action, f"{r.n_treated:,}", f"{r.n_holdout:,}", f"{r.churn_treated:.2%}",
             f"{r.churn_holdout:.2%}", f"{r.effect:+.2%} [{r.ci_low:+.2%}, {r.ci_high:+.2%}]",
+            f"{r.learned_effect:+.0%} [{r.learned_ci_low:+.0%}, {r.learned_ci_high:+.0%}]" if pd.notna(r.learned_effect) else "",
+            "" if pd.isna(r.holdout_needed) else f"{r.holdout_needed:,.0f}",
             f"{r.incremental_revenue:,.0f}",
         )
     console.print(table)
+    if learner.ignored_actions_:
+        console.print(f"  not learned (no longer in the catalog): {', '.join(learner.ignored_actions_)}")
+    console.print(
+        "  effect: churn rate contacted - held out; learned cut: relative reduction of churn (the learner's "
+        "posterior); more holdouts: held-out outcomes still needed to tell the cut from zero (80 % power)"
+    )
     console.print(f"  report: {path}")
 
 

@@ -162,6 +162,33 @@ class TimeoutSettings(Section):
     )
 
 
+class LearningSettings(Section):
+    """How action effects are learned from the ledger's outcomes and used (`serving/learning.py`)."""
+
+    mode: Literal["thompson", "mean", "priors"] = Field(
+        "thompson",
+        description="What decisions use once the ledger has outcomes: 'thompson' one draw per value segment x "
+        "action from the learned posterior, fixed per campaign (exploration from the posterior's uncertainty); "
+        "'mean' the posterior means; 'priors' the catalog's prior effects (outcomes are still measured).",
+    )
+    prior_churners: float = Field(
+        20.0, gt=0,
+        description="Expected churners each prior (the catalog's effect, and the model's calibration) is worth "
+        "in a segment x action cell. 20: one default campaign's outcomes do not outweigh it (a cell's holdout "
+        "sees a few to 15 churners), a few do (docs/benchmarks.md, 'Learning action effects').",
+    )
+    pool: bool = Field(
+        True,
+        description="Centre each segment x action cell's prior on its action's effect learned over every "
+        "segment (itself shrunk to the catalog's prior) instead of on the catalog's prior.",
+    )
+    refresh_seconds: float = Field(
+        60.0, ge=0,
+        description="The service checks the ledger's outcome count at most this often (on a decision) and "
+        "learns again when it changed; 0: on every decision. Batch runs always learn from every outcome.",
+    )
+
+
 class ServingSettings(Section):
     """Who may call the scoring service and how much one request may carry."""
 
@@ -225,6 +252,7 @@ class Settings(BaseSettings):
     simulation: SimulationSettings = SimulationSettings()
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
+    learning: LearningSettings = LearningSettings()
     timeouts: TimeoutSettings = TimeoutSettings()
     profit: ProfitSettings = ProfitSettings()
     promotion: PromotionSettings = PromotionSettings()

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
-from feast import FeatureStore, ValueType
+from feast import FeatureStore
 from redis.backoff import ConstantBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
@@ -127,26 +127,6 @@ def feature_refs(store: FeatureStore, services: str | list[str]) -> list[str]:
             for feature in projection.features:
                 refs[f"{projection.name_to_use()}:{feature.name}"] = None
     return list(refs)
-
-
-def entity_ids(settings: Settings, services: str | list[str], ids: pd.Series) -> pd.Series:
-    """Customer ids (text, as the ledger keeps them) in the type of the services' entity, for a join.
-
-    The entity's ids are text (`features.definitions.customer`); an entity of integer ids (a
-    Feast repository made by hand) gets the integers the texts spell, and an id that spells none
-    cannot be one of its customers: `DataError` naming it.
-    """
-    store = feature_store(settings)
-    names = [services] if isinstance(services, str) else services
-    views = [store.get_feature_view(p.name) for s in names for p in store.get_feature_service(s).feature_view_projections]
-    types = {store.get_entity(e).value_type for view in views for e in view.entities}
-    if types != {ValueType.INT64}:
-        return ids.astype(str)
-    text = ids.astype(str)
-    bad = ~text.str.fullmatch(r"0|-?[1-9][0-9]{0,17}")  # an integer's decimal text, within int64
-    if bad.any():
-        raise DataError(f"customer id {text[bad].iloc[0]!r} is not an integer, but the entity of {names} has integer ids")
-    return text.astype("int64")
 
 
 def historical_features(

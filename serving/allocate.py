@@ -59,7 +59,7 @@ def explore(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Give a `share` of the customers without an action a random allowed one, within the limits left.
 
-    Why: the uplift model learns only from customers someone contacted or held out; if those
+    Why: effects are learned only from customers someone contacted or held out; if those
     are always the policy's own picks, it never learns about anyone else. `draws` (uniform,
     one per customer) pick who explores (draw < share) and, rescaled, which allowed action.
     Returns the new choice and a mask of the explored customers.

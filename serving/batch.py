@@ -17,12 +17,12 @@ import pandas as pd
 from churn import clock
 from churn.ids import ids_text
 from churn.settings import Settings
-from features.store import active_customers, entity_ids, historical_features, latest_snapshot
+from features.store import active_customers, historical_features, latest_snapshot
 from serving.holdout import assign_holdouts
+from serving.learning import CellEffects, learner_for
 from serving.ledger import Ledger, TablesRecreatedError
 from serving.policy import NO_ACTION, ActionCatalog, cooldown_blocks, decide, max_cooldown_days, remaining
 from serving.scoring import Scorer
-from serving.uplift import TRAIT_SOURCES, UpliftModel, fit_uplift
 
 # The columns of the intervention list, in order.
 LIST_COLUMNS = [
@@ -59,6 +59,8 @@ class InterventionRun:
     total_expected_value: float
     # actions the data set cannot use (rules on features it lacks), with those features
     unusable: dict[str, list[str]] = field(default_factory=dict)
+    # what the effects came from: the catalog's priors, or what was learned (`with_learned_effects`' tag)
+    effects: str = "catalog priors"
 
 
 def score_active(
@@ -153,51 +155,38 @@ def _decide_in_ledger(
         return decision.recorded()
 
 
-def with_learned_effects(scores: pd.DataFrame, uplift: UpliftModel | None) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """The scores and the effects to decide with: the learned model's, or None (the catalog's priors).
+def with_learned_effects(
+    scores: pd.DataFrame, learner: CellEffects | None, campaign: str
+) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """The scores and the effects to decide `campaign` with: the learner's, or None (the catalog's priors).
 
-    Batch runs and the service's `/interventions` both decide through this, so a learned
-    model changes both alike; the scores' model_version then names the learned actions.
-    `scores` columns: those of `decide`, and every trait of `serving.uplift.TRAIT_SOURCES`
-    when a model is given.
+    Batch runs and the service's `/interventions` both decide through this, so the same
+    campaign on the same outcomes gets the same effects (in 'thompson' mode the same draw)
+    in both; the scores' model_version then ends in `;effects:<mode>(<cells measured>/<cells> cells)`.
+    `scores` columns: those of `decide` (segment among them).
     """
-    if uplift is None:
+    if learner is None or learner.mode == "priors":
         return scores, None
-    tagged = scores.assign(model_version=scores["model_version"] + f";uplift:{'+'.join(uplift.learned_)}")
-    return tagged, uplift.predict_effects(scores)
+    return scores.assign(model_version=scores["model_version"] + _effects_tag(learner)), learner.effects(scores, campaign)
 
 
-def learn_uplift(settings: Settings, scorer: Scorer, ledger: Ledger) -> UpliftModel | None:
-    """The uplift model learned from every outcome in the ledger, or None while there are none.
+def _effects_tag(learner: CellEffects) -> str:
+    return f";effects:{learner.mode}({learner.n_learned}/{len(learner.segments_) * len(learner.actions)} cells)"
 
-    Traits come from the offline store at each decision's scoring date (point in time),
-    the churn probability from the ledger (what the policy saw when it decided).
+
+def learn_effects(settings: Settings, catalog: ActionCatalog, ledger: Ledger) -> CellEffects | None:
+    """The action effects learned from every outcome in the ledger, or None (decide on the catalog's priors).
+
+    None while the ledger holds no outcome of an action, and in `learning.mode` 'priors'.
+    Reads the ledger's outcomes summed per segment x action x holdout (`Ledger.outcome_cells`),
+    so it needs nothing but the ledger, whatever the data set.
     """
-    rows = ledger.decisions_with_outcomes()
-    if rows.empty:
+    if settings.learning.mode == "priors":
         return None
-    lacking = [t for t in TRAIT_SOURCES if t != "churn_probability" and t not in scorer.churn.feature_names]
-    if lacking:
-        # the uplift model's traits are the subscription signals of the simulator's features; a
-        # data set without them decides on the catalog's priors (measurement still works)
+    cells = ledger.outcome_cells()
+    if cells.empty:
         return None
-    # the ledger's ids are text; the offline store joins on the entity's own type (the simulator's are integers)
-    entities = pd.DataFrame(
-        {"customer_id": entity_ids(settings, scorer.feature_services, rows["customer_id"]), "event_timestamp": rows["as_of"]}
-    )
-    features = historical_features(settings, entities.drop_duplicates(), scorer.feature_services)
-    features = features.assign(customer_id=ids_text(features["customer_id"]))
-    # the ledger's `channel` is the action's; the trait is the acquisition channel
-    merged = rows.drop(columns="channel").merge(
-        features[["customer_id", "event_timestamp", *[c for c in TRAIT_SOURCES if c != "churn_probability"]]],
-        left_on=["customer_id", "as_of"],
-        right_on=["customer_id", "event_timestamp"],
-        how="left",
-        validate="many_to_one",
-    )
-    catalog = scorer.catalog
-    model = fit_uplift(merged, catalog.names, list(catalog.prior_effects))
-    return model if model.learned_ else None
+    return learner_for(catalog, settings.learning).fit(cells)
 
 
 def run_interventions(
@@ -224,7 +213,8 @@ def run_interventions(
     step("choose actions, record them in the ledger, write the list")
     ledger = Ledger.for_settings(settings, batch=True)
     try:
-        scores, effects = with_learned_effects(scores, learn_uplift(settings, scorer, ledger))
+        learner = learn_effects(settings, scorer.catalog, ledger)
+        scores, effects = with_learned_effects(scores, learner, campaign)
         recorded = decide_campaign(scores, scorer.catalog, ledger, campaign, as_of, effects, decided_at=now)
     finally:
         ledger.close()
@@ -250,4 +240,5 @@ def run_interventions(
         total_cost=float(listing["cost"].sum()),
         total_expected_value=float(listing["expected_value"].sum()),
         unusable=scorer.catalog.unusable(set(scores.columns)),
+        effects="catalog priors" if effects is None else _effects_tag(learner).removeprefix(";"),
     )

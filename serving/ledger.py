@@ -479,6 +479,39 @@ class Ledger:
         columns = LEDGER_COLUMNS + ["churned", "revenue", "horizon_end"]
         return self._frame(query.order_by(decisions.c.campaign, decisions.c.customer_id), columns)
 
+    def outcome_cells(self) -> pd.DataFrame:
+        """Decisions with an action and an outcome, summed per segment x action x holdout, in one query.
+
+        Returns segment, action, holdout, n (outcomes), churned (churners), expected (summed
+        churn probability at decision time): what `serving.learning.CellEffects.fit` reads,
+        as `serving.learning.outcome_cells` computes it from rows. A few dozen rows, however
+        many outcomes: the service learns from it without reading the outcomes themselves.
+        """
+        query = (
+            sa.select(
+                decisions.c.segment,
+                decisions.c.action,
+                decisions.c.holdout,
+                sa.func.count().label("n"),
+                sa.func.sum(sa.case((outcomes.c.churned, 1), else_=0)).label("churned"),
+                sa.func.sum(decisions.c.churn_probability).label("expected"),
+            )
+            .join(
+                outcomes,
+                sa.and_(decisions.c.campaign == outcomes.c.campaign, decisions.c.customer_id == outcomes.c.customer_id),
+            )
+            .where(decisions.c.action != "none")
+            .group_by(decisions.c.segment, decisions.c.action, decisions.c.holdout)
+        )
+        cells = self._frame(query, ["segment", "action", "holdout", "n", "churned", "expected"])
+        cells = cells.astype({"holdout": bool, "n": int, "churned": int, "expected": float})
+        # ordered here, not by the store: PostgreSQL's collation may order text other than Python does
+        return cells.sort_values(["segment", "action", "holdout"], ignore_index=True)
+
+    def outcome_count(self) -> int:
+        """How many outcomes the ledger holds: a cheap check of whether there is anything new to learn from."""
+        return int(self._frame(sa.select(sa.func.count().label("n")).select_from(outcomes), ["n"])["n"].iloc[0])
+
     def page(self, campaign: str, after_customer_id: str | int | None, limit: int) -> list[dict]:
         """Up to `limit` recorded decisions of a campaign with customer_id > `after_customer_id`, by customer id.
 

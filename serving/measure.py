@@ -4,6 +4,10 @@ Per segment x action (and per action over all segments): churn rates of contacte
 held-out customers, the difference with a confidence interval, and the incremental revenue
 and retained value. Because holdouts are drawn at random within each cell, the difference
 estimates the action's average effect on the customers it was chosen for.
+
+Rankings of customers by predicted uplift are judged on held-out outcomes by the Qini
+coefficient and uplift at k (Radcliffe 2007; Gutierrez & Gerardy 2017), "uplift" meaning
+churn prevented (holdout minus treated).
 """
 
 from __future__ import annotations
@@ -52,6 +56,19 @@ def measurement_report(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(report, columns=columns)
 
 
+def with_learned(report: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """The report with the learned posterior of each of its rows (`serving.learning.CellEffects.summary`).
+
+    Adds learned_effect, learned_ci_low, learned_ci_high (the relative reduction of churn e:
+    positive means fewer churn, unlike the report's own `effect`, a change of the churn rate)
+    and holdout_needed. Rows of actions the catalog no longer lists have none (NaN).
+    """
+    learned = summary[["segment", "action", "effect", "ci_low", "ci_high", "holdout_needed"]].rename(
+        columns={"effect": "learned_effect", "ci_low": "learned_ci_low", "ci_high": "learned_ci_high"}
+    )
+    return report.merge(learned, on=["segment", "action"], how="left", validate="one_to_one")
+
+
 def _cell(segment: str, action: str, group: pd.DataFrame) -> dict:
     treated, held = group[~group["holdout"]], group[group["holdout"]]
     effect, low, high = difference_ci(
@@ -71,3 +88,29 @@ def _cell(segment: str, action: str, group: pd.DataFrame) -> dict:
         "incremental_revenue": revenue_gain * len(treated),
         "incremental_value": -effect * treated["clv"].sum(),
     }
+
+
+def qini(uplift: np.ndarray, treated: np.ndarray, churned: np.ndarray) -> tuple[float, np.ndarray]:
+    """Qini coefficient and curve, for churn prevented, ranking customers by `uplift`.
+
+    Q(k) = churners among the k top-ranked held-out customers scaled to the treated count,
+    minus churners among the k top-ranked treated (Radcliffe 2007). The coefficient is the
+    area between Q and the straight line of random targeting, per customer.
+    """
+    order = np.argsort(-np.asarray(uplift), kind="stable")
+    t = np.asarray(treated, bool)[order]
+    y = np.asarray(churned, float)[order]
+    n_t, n_c = np.cumsum(t), np.cumsum(~t)
+    y_t, y_c = np.cumsum(y * t), np.cumsum(y * ~t)
+    curve = np.where(n_c > 0, y_c * n_t / np.maximum(n_c, 1), 0.0) - y_t
+    random_line = curve[-1] * np.arange(1, len(curve) + 1) / len(curve)
+    return float((curve - random_line).mean()), curve
+
+
+def uplift_at_k(uplift: np.ndarray, treated: np.ndarray, churned: np.ndarray, k: float = 0.3) -> float:
+    """Churn rate of held-out minus treated among the top `k` share ranked by `uplift`."""
+    order = np.argsort(-np.asarray(uplift), kind="stable")[: max(1, int(round(k * len(uplift))))]
+    t, y = np.asarray(treated, bool)[order], np.asarray(churned, float)[order]
+    if t.all() or (~t).all():
+        return float("nan")
+    return float(y[~t].mean() - y[t].mean())

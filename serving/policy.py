@@ -180,7 +180,7 @@ class ActionCatalog(BaseModel):
         ge=0,
         le=0.5,
         description="Share of customers left without an action who get a random eligible one, "
-        "paid from the budget the policy left unspent, so the uplift model sees more than its own picks.",
+        "paid from the budget the policy left unspent, so the learned effects see more than the policy's own picks.",
     )
     holdout_share: float = Field(
         0.0, ge=0, le=0.5, description="Share of customers chosen for each action held out at random, to measure it."
@@ -394,7 +394,7 @@ def expected_values(scored: pd.DataFrame, catalog: ActionCatalog, effects: np.nd
 
     value = P(churn) x effect x CLV - cost (Ascarza 2018: target by the effect of the
     contact, not by risk alone). `effects` is a (customers x actions) matrix of relative
-    churn reductions (a learned uplift model's); None uses the catalog's priors.
+    churn reductions (`serving.learning.CellEffects.effects`); None uses the catalog's priors.
     """
     eligible = eligibility(scored, catalog)
     p = scored["churn_probability"].to_numpy(dtype=float)[:, None]

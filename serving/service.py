@@ -53,8 +53,8 @@ from serving.launch import champions_fetched_aside
 from training.reason import Reason
 
 if TYPE_CHECKING:
+    from serving.learning import CellEffects
     from serving.ledger import Ledger
-    from serving.uplift import UpliftModel
     from serving.online import OnlineRows, Scores
 
 MAX_IDS = 1_000
@@ -290,14 +290,12 @@ class ChurnService:
         # the request path's modules are imported here, once per worker, rather than with this module
         with champions_fetched_aside(self.settings) as fetched_champions:
             from features.store import feature_store
-            from serving.batch import decide_campaign, learn_uplift, with_learned_effects
-            from serving.uplift import TRAIT_SOURCES
+            from serving.batch import decide_campaign, learn_effects, with_learned_effects
             from serving.online import FastScorer, OnlineReader
             from serving.scoring import Scorer
 
             self._decide_campaign = decide_campaign
-            self._learn_uplift, self._with_learned_effects = learn_uplift, with_learned_effects
-            self._traits = [t for t in TRAIT_SOURCES if t != "churn_probability"]
+            self._learn_effects, self._with_learned_effects = learn_effects, with_learned_effects
             fetched = fetched_champions()
         self.scorer = Scorer.load(self.settings, fetched)
         self.reader = OnlineReader(feature_store(self.settings), self.scorer.feature_services, self.scorer.required_features)
@@ -305,23 +303,40 @@ class ChurnService:
         self._ledger: Ledger | None = None
         self._ledger_lock = threading.Lock()
         self._ledger_lane: anyio.CapacityLimiter | None = None  # made in the event loop, on first use
-        self._uplift: UpliftModel | None = None
-        self._uplift_learned = False
+        self._learner: CellEffects | None = None
+        self._learn_lock = threading.Lock()
+        self._outcomes_seen: int | None = None  # the ledger's outcome count when last learned; None: not yet
+        self._outcomes_checked = float("-inf")  # time.monotonic() of the last count
         try:
             self.ledger()
-            self._learn()
+            self._learned()
         except StoreUnavailableError:
             pass  # readiness reports it; every request that needs the ledger retries the connection
 
-    def _learn(self) -> None:
-        """Learn action effects from the ledger's outcomes once per worker, as a batch run does.
+    def _learned(self) -> CellEffects | None:
+        """The action effects learned from the ledger's outcomes, as a batch run learns them; None: the priors.
 
-        Done at start-up (or at the first decision, when the ledger was down then); a worker
-        started after new outcomes arrive learns from them. Until then the catalog's priors hold.
+        Learned at start-up (or at the first decision, when the ledger was down then). Then a
+        decision counts the ledger's outcomes (one cheap query) at most every
+        `learning.refresh_seconds`, and learns again when the count changed, so outcomes
+        recorded through `/outcomes`, `churn outcomes` or another replica reach every worker
+        within that time. Learning reads the outcomes summed per segment x action x holdout
+        (`Ledger.outcome_cells`: a few dozen rows). A ledger error propagates (503): the next
+        decision tries again.
         """
-        if not self._uplift_learned:
-            self._uplift = self._learn_uplift(self.settings, self.scorer, self.ledger())
-            self._uplift_learned = True
+        if self.settings.learning.mode == "priors":
+            return None
+        with self._learn_lock:
+            now = time.monotonic()
+            if self._outcomes_seen is not None and now - self._outcomes_checked < self.settings.learning.refresh_seconds:
+                return self._learner
+            ledger = self.ledger()
+            count = ledger.outcome_count()  # before learning: outcomes arriving meanwhile are learned next time
+            if count != self._outcomes_seen:
+                self._learner = self._learn_effects(self.settings, self.scorer.catalog, ledger)
+                self._outcomes_seen = count
+            self._outcomes_checked = now
+            return self._learner
 
     def ledger(self) -> Ledger:
         """The ledger, connected on first use so that the service starts (not ready) while it is down."""
@@ -455,12 +470,12 @@ class ChurnService:
                 "segment": scores.segment,
                 "risk_band": scores.risk_band,
                 "model_version": scores.model_version,
-                # what the catalog's rules and the uplift model read, of what the data set has
-                **{f: rows.columns[f] for f in {*self.scorer.catalog.conditions_features(set(rows.columns)), *self._traits} if f in rows.columns},
+                # what the catalog's rules read, of what the data set has
+                **{f: rows.columns[f] for f in self.scorer.catalog.conditions_features(set(rows.columns)) if f in rows.columns},
             }
         )
-        self._learn()
-        scored, effects = self._with_learned_effects(scored, self._uplift)
+        # the same campaign on the same outcomes: the batch run's effects (in 'thompson' mode the same draw)
+        scored, effects = self._with_learned_effects(scored, self._learned(), campaign)
         # the batch run's own rules, in one ledger transaction: cooldowns, the campaign's budget left, holdouts
         recorded = self._decide_campaign(
             scored, self.scorer.catalog, self.ledger(), campaign, as_of=now, effects=effects, decided_at=now,
@@ -479,7 +494,7 @@ class ChurnService:
             list[Outcome], Field(min_length=1, max_length=MAX_IDS, description=f"1 to {MAX_IDS} outcomes.")
         ],
     ) -> OutcomeReceipt:
-        """Record campaign outcomes in the ledger (idempotent); they feed measurement and uplift learning.
+        """Record campaign outcomes in the ledger (idempotent); they feed measurement and the learned effects.
 
         Every outcome must name a recorded decision (404 naming one that does not) and have a
         horizon that has ended (409); otherwise nothing is recorded.

@@ -249,6 +249,26 @@ def test_outcomes_are_recorded_once_and_joined_to_decisions(backend, tmp_path):
         assert set(joined["holdout"]) == {True, False}
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_outcome_cells_sum_the_joined_outcomes_as_the_learner_does(backend, tmp_path):
+    """The SQL sums per segment x action x holdout equal `serving.learning.outcome_cells` of the joined rows;
+    decisions without an outcome, and 'none' decisions, are not in them; the count counts every outcome."""
+    from serving.learning import outcome_cells
+
+    with _ledger(backend, tmp_path) as ledger:
+        assert ledger.outcome_cells().empty and ledger.outcome_count() == 0
+        recorded = decide_campaign(_scores(500), load_catalog(), ledger, "c1", FIRST)
+        outcomes = pd.concat([_outcomes(recorded, "c1").iloc[:-7], recorded[recorded["action"] == "none"].head(3).assign(
+            campaign="c1", churned=True, revenue=0.0, horizon_end=FIRST
+        )[["campaign", "customer_id", "churned", "revenue", "horizon_end"]]])
+        ledger.record_outcomes(outcomes, "test", recorded_at=FIRST + timedelta(days=30))
+        cells = ledger.outcome_cells()
+        assert ledger.outcome_count() == len(outcomes)
+        expected = outcome_cells(ledger.decisions_with_outcomes())
+        assert cells["n"].sum() == len(outcomes) - 3 and cells["churned"].sum() > 0
+        pd.testing.assert_frame_equal(cells.reset_index(drop=True), expected.reset_index(drop=True), check_exact=False)
+
+
 REFUSED_OUTCOMES = {
     # an outcome must name a recorded decision
     "undecided customer": (

@@ -178,13 +178,3 @@ def test_reads_a_feature_view_keyed_by_text_ids(text_id_settings):
     assert rows.columns["monthly_charges"].tolist() == [56.95, None, 10.0, 29.85]
     assert rows.columns["contract"].tolist() == ["One year", None, "Two year", "Month-to-month"]
     reader.ping()
-    from features.store import entity_ids
-
-    assert entity_ids(text_id_settings, "accounts_v1", pd.Series(["7590-VHVEG", "007"])).tolist() == ["7590-VHVEG", "007"]
-
-
-def test_ledger_ids_join_the_offline_store_as_text(engine):
-    """The ledger's ids join the offline store as the text they are: '007' stays '007', an integer becomes its text."""
-    from features.store import entity_ids
-
-    assert entity_ids(engine.settings, engine.service, pd.Series(["12", "007", 3])).tolist() == ["12", "007", "3"]

@@ -24,6 +24,7 @@ def test_intervention_list(engine):
     assert run.list_parquet.exists()
     assert set(LIST_REQUIRED) <= set(listing.columns)
     assert len(listing) == run.n_actions > 0
+    assert run.effects == "catalog priors"  # a ledger without outcomes: nothing learned yet
     assert listing["customer_id"].is_unique
     assert (listing["action"] != "none").all()
     assert (listing["expected_value"] > 0).all()
@@ -161,12 +162,11 @@ def test_interventions_endpoint_keeps_the_batch_cooldown_and_records_once(engine
 
 @pytest.fixture(scope="module")
 def learned_ledger(engine, tmp_path_factory):
-    """A ledger whose outcomes teach the uplift model one action (synthetic, large enough to pass its gate)."""
+    """A ledger with outcomes to learn from: three past campaigns of reengagement_message (synthetic, a large effect)."""
     from churn import clock
 
-    from serving.batch import learn_uplift
+    from serving.batch import learn_effects
     from serving.holdout import assign_holdouts
-    from serving.scoring import Scorer
 
     settings = engine.settings.model_copy(
         update={"ledger_url": f"sqlite:///{tmp_path_factory.mktemp('learned') / 'ledger.db'}"}
@@ -175,7 +175,7 @@ def learned_ledger(engine, tmp_path_factory):
     scores = pd.read_parquet(engine.interventions.scores_path)
     rng = np.random.default_rng(5)
     ledger = Ledger(settings.resolved_ledger_url)
-    for k in range(10):
+    for k in range(3):
         campaign = f"past-{k}"
         decided = scores[["customer_id", "segment", "risk_band", "churn_probability", "clv", "model_version"]].assign(
             action="reengagement_message", channel="push", cost=0.1, expected_value=0.0, reason="experiment"
@@ -188,34 +188,72 @@ def learned_ledger(engine, tmp_path_factory):
             campaign=campaign, churned=churned, revenue=10.0, horizon_end=as_of + pd.Timedelta(days=30)
         )
         ledger.record_outcomes(outcomes, "synthetic", recorded_at=clock.now(settings))
-    learned = learn_uplift(settings, Scorer.load(settings), ledger)
+    learned = learn_effects(settings, load_catalog(settings.actions_path), ledger)
     ledger.close()
-    assert learned is not None and learned.learned_ == ["reengagement_message"]
-    return settings, learned
+    assert learned is not None and learned.n_learned == scores["segment"].nunique()
+    return settings
 
 
-def test_interventions_endpoint_uses_the_learned_effects_as_batch_runs_do(engine, learned_ledger, tmp_path_factory):
-    """A service on a ledger with outcomes learns from them at start-up and decides with the learned effects,
-    as `churn interventions` does (`serving.batch.with_learned_effects`). A service on the priors fails the
-    model_version check, and (for the customers whose best action the learned effect changes) the actions."""
-    from serving.batch import with_learned_effects
+def _expected(settings, scores: pd.DataFrame, ids: list, campaign: str) -> tuple[pd.DataFrame, str]:
+    """What the batch rules decide for `ids` in a new `campaign` with the effects learned from the ledger now
+    (action and expected_value by customer id), and the model_version's tag (`serving.batch.with_learned_effects`)."""
+    from serving.batch import learn_effects, with_learned_effects
 
-    settings, learned = learned_ledger
-    home = tmp_path_factory.mktemp("learned_service")
-    env = service_env(settings, home / "bentoml_home")
-    scores = pd.read_parquet(engine.interventions.scores_path)
-    ids = scores.sort_values("churn_probability", ascending=False)["customer_id"].head(40).tolist()
-    with bentoml_service(env, home / "serve.log") as base:
-        response = httpx.post(
-            f"{base}/interventions", json={"customer_ids": ids, "campaign": "e2e-learned"}, timeout=60, headers=AUTH
-        )
-    assert response.status_code == 200, response.text
-    decisions = response.json()["decisions"]
-    assert {d["model_version"].split(";")[-1] for d in decisions} == {"uplift:reengagement_message"}
     catalog = load_catalog(settings.actions_path)
+    ledger = Ledger(settings.resolved_ledger_url)
+    learner = learn_effects(settings, catalog, ledger)
+    ledger.close()
     mine = scores.astype({"customer_id": str}).set_index("customer_id").loc[[str(c) for c in ids]].reset_index()
-    mine, effects = with_learned_effects(mine, learned)
-    expected = decide(mine, catalog, effects=effects, campaign="e2e-learned").set_index("customer_id")["action"]
-    assert {d["customer_id"]: d["action"] for d in decisions} == expected.to_dict()
-    priors = decide(mine, catalog, campaign="e2e-learned").set_index("customer_id")["action"]
-    assert (expected != priors).any(), "the learned effect changes no decision: the check would not tell the two apart"
+    mine, effects = with_learned_effects(mine, learner, campaign)
+    decided = decide(mine, catalog, effects=effects, campaign=campaign).set_index("customer_id")
+    return decided[["action", "expected_value"]].sort_index(), mine["model_version"].iloc[0].split(";")[-1]
+
+
+def _answered(response: httpx.Response) -> pd.DataFrame:
+    return pd.DataFrame(response.json()["decisions"]).set_index("customer_id")[["action", "expected_value"]].sort_index()
+
+
+def test_interventions_endpoint_decides_with_the_batch_runs_learned_effects(engine, learned_ledger, tmp_path_factory):
+    """A service on a ledger with outcomes decides a campaign with the effects a batch run would use for it
+    (the same Thompson draw, `serving.batch.with_learned_effects`), and learns outcomes recorded through
+    `/outcomes` before its next decision (`learning.refresh_seconds` 0). A service on the priors, or one
+    that does not learn again, or draws with another campaign's key, decides otherwise."""
+    settings = learned_ledger
+    home = tmp_path_factory.mktemp("learned_service")
+    env = service_env(settings, home / "bentoml_home", CHURN_LEARNING__REFRESH_SECONDS="0")
+    scores = pd.read_parquet(engine.interventions.scores_path)
+    riskiest = scores.sort_values("churn_probability", ascending=False)["customer_id"]
+    first_ids, second_ids = riskiest.head(40).tolist(), riskiest.iloc[40:80].tolist()
+    with bentoml_service(env, home / "serve.log") as base:
+        first = httpx.post(
+            f"{base}/interventions", json={"customer_ids": first_ids, "campaign": "e2e-learned"}, timeout=60, headers=AUTH
+        )
+        assert first.status_code == 200, first.text
+        expected, tag = _expected(settings, scores, first_ids, "e2e-learned")
+        stale, _ = _expected(settings, scores, second_ids, "e2e-learned-2")  # what it would decide without learning
+        # outcomes of those decisions arrive through the service; the next campaign learns from them
+        outcomes = [
+            {"campaign": "e2e-learned", "customer_id": d["customer_id"], "churned": True, "revenue": 0.0,
+             "horizon_end": settings.now.isoformat()}
+            for d in first.json()["decisions"]
+        ]
+        recorded = httpx.post(f"{base}/outcomes", json={"outcomes": outcomes}, timeout=60, headers=AUTH)
+        assert recorded.status_code == 200 and recorded.json()["recorded"] == 40, recorded.text
+        second = httpx.post(
+            f"{base}/interventions", json={"customer_ids": second_ids, "campaign": "e2e-learned-2"}, timeout=60, headers=AUTH
+        )
+        assert second.status_code == 200, second.text
+    assert tag == "effects:thompson(3/21 cells)"
+    assert {d["model_version"].split(";")[-1] for d in first.json()["decisions"]} == {tag}
+    pd.testing.assert_frame_equal(_answered(first), expected, rtol=1e-9)
+    catalog = load_catalog(settings.actions_path)
+    mine = scores.astype({"customer_id": str}).set_index("customer_id").loc[[str(c) for c in first_ids]].reset_index()
+    priors = decide(mine, catalog, campaign="e2e-learned").set_index("customer_id")["action"].sort_index()
+    assert (expected["action"] != priors).any(), "the learned effects change no decision: the check would not tell them apart"
+
+    expected_second, tag_second = _expected(settings, scores, second_ids, "e2e-learned-2")
+    assert {d["model_version"].split(";")[-1] for d in second.json()["decisions"]} == {tag_second}
+    pd.testing.assert_frame_equal(_answered(second), expected_second, rtol=1e-9)
+    # the 40 new outcomes move the posteriors of the cells they fall in, so the draws and expected values there
+    moved = (expected_second["expected_value"] - stale["expected_value"]).abs()
+    assert (moved > 1e-6).any(), "the new outcomes change nothing: the check would not tell learning again from not"

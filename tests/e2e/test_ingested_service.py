@@ -15,12 +15,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from tests.e2e.ingested import check_list, check_service, run_data_set
+from serving.ledger import Ledger
+from tests.e2e.ingested import check_list, check_service, cli, run_data_set
+from tests.e2e.servers import AUTH, bentoml_service, service_env
 
 def _snapshot_company(root) -> tuple[dict, datetime]:
     rng = np.random.default_rng(11)
@@ -126,3 +129,41 @@ def test_the_intervention_list_has_segments_actions_and_text_ids(company):
 def test_the_service_scores_and_decides_for_ids_from_the_list(company, tmp_path):
     settings, listing, _ = company
     check_service(settings, listing, tmp_path)
+
+
+def test_outcomes_of_the_first_campaign_teach_the_next_one_online_and_in_batch(company, tmp_path):
+    """A data set with none of the simulator's signals learns from its outcomes: recorded from a file with
+    `churn outcomes`, shown with their learned intervals by `churn measure`, and used by the service and by
+    the next batch run alike (their model_version says how many cells were measured)."""
+    settings, _, _ = company
+    ledger = Ledger(settings.resolved_ledger_url)
+    decided = ledger.campaign_decisions("first")
+    ledger.close()
+    acted = decided[decided["action"] != "none"]
+    assert acted["holdout"].any() and (~acted["holdout"]).any()
+    churned = np.random.default_rng(1).random(len(acted)) < np.where(acted["holdout"], 0.4, 0.2)
+    outcomes = acted[["campaign", "customer_id"]].assign(churned=churned, revenue=10.0, horizon_end=settings.now.isoformat())
+    outcomes.to_csv(tmp_path / "outcomes.csv", index=False)
+    env = {
+        "CHURN_DATA_DIR": str(settings.data_dir), "CHURN_MLRUNS_DIR": str(settings.mlruns_dir),
+        "CHURN_NOW": settings.now.isoformat(), "CHURN_CONFIG": str(tmp_path / "absent.toml"),
+    }
+    assert f"{len(outcomes):,} new outcomes" in cli(["outcomes", "--from-file", str(tmp_path / "outcomes.csv")], env)
+    cli(["measure"], env)
+    measured = pd.read_csv(settings.outputs_dir / "measurement.csv")
+    assert measured[["learned_effect", "learned_ci_low", "learned_ci_high"]].notna().all().all(), measured
+    measured_cells = acted.groupby(["segment", "action"])["holdout"].nunique().eq(2).sum()
+    tag = f";effects:thompson({measured_cells}/"
+
+    ids = decided["customer_id"].head(5).tolist()
+    with bentoml_service(service_env(settings, tmp_path / "bentoml_home"), tmp_path / "serve.log") as base:
+        online = httpx.post(f"{base}/interventions", json={"customer_ids": ids, "campaign": "second"}, headers=AUTH, timeout=30)
+    assert online.status_code == 200, online.text
+    versions = {d["model_version"] for d in online.json()["decisions"]}
+    assert len(versions) == 1 and tag in versions.pop(), online.json()
+    assert f"action effects: {tag[1:]}" in cli(["interventions", "--campaign", "second"], env)
+    ledger = Ledger(settings.resolved_ledger_url)
+    second = ledger.campaign_decisions("second")
+    ledger.close()
+    assert second["model_version"].str.contains(tag, regex=False).all(), second["model_version"].unique()
+

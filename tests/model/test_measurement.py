@@ -23,12 +23,12 @@ from churn.settings import Settings
 from features.raw import RAW_TABLES, raw_as_of
 from features.simulate import ACTIONS, simulate
 from features.truth import untreated_outcomes
-from serving.batch import learn_uplift, run_interventions
+from serving.batch import learn_effects, run_interventions
 from serving.holdout import assign_holdouts
 from serving.ledger import Ledger
 from serving.measure import ALL_SEGMENTS, Z_95, difference_ci, measurement_report
 from serving.outcomes import ingest_simulated
-from serving.scoring import Scorer
+from serving.policy import load_catalog
 from tests.conftest import make_settings
 
 # five weeks back: a weekly snapshot whose 30-day horizon ends inside the raw data
@@ -259,8 +259,7 @@ def test_policy_campaign_outcomes_and_report(past):
         outcomes = ingest_simulated(settings, ledger, "five-weeks-back")
         again = ingest_simulated(settings, ledger, "five-weeks-back")
         joined = ledger.decisions_with_outcomes(["five-weeks-back"])
-        # a few dozen outcomes per action are too few to learn from: the priors stay
-        assert learn_uplift(settings, Scorer.load(settings), ledger) is None
+        learner = learn_effects(settings, load_catalog(settings.actions_path), ledger)
     finally:
         ledger.close()
     pd.testing.assert_frame_equal(outcomes, again)  # the simulator's outcomes are reproducible
@@ -277,6 +276,9 @@ def test_policy_campaign_outcomes_and_report(past):
         assert row["ci_low"] <= true <= row["ci_high"], f"{action}: true {true:.4f}, {row.to_dict()}"
     _, low, high = _pooled(joined)
     assert low <= chosen_truth <= high, f"pooled: true {chosen_truth:.4f} outside [{low:.4f}, {high:.4f}]"
+    # the learner reads the outcomes the report measures, cell by cell, contacted and held out apart
+    learned = learner.summary().set_index(["segment", "action"]).loc[report.index, ["n_treated", "n_holdout"]]
+    pd.testing.assert_frame_equal(learned, report[["n_treated", "n_holdout"]], check_dtype=False)
 
 
 def test_outcomes_need_the_whole_horizon_in_the_data(engine, past):
@@ -326,3 +328,8 @@ def test_outcomes_and_measure_commands(past, tmp_path):
     measured = pd.read_csv(settings.outputs_dir / "measurement.csv")
     assert set(measured["segment"]) >= {ALL_SEGMENTS}
     assert {"effect", "ci_low", "ci_high", "incremental_revenue"} <= set(measured.columns)
+    # each row with the learner's posterior interval of the relative effect, and the holdouts still needed
+    learned = measured[["learned_effect", "learned_ci_low", "learned_ci_high"]]
+    assert learned.notna().all().all(), measured
+    assert ((learned["learned_ci_low"] < learned["learned_effect"]) & (learned["learned_effect"] < learned["learned_ci_high"])).all()
+    assert "holdout_needed" in measured.columns
