@@ -49,9 +49,10 @@ _FLAT = {
         "onboarding_activation": 0.20, "advisor_call": 0.28, "discount_offer": 0.15, "reengagement_message": 0.06,
         "service_recovery": 0.25, "payment_rescue": 0.30, "early_warning_offer": 0.10,
     },
+    # wrong where the priors policy leans (its cheap, broad nudges), and wrong both ways
     "priors-wrong": {
-        "onboarding_activation": 0.02, "advisor_call": 0.0, "discount_offer": -0.12, "reengagement_message": 0.25,
-        "service_recovery": 0.45, "payment_rescue": 0.30, "early_warning_offer": 0.0,
+        "onboarding_activation": 0.0, "advisor_call": 0.0, "discount_offer": -0.12, "reengagement_message": -0.04,
+        "service_recovery": 0.45, "payment_rescue": 0.35, "early_warning_offer": 0.35,
     },
 }
 _FLAT["lost-causes"] = _FLAT["priors-right"]

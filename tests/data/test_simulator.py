@@ -170,10 +170,10 @@ def test_scenarios_differ_as_documented(large_truth):
     state = customer_state(raw_dir, truth_dir, ids, datetime(2025, 9, 1, tzinfo=timezone.utc))
     actions = list(ACTIONS)
     mean = {s: effect_matrix(state, actions, s).mean(axis=0) for s in SCENARIOS}
-    discount, reengage = actions.index("discount_offer"), actions.index("reengagement_message")
-    # priors-wrong: the discount hurts, re-engagement works better than in priors-right
+    discount, early = actions.index("discount_offer"), actions.index("early_warning_offer")
+    # priors-wrong: the discount hurts, the early-warning offer works better than in priors-right
     assert mean["priors-wrong"][discount] < 0 < mean["priors-right"][discount]
-    assert mean["priors-wrong"][reengage] > mean["priors-right"][reengage] + 0.1
+    assert mean["priors-wrong"][early] > mean["priors-right"][early] + 0.1
     # heterogeneous: observable traits explain most of each action's variation
     explained = effect_matrix(state, actions, "heterogeneous", explained=True)
     full = effect_matrix(state, actions, "heterogeneous")
