@@ -323,6 +323,7 @@ def _train(settings: Settings, shuffle_labels: bool = False) -> None:
         mean, sd = result.summary[k]
         table.add_row(header, *(f"{m[k]:{fmt}}" for m in result.per_split), f"{mean:{fmt}} ± {sd:{fmt}}")
     console.print(table)
+    _print_baselines(result)
     for column, why in (result.left_out or {}).items():
         console.print(f"  left out [bold]{column}[/]: {why}")
     value = result.value
@@ -344,6 +345,33 @@ def _train(settings: Settings, shuffle_labels: bool = False) -> None:
         f"  model {result.model_name} version {result.version}, trained on {result.n_train_rows:,} rows; "
         f"MLflow run {result.run_id}; {result.promotion}"
     )
+
+
+def _print_baselines(result) -> None:
+    """The engine beside its baselines on the same splits (`training.baselines`): ROC AUC, lift and the engine's margin."""
+    from training.baselines import BASELINES, comparison, comparison_summary
+
+    compared = comparison(result.split_names, result.per_split, result.baselines)
+    n = len(result.split_names)
+    table = Table(
+        "model", "ROC AUC", "lift@10%", "engine ahead by",
+        title=f"beside the baselines: same splits and rows, mean ± sd over {n} split{'s' * (n > 1)}; "
+        "engine ahead by: its ROC AUC minus the model's, mean (smallest)",
+    )
+    for row in comparison_summary(compared).itertuples():
+        if row.splits == 0:
+            table.add_row(row.model, "could not fit", "", "")
+            continue
+        margin = "" if row.model == "engine" else f"{row.margin_mean:+.3f} ({row.margin_min:+.3f})"
+        measured = "" if row.splits == n else f" ({row.splits} of {n})"
+        table.add_row(
+            row.model, f"{row.roc_auc_mean:.3f} ± {row.roc_auc_sd:.3f}{measured}", f"{row.lift_mean:.2f} ± {row.lift_sd:.2f}", margin
+        )
+    console.print(table)
+    single = compared[compared["model"] == BASELINES["best_single_feature"]]
+    console.print("  best single feature: " + escape("; ".join(f"{r.split} {r.note}" for r in single.itertuples() if r.note)))
+    for r in compared[compared["roc_auc"].isna() & (compared["model"] != "engine")].itertuples():
+        console.print(escape(f"  {r.model}, split {r.split}: {r.note}"))
 
 
 @app.command()

@@ -46,6 +46,7 @@ from features.definitions import service_name
 from training.backtest import fold_metrics
 from training.calibration import ProbabilityCalibrator
 from training.backtest import TrainingData, engine_model, held_out_predictions, summarize, training_data, training_end
+from training.baselines import Baselines, comparison
 from training.fits import fit_models, fit_on_cluster, fits_at_once
 from training.promote import (
     clv_model_name, churn_model_name, evaluation_fingerprint, held_out_tags, promote,
@@ -91,6 +92,8 @@ class TrainResult:
     # probability of that split's model, value
     held_out: pd.DataFrame | None = None
     left_out: dict[str, str] | None = None  # columns of the views no model uses, and why (`screen_features`)
+    # per split, each baseline's figures (`training.baselines.Baselines.measure`) on the split's test rows
+    baselines: list[dict[str, dict]] | None = None
 
 
 def search_table(search: list[dict]) -> pd.DataFrame:
@@ -178,10 +181,28 @@ def _evaluate(
     return per_split, parts
 
 
+def _baselines(data: TrainingData, y: np.ndarray, client, n_jobs: int | None, step: Callable[..., None]) -> list[dict[str, dict]]:
+    """Each split's baselines (`training.baselines.Baselines`), fitted on its training rows (labels `y`), measured on its test rows.
+
+    Fitted as the engine's models are: side by side in worker processes, or as Dask tasks.
+    """
+    make = partial(Baselines, data.feature_names, data.categorical, data.contract.evaluation.seed)
+    rows = [train_rows for train_rows, _ in data.splits]
+    what = f"fit the baselines ({len(rows)} splits)"
+    if client is not None:
+        step(f"{what} on the Dask cluster")
+        fitted = fit_on_cluster(client, make(), data.frame, y, rows)
+    else:
+        step(what, 0, len(rows))
+        fitted = fit_models(make, data.frame, y, rows, n_jobs, progress=lambda done, total: step(what, done, total))
+    truth = data.frame["churned"].to_numpy()
+    return [model.measure(data.frame.iloc[test_rows], truth[test_rows]) for model, (_, test_rows) in zip(fitted, data.splits)]
+
+
 def _report(
     settings: Settings, data: TrainingData, per_split: list[dict], parts: list[_Split], model: AutoTunedModel,
     calibrator: ProbabilityCalibrator, value_model: ValueModel | None, latest: pd.DataFrame, spec: dict, edges: list[float],
-    title: str,
+    title: str, baselines: pd.DataFrame,
 ) -> TrainingReport:
     """The HTML report of the run (`training/report.py`), from the evaluation splits and the registered model."""
     bins = settings.training.calibration_bins
@@ -231,6 +252,7 @@ def _report(
         importance_rows="the latest labelled population (the registered models)",
         left_out=data.left_out,
         search=search_table(model.search_),
+        baselines=baselines,
     )
 
 
@@ -246,7 +268,7 @@ def train(
     true labels): a model no better than chance, to show (and test) that the gate refuses it.
     `client`: a `distributed.Client` (Dask mode, `churn.cluster.dask_client`): the churn model's
     fits (one per split, and the model to register) run as Dask tasks at once, and give the
-    same models (`training.fits.fit_on_cluster`).
+    same models (`training.fits.fit_on_cluster`); so do the splits' baselines.
     """
     step("labels and point-in-time training set (Feast)")
     data = training_data(settings)
@@ -286,6 +308,8 @@ def train(
     step(f"evaluate on {len(data.splits)} splits")
     per_split, parts = _evaluate(settings, data, make, fit_labels, spec, value_model, models[:-1])
     summary = summarize(per_split)
+    baselines = _baselines(data, y, client, settings.training.n_jobs, step)
+    compared = comparison(data.split_names, per_split, baselines)
     held_out = pd.concat(
         [
             data.frame.iloc[test_rows][["customer_id", "event_timestamp", "churned"]].assign(
@@ -331,7 +355,11 @@ def train(
         for k, (mean, sd) in summary.items():
             mlflow.log_metrics({f"eval_{k}_mean": mean, f"eval_{k}_sd": sd})
         mlflow.log_dict(
-            {"splits": data.split_names, "metrics": per_split, "search": model.search_, "left_out": data.left_out}, "evaluation.json"
+            {
+                "splits": data.split_names, "metrics": per_split, "baselines": baselines, "search": model.search_,
+                "left_out": data.left_out,
+            },
+            "evaluation.json",
         )
         mlflow.set_tags(
             {
@@ -357,11 +385,11 @@ def train(
         version = log_booster(client, model.booster_, name, churn_spec, run.info.run_id)
         report = _report(
             settings, data, per_split, parts, model, calibrator, value_model, latest, spec, edges,
-            f"Training run of {contract.name}" + (" (shuffled labels)" if shuffle_labels else ""),
+            f"Training run of {contract.name}" + (" (shuffled labels)" if shuffle_labels else ""), compared,
         )
         report_path = write_report(report, settings.reports_dir / f"train-{run.info.run_id}.html")
         mlflow.log_artifact(str(report_path), "report")
-        for table in ("backtest", "reliability", "importance", "importance_clv", "segments"):  # the report's figures as data
+        for table in ("backtest", "baselines", "reliability", "importance", "importance_clv", "segments"):  # the report's figures as data
             if getattr(report, table) is not None:
                 mlflow.log_table(getattr(report, table), f"evaluation/{table}.json")
         tags = held_out_tags(summary, evaluation_fingerprint(data.frame, data.splits, data.split_names), data.split_names)
@@ -390,5 +418,5 @@ def train(
     return TrainResult(
         run.info.run_id, name, version, data.split_names, per_split, summary, len(final), model.search_, promotion,
         {**spec, "constant": constant}, edges, clv_version, value_model.metrics if value_model is not None else None,
-        calibrator.to_dict(), report_path, held_out, data.left_out,
+        calibrator.to_dict(), report_path, held_out, data.left_out, baselines,
     )

@@ -107,6 +107,9 @@ def test_first_model_becomes_champion_then_retrains_wait_for_the_gate(project):
 
     out = _cli(["train"], env)
     assert "no champion yet, so the first model becomes champion" in out
+    # the baselines beside the engine, on the same two folds (a snapshot of three features)
+    for model in ("best single feature", "logistic regression", "LightGBM defaults"):
+        assert model in out
     assert _alias_version(root, "champion") == "1" and _alias_version(root, "challenger") is None
 
     out = _cli(["train"], env)

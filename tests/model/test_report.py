@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib.image import imread
 from mlflow.tracking import MlflowClient
 
+from training.baselines import BASELINES
 from training.report import SECTIONS
 
 from tests.prerequisites import require
@@ -54,6 +57,9 @@ def test_report_has_every_section_with_its_figures(report):
     for phrase in ("Brier score", "expected calibration error", "Top-decile lift", "EMPC", "contacting", "mean_abs_shap"):
         assert phrase in text
     assert "validation_roc_auc" in text  # the search's table
+    baselines = text.split('<section id="baselines">')[1].split("</section>")[0]
+    for model in ("engine", "best single feature", "logistic regression", "LightGBM defaults", "margin_min"):
+        assert model in baselines
 
 
 def test_report_is_logged_with_its_run(engine, report):
@@ -61,8 +67,21 @@ def test_report_is_logged_with_its_run(engine, report):
     logged = [a.path for a in client.list_artifacts(engine.training.run_id, "report")]
     assert logged == [f"report/{report.name}"]
     evaluation = {a.path for a in client.list_artifacts(engine.training.run_id, "evaluation")}
-    tables = ("backtest", "reliability", "importance", "importance_clv", "segments")
+    tables = ("backtest", "baselines", "reliability", "importance", "importance_clv", "segments")
     assert {f"evaluation/{name}.json" for name in tables} <= evaluation
+
+
+def test_the_evaluation_holds_the_baselines_of_every_split(engine, tmp_path):
+    """evaluation.json has each split's baselines, as `train` returned them, on the engine's test rows."""
+    client = MlflowClient(tracking_uri=engine.settings.resolved_tracking_uri)
+    logged = json.loads(Path(client.download_artifacts(engine.training.run_id, "evaluation.json", str(tmp_path))).read_text())
+    result = engine.training
+    assert logged["baselines"] == result.baselines and len(result.baselines) == len(result.split_names) >= 2
+    for engine_metrics, baselines in zip(result.per_split, result.baselines):
+        assert list(baselines) == list(BASELINES)
+        for key, m in baselines.items():
+            assert m["customers"] == engine_metrics["customers"], key
+            assert 0.5 <= m["roc_auc"] <= 1.0 and m["top_decile_lift"] > 0, (key, m)
 
 
 def test_plots_show_in_headless_chromium(report, tmp_path):
