@@ -255,6 +255,19 @@ def _campaigns(
         ledger.close()
 
 
+def _where_sure(learned: CellEffects, catalog: ActionCatalog, scores: pd.DataFrame) -> np.ndarray:
+    """The learned effect of a cell only where its 95 % interval excludes the catalog's prior; the prior elsewhere."""
+    summary = learned.summary()
+    cells = summary[summary["segment"] != "all"].set_index(["segment", "action"])
+    prior = pd.Series(catalog.prior_effects, index=catalog.names)
+    prior_of = prior.reindex(cells.index.get_level_values("action")).to_numpy()
+    sure = (cells["ci_low"].to_numpy() > prior_of) | (cells["ci_high"].to_numpy() < prior_of)
+    table = pd.Series(np.where(sure, cells["decision_effect"].to_numpy(), prior_of), index=cells.index).unstack("action")
+    table = table[catalog.names]
+    segments = scores["segment"].astype(str)
+    return table.to_numpy()[table.index.get_indexer(segments)]
+
+
 def _scenario(
     settings: Settings, scores: dict[datetime, pd.DataFrame], catalog: ActionCatalog, rounds: list[datetime],
     evaluation: datetime, scenario: str, root: Path, seed: int, explore_share: float,
@@ -289,6 +302,7 @@ def _scenario(
     measured = summary[(summary["n_treated"] > 0) & (summary["n_holdout"] > 0)]
     covered = (measured["ci_low"] <= truth[measured.index]) & (truth[measured.index] <= measured["ci_high"])
     diagnostics = {name: ev.realised(choice)[0] for name, choice in ev.diagnostics(settings).items()}
+    diagnostics["learned_where_sure"] = ev.realised(ev.policy(_where_sure(learned, catalog, ev.scores)))[0]
     return {
         "value": {name: v for name, (v, _) in result.items()},
         "spend": {name: s for name, (_, s) in result.items()},
