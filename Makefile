@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-quality test-wide test-load serve clean
+.PHONY: install demo test test-slow test-quality test-wide test-policy test-load serve clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ test-quality: install
 # a wide warehouse export (50,000 x 60, a 750-value category, id-like, free-text and constant columns) from ingest to scores: about 4 minutes
 test-wide: install
 	$(BIN)/pytest -m slow tests/e2e/test_wide_snapshot.py
+
+# the policy benchmark end to end at 3,000 customers (two scenarios, two campaigns) and its JSON: under a minute
+test-policy: install
+	$(BIN)/pytest -m slow tests/model/test_policy_benchmark.py
 
 # the service under load (concurrency 16, 60 s), 20,000 made-up paths, schemathesis --checks all on its OpenAPI spec: about 4 minutes
 test-load: install

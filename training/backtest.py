@@ -142,8 +142,14 @@ def training_end(settings: Settings, views: dict) -> datetime:
 
     A clock set to a past date trains as the engine would have then: its labels' horizons and
     every cutoff end by that date (the policy benchmark trains before its campaigns this way).
+    The end stays on the weekly grid of the feature snapshots (the data's end less whole weeks),
+    so that the cutoffs counted back from it are snapshot dates.
     """
-    return min(datetime.fromisoformat(views["data_end"]), clock.now(settings))
+    data_end = datetime.fromisoformat(views["data_end"])
+    now = clock.now(settings)
+    if now >= data_end:
+        return data_end
+    return data_end - timedelta(weeks=-(-(data_end - now) // timedelta(weeks=1)))
 
 
 def _data_set(settings: Settings) -> tuple[Contract, dict, datetime]:

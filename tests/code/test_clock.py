@@ -62,3 +62,19 @@ def test_pinned_keeps_a_clock_the_settings_already_pin(monkeypatch, tmp_path):
     assert clock.pinned(unpinned, datetime(2020, 1, 1) + timedelta(hours=1)).now == datetime(
         2020, 1, 1, 1, tzinfo=timezone.utc
     )
+
+
+def test_training_ends_at_the_clock_on_the_weekly_snapshot_grid(tmp_path):
+    """Training as of a past date uses nothing after it, and its cutoffs stay on the snapshot dates."""
+    from datetime import datetime, timedelta, timezone
+
+    from tests.conftest import make_settings
+    from training.backtest import training_end
+
+    data_end = datetime(2027, 4, 20, tzinfo=timezone.utc)
+    views = {"data_end": data_end.isoformat()}
+    settings = make_settings(tmp_path)
+    assert training_end(settings.model_copy(update={"now": data_end + timedelta(days=40)}), views) == data_end
+    assert training_end(settings.model_copy(update={"now": data_end - timedelta(days=210)}), views) == data_end - timedelta(weeks=30)
+    # between two snapshots: the one before the clock
+    assert training_end(settings.model_copy(update={"now": data_end - timedelta(days=90)}), views) == data_end - timedelta(weeks=13)
