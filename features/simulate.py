@@ -2,8 +2,9 @@
 
 It writes the four raw tables of the raw-data contract (`docs/raw-data-contract.md`):
 customers, events, transactions, cancellations, plus the hidden truth that no model may
-read (each customer's true response to each retention action), so that a policy can
-later be scored against what would really have happened.
+read (each customer's hidden traits, from which `features/truth.py` computes what each
+retention action would do at a decision date, and true untreated churn probabilities at
+requested dates), so that a policy can later be scored against what would really have happened.
 
 How churn arises, and what the truth keeps: `_World` and `_write_truth`.
 """

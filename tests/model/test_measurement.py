@@ -39,7 +39,8 @@ WEEKS_BACK = 5
 # customers in 30 days, 16 % in 180) and its standard error only with about the square root:
 # with a 180-day horizon the pooled effect stands twice as many standard errors from zero
 # as with 30 days. 60,000 customers over the shortest simulation the settings allow (400
-# days) leave 37,500 active at the scoring date; with half held out, in 40 assignment seeds
+# days) leave about 35,000 active at the scoring date (37,500 on the simulator before issue 15,
+# whose churn was lower); with half held out, on that earlier simulator, in 40 assignment seeds
 # the pooled effect (-0.028) stood 5.7-9.9 standard errors from zero and the actions' true
 # effects (-0.016 to -0.044) 1.6-5.4; (measured - true) / standard error had standard
 # deviation 1.07, near the 1 of calibrated intervals.
