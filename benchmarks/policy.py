@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from churn import clock
-from churn.settings import LearningSettings, Settings, load_settings
+from churn.settings import Settings, load_settings
 from features.build import build_features
 from features.contract import load_contract
 from features.ingest import ingest
@@ -62,6 +62,7 @@ from serving.allocate import NONE, allocate, exact_allocate
 from serving.batch import decide_campaign, score_active
 from serving.learning import CellEffects, learner_for, outcome_cells
 from serving.ledger import Ledger
+from serving.measure import measurement_report
 from serving.outcomes import ingest_simulated
 from serving.policy import ActionCatalog, eligibility, expected_values
 from serving.scoring import Scorer
@@ -198,10 +199,11 @@ class _Evaluation:
         }
 
 
-def _cell_truth(settings: Settings, rows: pd.DataFrame, scenario: str) -> pd.Series:
-    """True mean relative effect per segment x action of the decided customers, weighted by untreated churn.
+def _cell_truth(settings: Settings, rows: pd.DataFrame, scenario: str) -> tuple[pd.Series, pd.Series]:
+    """True mean effect per segment x action of the decided customers: relative and absolute.
 
-    What a treated-against-holdout comparison of churn measures: sum(p e) / sum(p) over the cell.
+    Relative, what the learner estimates: sum(p e) / sum(p) over the cell (weighted by untreated
+    churn); absolute, what the measurement report's difference of churn rates estimates: mean of -p e.
     """
     parts = []
     for as_of, group in rows.groupby("as_of"):
@@ -209,8 +211,11 @@ def _cell_truth(settings: Settings, rows: pd.DataFrame, scenario: str) -> pd.Ser
         p = untreated_probability(settings.truth_dir, ids, as_of)
         e = true_effects(settings.raw_dir, settings.truth_dir, ids, group["action"].to_numpy(), as_of, scenario)
         parts.append(group[["segment", "action"]].assign(pe=p * e, p=p))
-    cells = pd.concat(parts).groupby(["segment", "action"])[["pe", "p"]].sum()
-    return cells["pe"] / cells["p"]
+    cells = pd.concat(parts).groupby(["segment", "action"])[["pe", "p"]].agg(["sum", "count"])
+    relative = cells[("pe", "sum")] / cells[("p", "sum")]
+    # what a comparison of churn rates (contacted minus held out) measures: the mean change of churn, -p e
+    absolute = -cells[("pe", "sum")] / cells[("pe", "count")]
+    return relative, absolute
 
 
 def _campaign_value(settings: Settings, recorded: pd.DataFrame, scores: pd.DataFrame, as_of: datetime, scenario: str) -> float:
@@ -249,7 +254,7 @@ def _campaigns(
             if learn:
                 cells = outcome_cells(rows)
                 explorer = learner_for(catalog, settings.learning).fit(cells)
-                learned = learner_for(catalog, LearningSettings(mode="mean")).fit(cells)  # the evaluation exploits
+                learned = learner_for(catalog, settings.learning.model_copy(update={"mode": "mean"})).fit(cells)  # the evaluation exploits
             yield value, recorded, learned, rows
     finally:
         ledger.close()
@@ -298,9 +303,16 @@ def _scenario(
         raise AssertionError(f"{scenario}: a strategy ({best_other:.2f}) beat the oracle ({result['oracle'][0]:.2f})")
     summary = learned.summary()
     summary = summary[summary["segment"] != "all"].set_index(["segment", "action"])
-    truth = _cell_truth(settings, rows, scenario).reindex(summary.index)
+    relative, absolute = _cell_truth(settings, rows, scenario)
+    truth = relative.reindex(summary.index)
     measured = summary[(summary["n_treated"] > 0) & (summary["n_holdout"] > 0)]
     covered = (measured["ci_low"] <= truth[measured.index]) & (truth[measured.index] <= measured["ci_high"])
+    # the measurement report's intervals (contacted against held out, no prior): `churn measure`
+    report = measurement_report(rows)
+    report = report[(report["segment"] != "all") & (report["n_treated"] > 0) & (report["n_holdout"] > 0)]
+    report = report.set_index(["segment", "action"])
+    true_change = absolute.reindex(report.index)
+    report_covered = (report["ci_low"] <= true_change) & (true_change <= report["ci_high"])
     diagnostics = {name: ev.realised(choice)[0] for name, choice in ev.diagnostics(settings).items()}
     diagnostics["learned_where_sure"] = ev.realised(ev.policy(_where_sure(learned, catalog, ev.scores)))[0]
     return {
@@ -314,6 +326,8 @@ def _scenario(
         "decided_by_round": decided,
         "cells": int(len(measured)),
         "covered": int(covered.sum()),
+        "report_cells": int(len(report)),
+        "report_covered": int(report_covered.sum()),
         "budget": ev.spend,
     }
 
@@ -344,10 +358,11 @@ def _acceptance(report: dict, round_k: int, minutes: float) -> None:
                   f"({learned_k / oracle:.0%})")
         print(f"  {scenario}: learned {learned:,.0f} >= 0.95x priors {priors:,.0f}: {_at_least(learned, 0.95, priors)}; "
               f">= 1.2x highest risk {high:,.0f}: {_at_least(learned, 1.2, high)}")
-    cells = sum(r["coverage"]["cells"] for r in report.values())
-    covered = sum(r["coverage"]["covered"] for r in report.values())
-    print(f"  intervals cover the true cell effect in {covered} of {cells} cells ({covered / max(cells, 1):.0%}) >= 90 %: "
-          f"{covered >= 0.9 * cells}")
+    for key, what in (("report_coverage", "the measurement report's"), ("coverage", "the learned effects'")):
+        cells = sum(r[key]["cells"] for r in report.values())
+        covered = sum(r[key]["covered"] for r in report.values())
+        print(f"  {what} intervals cover the true cell effect in {covered} of {cells} cells "
+              f"({covered / max(cells, 1):.0%}) >= 90 %: {covered >= 0.9 * cells}")
     print(f"  whole benchmark {minutes:.1f} minutes < 30: {minutes < 30}")
 
 
@@ -402,6 +417,9 @@ def main() -> None:
             "spend": {name: _mean_sd([r["spend"][name] for r in runs])[0] for name in STRATEGIES},
             "budget": _mean_sd([r["budget"] for r in runs])[0],
             "coverage": {"cells": sum(r["cells"] for r in runs), "covered": sum(r["covered"] for r in runs)},
+            "report_coverage": {
+                "cells": sum(r["report_cells"] for r in runs), "covered": sum(r["report_covered"] for r in runs)
+            },
             "seeds": seeds,
         }
         oracle, high = figures["oracle"][0], figures["highest_risk"][0]
@@ -426,6 +444,9 @@ def main() -> None:
         cov = report[scenario]["coverage"]
         print(f"learned effects' 95 % intervals cover the true cell effect in {cov['covered']} of {cov['cells']} "
               f"measured segment x action cells ({cov['covered'] / max(cov['cells'], 1):.0%})")
+        rep = report[scenario]["report_coverage"]
+        print(f"the measurement report's 95 % intervals (contacted minus held out) cover the true change of churn in "
+              f"{rep['covered']} of {rep['cells']} cells ({rep['covered'] / max(rep['cells'], 1):.0%})")
     if explained is not None:
         print(f"\nheterogeneous: share of each action's true effect explained by observable traits (R^2): {explained}")
         report["heterogeneous"]["explained_r2"] = explained
