@@ -59,8 +59,8 @@ from features.simulate import CONFIG_FILE, simulate
 from features.store import apply_definitions
 from features.truth import SCENARIOS, customer_state, effect_matrix, true_effects, untreated_probability
 from serving.allocate import NONE, allocate, exact_allocate
-from serving.batch import decide_campaign, score_active
-from serving.learning import CellEffects, learner_for, outcome_cells
+from serving.batch import decide_campaign, learn_effects, score_active
+from serving.learning import CellEffects, learner_for
 from serving.ledger import Ledger
 from serving.measure import measurement_report
 from serving.outcomes import ingest_simulated
@@ -137,8 +137,8 @@ class _Evaluation:
     prior_values: np.ndarray
     true_values: np.ndarray  # customers x actions: p_true x true effect x value - cost
     spend: float  # every strategy's budget: the priors policy's spend at the catalog's budget
+    p_true: np.ndarray  # each customer's true untreated churn probability
     true_effects: np.ndarray  # customers x actions
-    as_of: datetime
 
     @classmethod
     def at(cls, settings: Settings, scores: pd.DataFrame, catalog: ActionCatalog, as_of: datetime, scenario: str) -> _Evaluation:
@@ -150,7 +150,7 @@ class _Evaluation:
         prior_values = expected_values(scores, catalog)
         priors = allocate(prior_values, catalog.costs, catalog.budget, catalog.capacities)
         spend = float(catalog.costs[priors[priors != NONE]].sum())
-        return cls(scores, catalog, eligibility(scores, catalog), prior_values, true_values, spend, effects, as_of)
+        return cls(scores, catalog, eligibility(scores, catalog), prior_values, true_values, spend, p_true, effects)
 
     def realised(self, choice: np.ndarray) -> tuple[float, float]:
         rows = np.flatnonzero(choice != NONE)
@@ -160,7 +160,7 @@ class _Evaluation:
         values = expected_values(self.scores, self.catalog, effects)
         return allocate(values, self.catalog.costs, self.spend, self.catalog.capacities)
 
-    def diagnostics(self, settings: Settings) -> dict[str, np.ndarray]:
+    def diagnostics(self) -> dict[str, np.ndarray]:
         """Where the oracle's lead comes from: policies that know part of the truth (not strategies anyone can run).
 
         - `oracle_model_p`: every customer's true effects, but the churn model's probability;
@@ -172,12 +172,11 @@ class _Evaluation:
         clv = self.scores["clv"].to_numpy(dtype=float)
         c = self.catalog
         model_p = np.where(self.eligible, p[:, None] * self.true_effects * clv[:, None] - c.costs, -np.inf)
-        p_true = untreated_probability(settings.truth_dir, self.scores["customer_id"].to_numpy(), self.as_of)
         segment = self.scores["segment"].astype(str).to_numpy()
         cell_means = np.zeros_like(self.true_effects)
         for s in np.unique(segment):
             rows_s = segment == s
-            weights = p_true[rows_s][:, None] * self.eligible[rows_s]
+            weights = self.p_true[rows_s][:, None] * self.eligible[rows_s]
             mean = (weights * self.true_effects[rows_s]).sum(axis=0) / np.maximum(weights.sum(axis=0), 1e-12)
             cell_means[rows_s] = mean
         return {
@@ -236,11 +235,13 @@ def _campaigns(
 ):
     """The campaigns in a ledger of their own, learning from each one's outcomes (or on the priors throughout).
 
-    Yields, after each campaign: its true net value, what it decided, and the effects learned so far (posterior means).
+    Yields, after each campaign: its true net value, what it decided, and when learning the effects learned so
+    far (posterior means) and the ledger's decisions with outcomes (None on the priors).
     """
     ledger_path.unlink(missing_ok=True)
     ledger = Ledger(f"sqlite:///{ledger_path}")
-    explorer: CellEffects | None = None  # as batch runs learn: a Thompson draw per campaign
+    explorer: CellEffects | None = None  # a Thompson draw per campaign
+    exploiting = settings.learning.model_copy(update={"mode": "mean"})  # the evaluation's learner
     try:
         for k, as_of in enumerate(rounds, start=1):
             campaign = f"round-{k}"
@@ -249,12 +250,11 @@ def _campaigns(
             recorded = decide_campaign(day, catalog, ledger, campaign, as_of, effects)
             ingest_simulated(settings, ledger, campaign)
             value = _campaign_value(settings, recorded, day, as_of, scenario)
-            rows = ledger.decisions_with_outcomes()
-            learned = None
+            learned = rows = None
             if learn:
-                cells = outcome_cells(rows)
-                explorer = learner_for(catalog, settings.learning).fit(cells)
-                learned = learner_for(catalog, settings.learning.model_copy(update={"mode": "mean"})).fit(cells)  # the evaluation exploits
+                explorer = learn_effects(settings, catalog, ledger)  # as batch runs learn
+                learned = learner_for(catalog, exploiting).fit(ledger.outcome_cells())
+                rows = ledger.decisions_with_outcomes()
             yield value, recorded, learned, rows
     finally:
         ledger.close()
@@ -313,7 +313,7 @@ def _scenario(
     report = report.set_index(["segment", "action"])
     true_change = absolute.reindex(report.index)
     report_covered = (report["ci_low"] <= true_change) & (true_change <= report["ci_high"])
-    diagnostics = {name: ev.realised(choice)[0] for name, choice in ev.diagnostics(settings).items()}
+    diagnostics = {name: ev.realised(choice)[0] for name, choice in ev.diagnostics().items()}
     diagnostics["learned_where_sure"] = ev.realised(ev.policy(_where_sure(learned, catalog, ev.scores)))[0]
     return {
         "value": {name: v for name, (v, _) in result.items()},
