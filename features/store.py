@@ -8,7 +8,7 @@ Offline store: DuckDB over the Parquet tables; online store: SQLite, or Redis wh
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timezone
 
@@ -23,7 +23,7 @@ from redis.backoff import ConstantBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
-from churn.child import frame_from_child, report_progress
+from churn.child import frame_from_child, lean_frame, report_progress
 from churn.errors import DataError
 from churn.settings import Settings
 from features.definitions import FEATURE_TTL, customer, feature_service, feature_views
@@ -131,7 +131,7 @@ def feature_refs(store: FeatureStore, services: str | list[str]) -> list[str]:
 
 def historical_features(
     settings: Settings, entity_df: pd.DataFrame, services: str | list[str], chunk_rows: int | None = None,
-    progress: Callable[[int, int], None] = lambda done, total: None,
+    progress: Callable[[int, int], None] = lambda done, total: None, lean: bool = False,
 ) -> pd.DataFrame:
     """Point-in-time join of the features of one or more FeatureServices onto `entity_df`.
 
@@ -150,10 +150,18 @@ def historical_features(
     process instead of staying under the model fits that follow. Like any code that starts
     processes, a script calling this at that size needs the `if __name__ == "__main__":` guard.
     `progress(done, total)` after each part: the entity rows joined so far, of `len(entity_df)`.
+    `lean`: the features come as float32 where every value of theirs is exactly a float32
+    (`churn.child.lean_frame`; training sets, whose size is the offline path's memory bound);
+    the entity frame's own columns (labels) as they were.
     """
     chunk = chunk_rows or settings.offline.pit_chunk_rows
+    features = []
+    if lean:
+        features = [r.split(":", 1)[1] for r in feature_refs(feature_store(settings), services)]
+        features = [c for c in features if c not in entity_df.columns]
     if len(entity_df) <= chunk:
-        return _joined(settings, entity_df, services, chunk, progress).to_pandas(self_destruct=True)
+        table = _joined(settings, entity_df, services, chunk, progress)
+        return lean_frame(table.schema, lambda: iter(table.to_batches()), features) if lean else table.to_pandas(self_destruct=True)
     reported = [0]
 
     def relayed(done: int, total: int) -> None:
@@ -161,7 +169,9 @@ def historical_features(
         progress(done, total)
 
     try:
-        frame, _ = frame_from_child(_joined_apart, (settings, entity_df, services, chunk), settings.data_dir / "scratch", relayed)
+        frame, _ = frame_from_child(
+            _joined_apart, (settings, entity_df, services, chunk), settings.data_dir / "scratch", relayed, lean=features
+        )
     except BrokenProcessPool as exc:
         raise DataError(
             f"feature services {services!r}: the point-in-time join of {len(entity_df):,} entity rows "
@@ -172,8 +182,8 @@ def historical_features(
     return frame
 
 
-def _joined_apart(settings: Settings, entity_df: pd.DataFrame, services: str | list[str], chunk: int) -> tuple[pa.Table, None]:
-    """`_joined` in the child process of `historical_features` (`churn.child.frame_from_child`).
+def _joined_apart(settings: Settings, entity_df: pd.DataFrame, services: str | list[str], chunk: int) -> tuple[Iterator[pa.Table], None]:
+    """`_parts` in the child process of `historical_features` (`churn.child.frame_from_child`), which writes each part as it comes.
 
     Feast's DuckDB store runs on ibis's default backend: in this process of its own it gets a
     memory limit and a spill folder (at 1,000,000 customers a 500,000-row part peaked 2.9 GB
@@ -181,20 +191,30 @@ def _joined_apart(settings: Settings, entity_df: pd.DataFrame, services: str | l
     """
     import ibis
 
-    with tempfile.TemporaryDirectory(dir=settings.data_dir / "scratch", prefix="spill-") as spill:
-        ibis.set_backend(ibis.duckdb.connect(memory_limit=settings.offline.memory_limit, temp_directory=spill))
-        return _joined(settings, entity_df, services, chunk, report_progress), None
+    def parts() -> Iterator[pa.Table]:
+        with tempfile.TemporaryDirectory(dir=settings.data_dir / "scratch", prefix="spill-") as spill:
+            ibis.set_backend(ibis.duckdb.connect(memory_limit=settings.offline.memory_limit, temp_directory=spill))
+            yield from _parts(settings, entity_df, services, chunk, report_progress)
+
+    return parts(), None
 
 
 def _joined(
     settings: Settings, entity_df: pd.DataFrame, services: str | list[str], chunk: int,
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> pa.Table:
-    """Feast's point-in-time join in parts of `chunk` entity rows, concatenated in entity order; `progress` after each part."""
+    """Feast's point-in-time join in parts of `chunk` entity rows, concatenated in entity order."""
+    return pa.concat_tables(list(_parts(settings, entity_df, services, chunk, progress)))
+
+
+def _parts(
+    settings: Settings, entity_df: pd.DataFrame, services: str | list[str], chunk: int,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> Iterator[pa.Table]:
+    """Feast's point-in-time join of `chunk` entity rows at a time, each part in entity order; `progress` after each part."""
     store = feature_store(settings)
     refs = feature_refs(store, services)
     frame = entity_df.reset_index(drop=True)
-    parts = []
     for start in range(0, max(len(frame), 1), chunk):
         part = frame.iloc[start : start + chunk].assign(_row=np.arange(start, start + min(chunk, len(frame) - start)))
         table = store.get_historical_features(entity_df=part, features=refs).to_arrow()
@@ -203,10 +223,8 @@ def _joined(
                 f"feature services {services!r}: point-in-time join returned {table.num_rows} rows "
                 f"for {len(part)} entity rows (rows {start}..{start + len(part) - 1})"
             )
-        parts.append(table)
         progress(start + len(part), len(frame))
-    table = pa.concat_tables(parts)
-    return table.take(pc.sort_indices(table["_row"])).drop_columns(["_row"])
+        yield table.take(pc.sort_indices(table["_row"])).drop_columns(["_row"])
 
 
 def latest_snapshot(settings: Settings, now: datetime) -> datetime:

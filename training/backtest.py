@@ -177,7 +177,7 @@ def training_data(settings: Settings) -> TrainingData:
     if not is_snapshot:
         evaluation, training = log_cutoffs(contract, data_end)
     labels = _labels(settings, contract, views, data_end)
-    frame = historical_features(settings, labels, service_name(contract.name))
+    frame = historical_features(settings, labels, service_name(contract.name), lean=True)
     fields = [f for v in views["views"].values() for f in v]
     left_out = screen_features(frame, [c for c, _, _ in fields], [c for c, kind, _ in fields if kind == "string"])
     names = [c for c, _, _ in fields if c not in left_out]

@@ -11,7 +11,7 @@
   feature_fraction 0.7), on the same columns.
 - `HistGradientBoosting`: scikit-learn's `HistGradientBoostingClassifier` with default
   parameters (its own early stopping on large data), categoricals as categories.
-All have `fit(X, y)` / `predict(X)` (a churn probability per row), like `AutoTunedModel`.
+All have `fit(X, y, rows=None)` / `predict(X)` (a churn probability per row), like `AutoTunedModel`.
 
 What `churn train` measures beside the engine on each evaluation split (`Baselines`, its
 figures in the run's output, report and `evaluation.json`):
@@ -40,6 +40,11 @@ from training.evaluate import top_decile_lift
 from training.model import NotFittedError
 
 
+def rows_of(X: pd.DataFrame, y: np.ndarray, rows: np.ndarray | None) -> tuple[pd.DataFrame, np.ndarray]:
+    """(X, y), or their `rows` (positions): what `fit(X, y, rows=None)` fits on (`training.fits.fit_models`)."""
+    return (X, y) if rows is None else (X.iloc[rows], np.asarray(y)[rows])
+
+
 class OneHotLogistic:
     """Logistic regression on one-hot `categorical` and standardized other `feature_names`."""
 
@@ -47,7 +52,8 @@ class OneHotLogistic:
         self.feature_names = feature_names
         self.categorical = categorical
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray) -> OneHotLogistic:
+    def fit(self, X: pd.DataFrame, y: np.ndarray, rows: np.ndarray | None = None) -> OneHotLogistic:
+        X, y = rows_of(X, y, rows)
         categorical = [c for c in self.feature_names if c in self.categorical]
         numeric = [c for c in self.feature_names if c not in self.categorical]
         columns = ColumnTransformer(
@@ -71,7 +77,8 @@ class RFMLogistic:
     def __init__(self, feature_names: list[str]):
         self.feature_names = feature_names
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray) -> RFMLogistic:
+    def fit(self, X: pd.DataFrame, y: np.ndarray, rows: np.ndarray | None = None) -> RFMLogistic:
+        X, y = rows_of(X, y, rows)
         self.pipeline_ = make_pipeline(
             SimpleImputer(strategy="median"),
             FunctionTransformer(np.log1p),
@@ -100,7 +107,8 @@ class DefaultLightGBM:
     def _estimator(self):
         return lgb.LGBMClassifier(random_state=self.seed, verbosity=-1, n_jobs=self.n_jobs)
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray) -> DefaultLightGBM:
+    def fit(self, X: pd.DataFrame, y: np.ndarray, rows: np.ndarray | None = None) -> DefaultLightGBM:
+        X, y = rows_of(X, y, rows)
         self.categories_ = {c: sorted(X[c].dropna().astype(str).unique()) for c in self.categorical}
         self.model_ = self._estimator()
         self.model_.fit(self._frame(X), y)
@@ -223,7 +231,9 @@ class Baselines:
         self.categorical = categorical
         self.seed = seed
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray) -> Baselines:
+    def fit(self, X: pd.DataFrame, y: np.ndarray, rows: np.ndarray | None = None) -> Baselines:
+        """Fit every baseline on (X, y), or on `rows` of them (positions)."""
+        X, y = rows_of(X, y, rows)
         self.single_ = SingleFeatures(self.feature_names, self.categorical).fit(X, y)
         self.models_, self.failed_ = {}, {}
         candidates = {
@@ -274,7 +284,7 @@ def comparison(split_names: list[str], engine: list[dict], baselines: list[dict[
                 rows.append({"model": label, "split": name, "roc_auc": np.nan, "top_decile_lift": np.nan,
                              "engine_margin": np.nan, "note": m["error"]})
                 continue
-            note = ""
+            note = m.get("fitted_on", "")
             if key == "best_single_feature":
                 note = m["feature"] if m["feature"] == m["lift_feature"] else f"{m['feature']} (lift: {m['lift_feature']})"
             rows.append({"model": label, "split": name, "roc_auc": m["roc_auc"], "top_decile_lift": m["top_decile_lift"],

@@ -69,17 +69,18 @@ def fit_models(
 ) -> list:
     """A model from `make()` fitted on each row set of (frame, y), `n_jobs` fits at a time; in the order of `row_sets`.
 
-    `make` returns an unfitted estimator (`fit(X, y)` returns itself); it is called here and the
-    unfitted model is sent to a worker with its rows. `n_jobs` None: one fit per usable core;
+    `make` returns an unfitted estimator (`fit(X, y, rows=None)` returns itself, fitted on
+    `rows` of X and y when given); it is called here and the unfitted model is sent to a
+    worker with a copy of its rows, or fitted here on the rows of the frame itself. `n_jobs` None: one fit per usable core;
     fewer when the free memory affords fewer (`fits_at_once`), one after another in this
     process when it affords one.
     `progress(done, total)` after each fit.
     """
     n_jobs = fits_at_once(frame, row_sets, n_jobs)
     fitted: list = [None] * len(row_sets)
-    if n_jobs <= 1:
+    if n_jobs <= 1:  # in this process, on the rows without a copy of them
         for k, rows in enumerate(row_sets):
-            fitted[k] = make().fit(frame.iloc[rows], y[rows])
+            fitted[k] = make().fit(frame, y, rows=rows)
             progress(k + 1, len(row_sets))
         return fitted
     tasks = (joblib.delayed(_fit_one)(k, make(), frame.iloc[rows], y[rows]) for k, rows in enumerate(row_sets))
@@ -93,7 +94,7 @@ def fit_models(
 
 def _fit_rows(model, frame: pd.DataFrame, y: np.ndarray, rows: np.ndarray):
     """Task body: `model` fitted on `rows` of (frame, y); each task gets its own copy (Dask pickles arguments)."""
-    return model.fit(frame.iloc[rows], y[rows])
+    return model.fit(frame, y, rows=rows)
 
 
 def fit_on_cluster(client, model, frame: pd.DataFrame, y: np.ndarray, row_sets: list[np.ndarray]) -> list:

@@ -51,7 +51,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from churn.errors import DataError
-from training.dataset import category_levels, to_matrix
+from training.dataset import MatrixRows, at_most, category_levels, model_input, to_matrix
 from training.model import NotFittedError
 
 def merged_booster(boosters: list[lgb.Booster]) -> lgb.Booster:
@@ -173,11 +173,11 @@ class AutoTunedModel:
         self.search_rows = search_rows
         self.seed = seed
 
-    def _is_snapshot(self, X: pd.DataFrame) -> bool:
-        return self.time_column not in X or X[self.time_column].nunique() <= 1
+    def _is_snapshot(self, stamps: pd.Series | None) -> bool:
+        return stamps is None or stamps.nunique() <= 1
 
-    def _time_split(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        stamps = X[self.time_column]
+    def _time_split(self, stamps: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (in `stamps`) of the rows searched on and of the validation rows."""
         latest = stamps.max()
         older = (stamps <= latest - pd.Timedelta(days=self.gap_days)).to_numpy()
         if not older.any():
@@ -187,39 +187,47 @@ class AutoTunedModel:
             )
         return np.flatnonzero(older), np.flatnonzero((stamps == latest).to_numpy())
 
-    def _dataset(self, matrix: np.ndarray, y: np.ndarray) -> lgb.Dataset:
+    def _dataset(self, matrix: np.ndarray | MatrixRows, y: np.ndarray) -> lgb.Dataset:
         categorical = [i for i, n in enumerate(self.feature_names) if n in self.categories_]
         return lgb.Dataset(matrix, label=y, feature_name=list(self.feature_names), categorical_feature=categorical)
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray) -> AutoTunedModel:
-        """Search, pick and fit on (X, y); X holds the features (and the time column)."""
-        y = np.asarray(y)
-        self.categories_ = {n: category_levels(X[n]) for n in self.categorical}
-        matrix = to_matrix(X, list(self.feature_names), self.categories_)
-        if self._is_snapshot(X):
-            self._fit_cross_validated(matrix, y)
+    def _matrix(self, X: pd.DataFrame) -> np.ndarray:
+        return to_matrix(X, list(self.feature_names), self.categories_)
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, rows: np.ndarray | None = None) -> AutoTunedModel:
+        """Search, pick and fit on (X, y); X holds the features (and the time column).
+
+        `rows`: fit on these rows of X (positions) and their labels `y[rows]`, without a copy of
+        them (a training frame of millions of rows holds every split's rows; `training/fits.py`).
+        """
+        rows = np.arange(len(X)) if rows is None else np.asarray(rows)
+        y = np.asarray(y)[rows]
+        self.categories_ = {n: category_levels(X[n].iloc[rows]) for n in self.categorical}
+        stamps = X[self.time_column].iloc[rows].reset_index(drop=True) if self.time_column in X else None
+        if self._is_snapshot(stamps):
+            self._fit_cross_validated(self._matrix(X.iloc[rows]), y)
         else:
-            self._fit_time_split(X, matrix, y)
+            self._fit_time_split(X, rows, stamps, y)
         self.booster_ = merged_booster(self.boosters_)
         return self
 
     def _searched_rows(self, rows: np.ndarray) -> np.ndarray:
         """At most `search_rows` of `rows`, drawn at random (seeded), in their order."""
-        if self.search_rows is None or len(rows) <= self.search_rows:
-            return rows
-        return np.sort(np.random.default_rng(self.seed).choice(rows, self.search_rows, replace=False))
+        return at_most(rows, self.search_rows, self.seed)
 
-    def _fit_time_split(self, X: pd.DataFrame, matrix: np.ndarray, y: np.ndarray) -> None:
-        older, latest = self._time_split(X)
+    def _fit_time_split(self, X: pd.DataFrame, rows: np.ndarray, stamps: pd.Series, y: np.ndarray) -> None:
+        """The search, the held-out predictions and the refit on `rows` of X (stamps and labels `y` of those rows)."""
+        older, latest = self._time_split(stamps)
         # the search compares candidates and finds their round counts: a sample of rows does that as well
         fit_rows, val_rows = self._searched_rows(older), self._searched_rows(latest)
+        fit_matrix, val_matrix = self._matrix(X.iloc[rows[fit_rows]]), self._matrix(X.iloc[rows[val_rows]])
         self.search_, searched = [], []
         for candidate in CANDIDATES:
             if self._search_stops([c["validation_auc"] for c in self.search_]):
                 break
             # a Dataset is bound to the parameters it was built with (min_data_in_leaf)
-            train = self._dataset(matrix[fit_rows], y[fit_rows])
-            valid = train.create_valid(matrix[val_rows], label=y[val_rows])
+            train = self._dataset(fit_matrix, y[fit_rows])
+            valid = train.create_valid(val_matrix, label=y[val_rows])
             booster = lgb.train(
                 {**_BASE, **candidate, "seed": self.seed},
                 train,
@@ -235,14 +243,17 @@ class AutoTunedModel:
         self.search_ = [self.search_[i] for i in order]
         # held out: the chosen candidates, as searched (older cutoffs only), on the validation cutoff
         chosen = [searched[i] for i in order[: self.ensemble]]
-        raw = np.mean([b.predict(matrix[val_rows], raw_score=True, num_iteration=b.best_iteration) for b in chosen], axis=0)
+        raw = np.mean([b.predict(val_matrix, raw_score=True, num_iteration=b.best_iteration) for b in chosen], axis=0)
         self.held_out_rows_, self.held_out_probability_ = val_rows, _sigmoid(raw)
+        del fit_matrix, val_matrix, searched, chosen
         # more rows support more rounds; capped, as cutoffs of the same customers are not independent rows
-        growth = min(len(X) / len(older), 1.5)
+        growth = min(len(rows) / len(older), 1.5)
+        # every row: a large matrix is made a batch at a time as LightGBM bins it (`model_input`)
+        every_row = model_input(X, list(self.feature_names), self.categories_, rows)
         self.boosters_ = [
             lgb.train(
                 {**_BASE, **c["params"], "seed": self.seed},
-                self._dataset(matrix, y),
+                self._dataset(every_row, y),
                 num_boost_round=max(1, round(c["rounds"] * growth)),
             )
             for c in self.search_[: self.ensemble]
@@ -304,7 +315,7 @@ class AutoTunedModel:
         """Churn probability of each row: the sigmoid of the ensemble's mean log-odds (`booster_`)."""
         if not hasattr(self, "booster_"):
             raise NotFittedError("this model is not fitted yet; call fit first")
-        return self.booster_.predict(to_matrix(X, list(self.feature_names), self.categories_))
+        return self.booster_.predict(self._matrix(X))
 
     def validation_auc(self) -> float:
         """ROC AUC of the best candidate on the validation rows (mean over the inner folds of a snapshot)."""

@@ -31,7 +31,7 @@ from features.contract import Contract, Shape
 from features.weekly import slug
 from features.definitions import service_name
 from features.store import historical_features
-from training.dataset import category_levels, sampled_customers, to_matrix
+from training.dataset import category_levels, model_input, sampled_customers, to_matrix
 from training.evaluate import clv_metrics
 from training.model import GradientBoostedModel
 
@@ -194,24 +194,26 @@ def fit_value_model(
             f"({data_end:%Y-%m-%d}; cutoffs tried {[f'{c:%Y-%m-%d}' for c in cutoffs]}); the value model needs 2: "
             "use a shorter value.horizon_days, or another value.method"
         )
-    frame = historical_features(settings, labels, service_name(contract.name))
+    frame = historical_features(settings, labels, service_name(contract.name), lean=True)
     latest = present[-1]
-    fit, test = frame[frame["event_timestamp"] < latest], frame[frame["event_timestamp"] == latest]
-    categories = {n: category_levels(fit[n]) for n in categorical}
-    matrix = lambda part: to_matrix(part, feature_names, categories)  # noqa: E731
+    stamps = frame["event_timestamp"]
+    fit, test = np.flatnonzero((stamps < latest).to_numpy()), frame[(stamps == latest).to_numpy()]
+    categories = {n: category_levels(frame[n].iloc[fit]) for n in categorical}
+    revenue = frame["revenue"].to_numpy()
     train = lgb.Dataset(
-        matrix(fit), label=fit["revenue"].to_numpy(), feature_name=feature_names,
+        model_input(frame, feature_names, categories, fit), label=revenue[fit], feature_name=feature_names,
         categorical_feature=[i for i, n in enumerate(feature_names) if n in categories],
     )
+    test_matrix = to_matrix(test, feature_names, categories)
     shape = GradientBoostedModel(task="clv")
     booster = lgb.train(
         shape.lgb_params(), train, num_boost_round=shape.num_boost_round,
-        valid_sets=[train.create_valid(matrix(test), label=test["revenue"].to_numpy())],
+        valid_sets=[train.create_valid(test_matrix, label=test["revenue"].to_numpy())],
         callbacks=[lgb.early_stopping(30, verbose=False)],
     )
     # registered cut at the best round, so that every reader predicts with the evaluated trees
     booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
-    metrics = clv_metrics(test["revenue"].to_numpy(), booster.predict(matrix(test)))
+    metrics = clv_metrics(test["revenue"].to_numpy(), booster.predict(test_matrix))
     return ValueModel(
         booster, list(feature_names), categories, metrics,
         [f"{c:%Y-%m-%d}" for c in present[:-1]], f"{latest:%Y-%m-%d}", len(fit),

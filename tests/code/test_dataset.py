@@ -71,3 +71,38 @@ def test_screen_features_leaves_out_constant_id_like_and_free_text_columns_and_s
     assert left_out["note"].startswith("free text: 200 distinct values of median length")
     assert left_out["country"] == "constant: the value 'DE' on every row"
     assert left_out["empty"] == "constant: no value on every row"
+
+
+def test_matrix_rows_bins_as_the_matrix_does():
+    """A LightGBM Dataset made batch by batch from a frame (`MatrixRows`) trains the model the whole matrix trains.
+
+    Bit for bit with LightGBM's default parameters up to its 200,000 sampled rows; `rows` picks
+    rows without copying them. `model_input` makes the matrix unless it is large.
+    """
+    import lightgbm as lgb
+
+    from training.dataset import MatrixRows, model_input
+
+    rng = np.random.default_rng(0)
+    n = 150_000
+    frame = pd.DataFrame(
+        {
+            "a": np.where(rng.random(n) < 0.1, np.nan, rng.normal(size=n)).astype(np.float32),  # a lean frame's column
+            "b": rng.normal(size=n),
+            CATEGORICAL: rng.choice(["x", "y", "z", None], n),
+        }
+    )
+    y = ((frame["a"].fillna(0) + frame["b"] + rng.normal(size=n)) > 0).astype(int).to_numpy()
+    names, categories = ["a", "b", CATEGORICAL], {CATEGORICAL: ["x", "y"]}  # "z" is the other category
+    params = {"objective": "binary", "verbose": -1, "num_threads": 1, "deterministic": True, "seed": 0}
+
+    def model(data, labels):
+        return lgb.train(params, lgb.Dataset(data, label=labels, categorical_feature=[2]), 20).model_to_string()
+
+    assert model(MatrixRows(frame, names, categories), y) == model(to_matrix(frame, names, categories), y)
+    rows = np.flatnonzero(rng.random(n) < 0.6)
+    assert model(MatrixRows(frame, names, categories, rows), y[rows]) == model(to_matrix(frame.iloc[rows], names, categories), y[rows])
+    single = MatrixRows(frame, names, categories, rows)
+    np.testing.assert_array_equal(single[5], to_matrix(frame.iloc[[rows[5]]], names, categories)[0])
+    assert isinstance(model_input(frame, names, categories, rows), np.ndarray)  # 90,000 x 3 floats: small
+    assert isinstance(model_input(frame, names, categories, rows, limit_bytes=1_000_000), MatrixRows)

@@ -79,6 +79,31 @@ def test_join_in_parts_equals_one_join(engine):
     assert parts["plan"].notna().sum() > 3_000
 
 
+def test_lean_join_holds_the_same_values_in_less_memory(engine):
+    """`lean=True` (training sets): number features whose every value is a float32 come as float32, the rest as float64.
+
+    Same values as the plain join, in a child process (parts) and in this one; the entity
+    frame's own columns (a label) keep their type even where float32 would hold them.
+    """
+    rows = pd.read_parquet(engine.settings.feature_tables_dir / EVENTS, columns=["customer_id", "event_timestamp"])
+    entity = rows.sample(2_100, random_state=4).reset_index(drop=True)
+    entity["label"] = np.arange(len(entity), dtype=np.float64)  # float32 would hold it: it must stay float64
+
+    whole = historical_features(engine.settings, entity, SERVICE)
+    columns = feature_columns(engine.settings.feature_tables_dir)
+    for chunk in (len(entity), 700):  # in this process; in a child process, 3 parts
+        lean = historical_features(engine.settings, entity, SERVICE, chunk_rows=chunk, lean=True)
+        assert lean["label"].dtype == np.float64
+        narrow = [c for c in columns if lean[c].dtype == np.float32]
+        wide = [c for c in columns if lean[c].dtype == np.float64]
+        assert len(narrow) > 30 and wide  # counts and days fit a float32; sums of money and trends do not
+        assert {str(lean[c].dtype) for c in columns} == {"float32", "float64", "object"}  # integers too, as numbers
+        for c in wide:
+            assert not np.array_equal(whole[c].astype(np.float32).astype(np.float64), whole[c], equal_nan=True), c
+        pd.testing.assert_frame_equal(lean, whole, check_dtype=False)
+        assert lean[columns].memory_usage(index=False).sum() < 0.8 * whole[columns].memory_usage(index=False).sum()
+
+
 JOIN_SCRIPT = f"""
 import pandas as pd
 from churn.settings import load_settings
