@@ -5,7 +5,7 @@ for value): each entity row gets, per feature view, the latest row stamped at or
 unless that row is older than the view's TTL. Views without a TTL (the one-row-per-customer
 views of ingested data: a snapshot, a customers source stamped at each signup) match their
 latest row however old. Feast remains the path for training sets; this one is the baseline
-the scale benchmark measures Feast against, and it streams: `active_feature_batches` hands
+the scale benchmark measures Feast against, and it streams: `open_active_batches` hands
 every active customer to batch scoring in bounded chunks, without the whole population in
 pandas.
 
@@ -15,6 +15,7 @@ The views are those the feature build wrote (`views.json`, written by `features/
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -58,39 +59,20 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _pit_query(
-    views: list[View], entity: str, extra_columns: str = "", at: pd.Timestamp | None = None,
-    stamps: str | None = None, equal: frozenset[str] = frozenset(),
-) -> str:
+def _pit_query(views: list[View], entity: str, extra_columns: str = "", stamps: str | None = None) -> str:
     """SELECT of `entity` (customer_id, event_timestamp, ...) with every view's features as of each row.
 
-    `at`: every entity row is stamped `at`, so only feature rows at or before it (and, with a
-    TTL, in [at - ttl, at]) can match and the others are not even read (same result, a
-    fraction of the work).
     `stamps`: a table of the entity rows' distinct timestamps (column `ts`); feature rows of a
     view with a TTL in no [ts - ttl, ts] window are dropped before the join. Same result: such
     a row is either not the latest at or before any entity row, or too old for it, and then
     any older row is too.
-    `equal`: views that hold a row stamped `at` for every entity row: an equality join on
-    those rows (the latest at or before `at` is the one at `at`, age zero), about 2.5x faster
-    to read than an ASOF join.
     """
     select, joins = [], []
     for view in views:
         alias = f"v_{len(joins)}"
         source = f"read_parquet('{view.path}')"
         seconds = None if view.ttl is None else int(view.ttl.total_seconds())
-        if view.name in equal:
-            joins.append(
-                f"JOIN (SELECT * FROM {source} WHERE event_timestamp = TIMESTAMPTZ '{at.isoformat()}') {alias} "
-                f"ON {alias}.customer_id = e.customer_id"
-            )
-            select += [f"{alias}.{_q(c)}" for c in view.columns]
-            continue
-        if at is not None:
-            since = "" if seconds is None else f"TIMESTAMPTZ '{(at - view.ttl).isoformat()}' <= event_timestamp AND "
-            source = f"(SELECT * FROM {source} WHERE {since}event_timestamp <= TIMESTAMPTZ '{at.isoformat()}')"
-        elif stamps is not None and seconds is not None:
+        if stamps is not None and seconds is not None:
             source = (
                 f"(SELECT * FROM {source} v WHERE EXISTS (SELECT 1 FROM {stamps} s "
                 f"WHERE v.event_timestamp BETWEEN s.ts - to_seconds({seconds}) AND s.ts))"
@@ -107,6 +89,30 @@ def _pit_query(
                 for c in view.columns
             ]
     return f"SELECT e.customer_id, e.event_timestamp{extra_columns}, {', '.join(select)} FROM {entity} e {' '.join(joins)}"
+
+
+def _at_query(views: list[View], entity: str, at: pd.Timestamp) -> str:
+    """SELECT of `entity` (customer_id; every row stamped `at`) with every view's features as of `at`.
+
+    The rule of `_pit_query` for entity rows that all share one timestamp: per view, each
+    customer's latest row at or before `at`, and, in a view with a TTL, not before `at - ttl`
+    (an older latest row would be stale, so the customer gets nothing from that view). Read
+    as "the latest row per customer in that window", joined on customer_id: DuckDB finds the
+    latest row's position per customer and reads only those rows (at 50,000 customers the
+    ASOF join of the same rows took 0.43 s, this 0.08 s, on the events view).
+    """
+    select, joins = [], []
+    stamp = f"TIMESTAMPTZ '{at.isoformat()}'"
+    for view in views:
+        alias = f"v_{len(joins)}"
+        since = "" if view.ttl is None else f"TIMESTAMPTZ '{(at - view.ttl).isoformat()}' <= event_timestamp AND "
+        latest = (
+            f"SELECT * FROM read_parquet('{view.path}') WHERE {since}event_timestamp <= {stamp} "
+            f"QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY event_timestamp DESC) = 1"
+        )
+        joins.append(f"LEFT JOIN ({latest}) {alias} ON {alias}.customer_id = e.customer_id")
+        select += [f"{alias}.{_q(c)}" for c in view.columns]
+    return f"SELECT e.customer_id, {stamp} AS event_timestamp, {', '.join(select)} FROM {entity} e {' '.join(joins)}"
 
 
 def _connect() -> duckdb.DuckDBPyConnection:
@@ -148,22 +154,6 @@ def asof_features(
     return out.drop(columns="_row")
 
 
-def _covering(con: duckdb.DuckDBPyConnection, views: list[View], at: pd.Timestamp) -> frozenset[str]:
-    """Views with a TTL that hold a row stamped `at` for every customer of the temp table `active`."""
-    (active,) = con.execute("SELECT count(*) FROM active").fetchall()[0]
-    covering = set()
-    for view in views:
-        if view.ttl is None:
-            continue
-        (covered,) = con.execute(
-            f"SELECT count(*) FROM read_parquet('{view.path}') "
-            f"WHERE event_timestamp = TIMESTAMPTZ '{at.isoformat()}' AND customer_id IN (SELECT customer_id FROM active)"
-        ).fetchall()[0]
-        if covered == active:
-            covering.add(view.name)
-    return frozenset(covering)
-
-
 def active_feature_batches(
     tables_dir: Path, as_of: datetime, batch_rows: int = 200_000, partition: tuple[int, int] | None = None,
     customers: pd.Series | None = None,
@@ -185,34 +175,49 @@ def active_arrow_batches(
     customers: pd.Series | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """`active_feature_batches` as Arrow record batches (for scoring without pandas)."""
+    if customers is None:
+        raise ValueError("the active customers must be given (features.store.active_customers)")
+    with open_active_batches(tables_dir, as_of, batch_rows, partition, customers=customers) as (_, batches):
+        yield from batches
+
+
+@contextmanager
+def open_active_batches(
+    tables_dir: Path, as_of: datetime, batch_rows: int = 200_000, partition: tuple[int, int] | None = None,
+    customers: pd.Series | None = None, population: str | None = None,
+) -> Iterator[tuple[int, Iterator[pa.RecordBatch]]]:
+    """How many customers are active at `as_of`, and their features as Arrow batches in customer_id order.
+
+        with open_active_batches(tables_dir, as_of, population=sql) as (total, batches):
+            for batch in batches: ...
+
+    Batches of at most `batch_rows` rows: customer_id, event_timestamp (= as_of), features.
+    The active customers are given either as their ids (`customers`) or as a SELECT of one
+    column, customer_id (`population`: `features.store.active_population`), which runs in the
+    join's own DuckDB connection: the ids never go through pandas, and `total` is known before
+    the first batch. `partition=(k, n)` keeps one task's share: `hash(customer_id) % n == k`.
+    """
+    if (customers is None) == (population is None):
+        raise ValueError("give the active customers either as ids (customers) or as a SELECT of them (population)")
     tables_dir = Path(tables_dir)
     stamp = pd.Timestamp(as_of).tz_convert("UTC") if pd.Timestamp(as_of).tzinfo else pd.Timestamp(as_of, tz="UTC")
     views = views_of(tables_dir)
     for view in views:
         if not view.path.exists():
             raise DataError(f"{view.path} is missing; run `churn features build` first")
-    if customers is None:
-        raise ValueError("the active customers must be given (features.store.active_customers)")
     con = _connect()
-    # a table, not a view: DuckDB plans an ASOF join whose left side scans the same Parquet files
-    # very badly (minutes instead of seconds at 50,000 customers)
-    con.register("given", pd.DataFrame({"customer_id": pd.Series(customers).astype(str).to_numpy()}))
-    source, where = "given", "true"
-    if partition is not None:
-        k, n = partition
-        where += f" AND hash(customer_id) % {n} = {k}"
-    con.execute(
-        f"CREATE TEMP TABLE active AS SELECT DISTINCT customer_id, TIMESTAMPTZ '{stamp.isoformat()}' AS event_timestamp "
-        f"FROM {source} WHERE {where}"
-    )
-    if partition is None and con.execute("SELECT count(*) FROM active").fetchall()[0][0] == 0:
-        con.close()
-        raise DataError(f"{views[0].path}: no customer has a snapshot at {stamp.isoformat()}; is as_of on a weekly snapshot?")
-    query = _pit_query(views, "active", at=stamp, equal=_covering(con, views, stamp))
-    # a relation, not a DB-API result: DuckDB hands its Arrow batches over without an extra copy
-    reader = con.sql(f"{query} ORDER BY e.customer_id").to_arrow_reader(batch_rows)
     try:
-        for batch in reader:
-            yield batch
+        if customers is not None:
+            con.register("given", pd.DataFrame({"customer_id": pd.Series(customers).astype(str).to_numpy()}))
+            population = "SELECT customer_id FROM given"
+        where = "true" if partition is None else f"hash(customer_id) % {partition[1]} = {partition[0]}"
+        # a table: the population is computed once, counted, then joined
+        con.execute(f"CREATE TEMP TABLE active AS SELECT DISTINCT customer_id FROM ({population}) WHERE {where}")
+        ((total,),) = con.execute("SELECT count(*) FROM active").fetchall()
+        if partition is None and total == 0:
+            raise DataError(f"{views[0].path}: no customer has a snapshot at {stamp.isoformat()}; is as_of on a weekly snapshot?")
+        # a relation, not a DB-API result: DuckDB hands its Arrow batches over without an extra copy
+        reader = con.sql(f"{_at_query(views, 'active', stamp)} ORDER BY e.customer_id").to_arrow_reader(batch_rows)
+        yield total, iter(reader)
     finally:
         con.close()

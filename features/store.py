@@ -287,44 +287,77 @@ def _snapshot_date(settings: Settings, views: dict, now: datetime) -> datetime:
     return as_of
 
 
-def active_customers(settings: Settings, as_of: datetime) -> pd.DataFrame:
-    """Customers with a feature snapshot at `as_of` (the active ones), as an entity frame.
+def active_population(settings: Settings, as_of: datetime) -> str:
+    """The customers active at `as_of`, as SQL: a DuckDB SELECT of one text column, customer_id, each once.
 
     The whole snapshot table, or for logs the customers in the latest weekly feature rows at
-    or before `as_of`, less those cancelled before it.
-    Returns customer_id, event_timestamp (= as_of).
+    or before `as_of`, less those cancelled before it. `active_customers` runs it; batch scoring
+    runs it inside its point-in-time join (`features.pit.open_active_batches`), so the ids do
+    not go through pandas. For logs it reads the date of those latest rows first and writes it
+    into the SELECT: a literal date lets DuckDB skip the row groups of every other week (at
+    50,000 customers 0.03 s instead of 0.2 s with the date as a subquery).
+    Raises DataError when no feature row is at or before `as_of`.
     """
-    from features.contract import Contract, Shape
-    from features.ingest import read_manifest
+    from features.contract import Shape
 
     stamp = pd.Timestamp(as_of).tz_convert("UTC") if pd.Timestamp(as_of).tzinfo else pd.Timestamp(as_of, tz="UTC")
-    contract = Contract.model_validate(read_manifest(settings.ingested_dir)["contract"])
+    contract = _contract(settings)
     views = _views(settings)
     if not views["log_views"]:
         name, _ = contract.snapshot
-        ids = pd.read_parquet(settings.ingested_dir / f"{name}.parquet", columns=["customer_id"])["customer_id"]
-    else:
-        tables = [settings.feature_tables_dir / f"{v}.parquet" for v in views["log_views"]]
-        rows = " UNION ALL ".join(f"SELECT customer_id, event_timestamp FROM read_parquet('{p}')" for p in tables)
-        sql = f"""
-            WITH r AS ({rows}), latest AS (SELECT max(event_timestamp) AS t FROM r WHERE event_timestamp <= $as_of)
-            SELECT DISTINCT customer_id FROM r, latest WHERE r.event_timestamp = latest.t"""
-        cancels = contract.of_shape(Shape.CANCELLATIONS)
-        if cancels:
-            gone = " UNION ALL ".join(
-                f"SELECT customer_id FROM read_parquet('{settings.ingested_dir / n}.parquet') WHERE event_time < $as_of"
-                for n in cancels
-            )
-            sql += f" AND customer_id NOT IN ({gone})"
-        con = duckdb.connect()
-        try:
-            con.execute("SET TimeZone='UTC'")
-            ids = con.execute(sql + " ORDER BY 1", {"as_of": stamp.to_pydatetime()}).df()["customer_id"]
-        finally:
-            con.close()
+        return f"SELECT customer_id FROM read_parquet('{settings.ingested_dir / name}.parquet')"
+    tables = [settings.feature_tables_dir / f"{v}.parquet" for v in views["log_views"]]
+    rows = " UNION ALL ".join(f"SELECT customer_id, event_timestamp FROM read_parquet('{p}')" for p in tables)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone='UTC'")
+        (latest,) = con.execute(
+            f"SELECT max(event_timestamp) FROM ({rows}) WHERE event_timestamp <= $as_of", {"as_of": stamp.to_pydatetime()}
+        ).fetchone()
+    finally:
+        con.close()
+    if latest is None:
+        raise _no_customer(contract.name, stamp)
+    sql = f"SELECT DISTINCT customer_id FROM ({rows}) WHERE event_timestamp = TIMESTAMPTZ '{pd.Timestamp(latest).isoformat()}'"
+    cancels = contract.of_shape(Shape.CANCELLATIONS)
+    if cancels:
+        gone = " UNION ALL ".join(
+            f"SELECT customer_id FROM read_parquet('{settings.ingested_dir / n}.parquet') "
+            f"WHERE event_time < TIMESTAMPTZ '{stamp.isoformat()}'"
+            for n in cancels
+        )
+        sql += f" AND customer_id NOT IN ({gone})"
+    return sql
+
+
+def active_customers(settings: Settings, as_of: datetime) -> pd.DataFrame:
+    """Customers with a feature snapshot at `as_of` (the active ones: `active_population`), as an entity frame.
+
+    Returns customer_id, event_timestamp (= as_of); for logs in customer_id order, for a
+    snapshot in its table's order.
+    """
+    stamp = pd.Timestamp(as_of).tz_convert("UTC") if pd.Timestamp(as_of).tzinfo else pd.Timestamp(as_of, tz="UTC")
+    sql = active_population(settings, stamp)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone='UTC'")
+        ids = con.execute(f"{sql} ORDER BY 1" if _views(settings)["log_views"] else sql).df()["customer_id"]
+    finally:
+        con.close()
     if ids.empty:
-        raise DataError(f"{contract.name}: no customer to score at {stamp:%Y-%m-%d} (no feature rows at or before it)")
+        raise _no_customer(_contract(settings).name, stamp)
     return pd.DataFrame({"customer_id": ids.astype(str).to_numpy(), "event_timestamp": stamp})
+
+
+def _contract(settings: Settings):
+    from features.contract import Contract
+    from features.ingest import read_manifest
+
+    return Contract.model_validate(read_manifest(settings.ingested_dir)["contract"])
+
+
+def _no_customer(data_set: str, stamp: pd.Timestamp) -> DataError:
+    return DataError(f"{data_set}: no customer to score at {stamp:%Y-%m-%d} (no feature rows at or before it)")
 
 
 def online_features(store: FeatureStore, customer_ids: list, services: str | list[str]) -> pd.DataFrame:

@@ -5,7 +5,8 @@ for thousands of customers. At millions, this module streams the features of the
 customers straight from the offline tables (`features/pit.py`, the same point-in-time rule
 as Feast, tested value for value) and writes the scores to Parquet as each chunk is done,
 so memory holds one chunk, not the population. The active customers are those
-`serving/batch.py` scores (`features.store.active_customers`).
+`serving/batch.py` scores (`features.store.active_customers`), computed in the same DuckDB
+connection as the join (`features.store.active_population`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import pyarrow.parquet as pq
 from churn import clock
 from churn.errors import DataError
 from churn.settings import Settings
-from features.pit import active_arrow_batches
-from features.store import active_customers, latest_snapshot
+from features.pit import open_active_batches
+from features.store import active_customers, active_population, latest_snapshot
 from serving.scoring import Scorer
 from training.value import value_columns
 
@@ -61,25 +62,26 @@ def score_all(
     path = path or settings.outputs_dir / f"scores_{as_of:%Y%m%d}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
-    customers = active_customers(settings, as_of)["customer_id"]
-    rows, chunks = _score_to_parquet(settings.feature_tables_dir, scorer, as_of, chunk_rows, tmp, customers, progress)
+    rows, chunks = _score_to_parquet(settings, scorer, as_of, chunk_rows, tmp, progress)
     tmp.replace(path)  # a failed run leaves the previous scores in place
     return BulkScoreResult(path, rows, chunks, time.perf_counter() - start)
 
 
 def _score_to_parquet(
-    tables_dir: Path, scorer: Scorer, as_of: datetime, chunk_rows: int, path: Path, customers,
-    progress: Callable[[int, int], None],
+    settings: Settings, scorer: Scorer, as_of: datetime, chunk_rows: int, path: Path, progress: Callable[[int, int], None],
 ) -> tuple[int, int]:
-    """Score the active customers (their ids: `customers`) into `path`; returns (rows, chunks)."""
-    writer, rows, chunks, total = None, 0, 0, customers.nunique()
+    """Score the customers active at `as_of` into `path`; returns (rows, chunks)."""
+    writer, rows, chunks = None, 0, 0
+    # the population is computed in the join's own DuckDB connection, not read into pandas first
+    population = active_population(settings, as_of)
     try:
-        for batch in active_arrow_batches(tables_dir, as_of, chunk_rows, customers=customers):
-            table = score_arrow(scorer, batch)
-            writer = writer or pq.ParquetWriter(path, table.schema)
-            writer.write_table(table)
-            rows, chunks = rows + table.num_rows, chunks + 1
-            progress(rows, total)
+        with open_active_batches(settings.feature_tables_dir, as_of, chunk_rows, population=population) as (total, batches):
+            for batch in batches:
+                table = score_arrow(scorer, batch)
+                writer = writer or pq.ParquetWriter(path, table.schema)
+                writer.write_table(table)
+                rows, chunks = rows + table.num_rows, chunks + 1
+                progress(rows, total)
     finally:
         if writer is not None:
             writer.close()

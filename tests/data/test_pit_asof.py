@@ -14,9 +14,9 @@ import psutil
 import pytest
 
 from features.definitions import service_name
-from features.pit import active_feature_batches, asof_features, feature_columns, views_of
+from features.pit import active_feature_batches, asof_features, feature_columns, open_active_batches, views_of
 from features.simulate import CONFIG_NAME
-from features.store import active_customers, historical_features
+from features.store import active_customers, active_population, historical_features
 
 SERVICE = service_name(CONFIG_NAME)  # the engine's data set: the simulator's tables through `churn ingest`
 EVENTS = f"{CONFIG_NAME}_events.parquet"  # its weekly log view of events
@@ -154,6 +154,32 @@ def test_active_batches_are_the_point_in_time_rows_at_as_of(engine):
     pd.testing.assert_frame_equal(streamed[columns], feast_rows[columns], check_dtype=False)
     scored = pd.read_parquet(engine.interventions.scores_path, columns=["customer_id"])
     assert set(streamed["customer_id"]) == set(scored["customer_id"])  # the same population batch runs score
+
+
+def test_the_population_joined_in_duckdb_is_active_customers_less_the_cancelled(engine):
+    """Batch scoring computes the population in its join's connection: the customers of `active_customers`, in order."""
+    settings, as_of = engine.settings, engine.as_of
+    expected = active_customers(settings, as_of)["customer_id"]
+    with open_active_batches(settings.feature_tables_dir, as_of, 500, population=active_population(settings, as_of)) as (total, batches):
+        read = pd.concat([b.to_pandas() for b in batches], ignore_index=True)
+    assert total == len(read) == len(expected)
+    assert read["customer_id"].tolist() == expected.tolist()  # the same customers, in customer_id order
+    given = pd.concat(active_feature_batches(settings.feature_tables_dir, as_of, customers=expected), ignore_index=True)
+    pd.testing.assert_frame_equal(read, given)
+    # customers with a feature row at the latest snapshot who cancelled before it are not active
+    rows = pd.read_parquet(settings.feature_tables_dir / EVENTS, columns=["customer_id", "event_timestamp"])
+    latest = rows.loc[rows["event_timestamp"] <= pd.Timestamp(as_of), "event_timestamp"].max()
+    fresh = set(rows.loc[rows["event_timestamp"] == latest, "customer_id"])
+    cancels = pd.read_parquet(settings.ingested_dir / "cancellations.parquet")
+    gone = fresh & set(cancels.loc[cancels["event_time"] < pd.Timestamp(as_of), "customer_id"])
+    assert gone  # the case includes them
+    assert not gone & set(read["customer_id"])
+
+
+def test_the_active_batches_take_the_customers_one_way(engine):
+    with pytest.raises(ValueError, match="either as ids .* or as a SELECT"):
+        with open_active_batches(engine.settings.feature_tables_dir, engine.as_of, customers=pd.Series(["1"]), population="SELECT '1'"):
+            pass
 
 
 def test_active_batches_need_the_population_of_ingested_data(engine):
