@@ -115,6 +115,18 @@ def _float_column(batch: pa.RecordBatch, name: str, categories: dict[str, list[s
     return out
 
 
+def _matrix(batch: pa.RecordBatch, model, required: set[str]) -> np.ndarray:
+    """The model's input matrix (a row per customer, a column per feature, float64) from an Arrow batch.
+
+    Filled one feature at a time into a feature-major array, each write contiguous, and handed
+    over as its transpose (column-major: `Booster.predict` takes it as such, same predictions).
+    """
+    out = np.empty((len(model.feature_names), batch.num_rows))
+    for j, name in enumerate(model.feature_names):
+        out[j] = _float_column(batch, name, model.categories, name in required)
+    return out.T
+
+
 def score_arrow(scorer: Scorer, batch: pa.RecordBatch) -> pa.Table:
     """`Scorer.score` of one Arrow batch, without a round trip through pandas.
 
@@ -124,19 +136,19 @@ def score_arrow(scorer: Scorer, batch: pa.RecordBatch) -> pa.Table:
     column or value, a non-number, a category not seen in training) goes through
     `Scorer.score` itself, which raises the error naming the column and customer.
     """
-    cache: dict[str, np.ndarray] = {}
     required = set(scorer.required_features)
-
-    def matrix(model) -> np.ndarray:
-        for name in model.feature_names:
-            if name not in cache:
-                cache[name] = _float_column(batch, name, model.categories, name in required)
-        return np.column_stack([cache[name] for name in model.feature_names])
-
     try:
-        x_churn = matrix(scorer.churn)
-        x_clv = None if scorer.clv is None else matrix(scorer.clv)
-        columns = {c: cache[c] if c in cache else _float_column(batch, c, {}, True) for c in value_columns(scorer.value)}
+        x_churn = _matrix(batch, scorer.churn, required)
+        if scorer.clv is None:
+            x_clv = None
+        elif scorer.clv.feature_names == scorer.churn.feature_names and scorer.clv.categories == scorer.churn.categories:
+            x_clv = x_churn  # the same inputs (as usual: both models read the data set's feature service)
+        else:
+            x_clv = _matrix(batch, scorer.clv, required)
+        position = {name: j for j, name in enumerate(scorer.churn.feature_names)}
+        columns = {
+            c: x_churn[:, position[c]] if c in position else _float_column(batch, c, {}, True) for c in value_columns(scorer.value)
+        }
     except _NotPlain:
         return pa.Table.from_pandas(scorer.score(batch.to_pandas()), preserve_index=False)
     scores = scorer.scores(x_churn, x_clv, columns)
