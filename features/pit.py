@@ -97,19 +97,29 @@ def _at_query(views: list[View], entity: str, at: pd.Timestamp) -> str:
     The rule of `_pit_query` for entity rows that all share one timestamp: per view, each
     customer's latest row at or before `at`, and, in a view with a TTL, not before `at - ttl`
     (an older latest row would be stale, so the customer gets nothing from that view). Read
-    as "the latest row per customer in that window", joined on customer_id: DuckDB finds the
-    latest row's position per customer and reads only those rows (at 50,000 customers the
-    ASOF join of the same rows took 0.43 s, this 0.08 s, on the events view).
+    as "the latest row per customer in that window", joined on customer_id, not as an ASOF
+    join (at 50,000 customers 0.08 s instead of 0.43 s on the events view). In a view with a
+    TTL the row stamped `at` is the latest wherever there is one (a weekly view has it for
+    nearly every active customer): those rows are read as they are, and only the customers
+    of `entity` without one are looked up in the older rows of the window (at 200,000
+    customers the join took 0.65 s instead of 0.85 s with every customer looked up).
+    A view's rows are one per customer and timestamp, as the feature build writes them.
     """
     select, joins = [], []
     stamp = f"TIMESTAMPTZ '{at.isoformat()}'"
+    newest = "QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY event_timestamp DESC) = 1"
     for view in views:
         alias = f"v_{len(joins)}"
-        since = "" if view.ttl is None else f"TIMESTAMPTZ '{(at - view.ttl).isoformat()}' <= event_timestamp AND "
-        latest = (
-            f"SELECT * FROM read_parquet('{view.path}') WHERE {since}event_timestamp <= {stamp} "
-            f"QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY event_timestamp DESC) = 1"
-        )
+        rows = f"read_parquet('{view.path}')"
+        if view.ttl is None:
+            latest = f"SELECT * FROM {rows} WHERE event_timestamp <= {stamp} {newest}"
+        else:
+            since = f"TIMESTAMPTZ '{(at - view.ttl).isoformat()}'"
+            latest = (
+                f"SELECT * FROM {rows} WHERE event_timestamp = {stamp} UNION ALL "
+                f"SELECT * FROM {rows} WHERE {since} <= event_timestamp AND event_timestamp < {stamp} AND customer_id IN "
+                f"(SELECT customer_id FROM {entity} EXCEPT SELECT customer_id FROM {rows} WHERE event_timestamp = {stamp}) {newest}"
+            )
         joins.append(f"LEFT JOIN ({latest}) {alias} ON {alias}.customer_id = e.customer_id")
         select += [f"{alias}.{_q(c)}" for c in view.columns]
     return f"SELECT e.customer_id, {stamp} AS event_timestamp, {', '.join(select)} FROM {entity} e {' '.join(joins)}"
