@@ -102,7 +102,7 @@ def _at_query(views: list[View], entity: str, at: pd.Timestamp) -> str:
     TTL the row stamped `at` is the latest wherever there is one (a weekly view has it for
     nearly every active customer): those rows are read as they are, and only the customers
     of `entity` without one are looked up in the older rows of the window (at 200,000
-    customers the join took 0.65 s instead of 0.85 s with every customer looked up).
+    customers the join took 0.64-0.78 s instead of 0.83-1.12 s with every customer looked up).
     A view's rows are one per customer and timestamp, as the feature build writes them.
     """
     select, joins = [], []
@@ -118,7 +118,8 @@ def _at_query(views: list[View], entity: str, at: pd.Timestamp) -> str:
             latest = (
                 f"SELECT * FROM {rows} WHERE event_timestamp = {stamp} UNION ALL "
                 f"SELECT * FROM {rows} WHERE {since} <= event_timestamp AND event_timestamp < {stamp} AND customer_id IN "
-                f"(SELECT customer_id FROM {entity} EXCEPT SELECT customer_id FROM {rows} WHERE event_timestamp = {stamp}) {newest}"
+                f"(SELECT customer_id FROM {entity} EXCEPT SELECT customer_id FROM {rows} WHERE event_timestamp = {stamp}) "
+                f"{newest}"
             )
         joins.append(f"LEFT JOIN ({latest}) {alias} ON {alias}.customer_id = e.customer_id")
         select += [f"{alias}.{_q(c)}" for c in view.columns]

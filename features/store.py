@@ -265,7 +265,9 @@ def _latest_stamp(tables: list[Path], at: datetime) -> datetime | None:
     of the row groups wholly before `at` (at 200,000 customers 0.007 s instead of 0.025 s for
     the maximum over the tables' union).
     """
-    maxima = " UNION ALL ".join(f"SELECT max(event_timestamp) AS t FROM read_parquet('{p}') WHERE event_timestamp <= $at" for p in tables)
+    maxima = " UNION ALL ".join(
+        f"SELECT max(event_timestamp) AS t FROM read_parquet('{p}') WHERE event_timestamp <= $at" for p in tables
+    )
     con = duckdb.connect()
     try:
         ((latest,),) = con.execute(f"SELECT max(t) FROM ({maxima})", {"at": at}).fetchall()

@@ -147,7 +147,8 @@ def score_arrow(scorer: Scorer, batch: pa.RecordBatch) -> pa.Table:
             x_clv = _matrix(batch, scorer.clv, required)
         position = {name: j for j, name in enumerate(scorer.churn.feature_names)}
         columns = {
-            c: x_churn[:, position[c]] if c in position else _float_column(batch, c, {}, True) for c in value_columns(scorer.value)
+            c: x_churn[:, position[c]] if c in position else _float_column(batch, c, {}, True)
+            for c in value_columns(scorer.value)
         }
     except _NotPlain:
         return pa.Table.from_pandas(scorer.score(batch.to_pandas()), preserve_index=False)

@@ -160,7 +160,8 @@ def test_the_population_joined_in_duckdb_is_active_customers_less_the_cancelled(
     """Batch scoring computes the population in its join's connection: the customers of `active_customers`, in order."""
     settings, as_of = engine.settings, engine.as_of
     expected = active_customers(settings, as_of)["customer_id"]
-    with open_active_batches(settings.feature_tables_dir, as_of, 500, population=active_population(settings, as_of)) as (total, batches):
+    population = active_population(settings, as_of)
+    with open_active_batches(settings.feature_tables_dir, as_of, 500, population=population) as (total, batches):
         read = pd.concat([b.to_pandas() for b in batches], ignore_index=True)
     assert total == len(read) == len(expected)
     assert read["customer_id"].tolist() == expected.tolist()  # the same customers, in customer_id order
@@ -178,7 +179,9 @@ def test_the_population_joined_in_duckdb_is_active_customers_less_the_cancelled(
 
 def test_the_active_batches_take_the_customers_one_way(engine):
     with pytest.raises(ValueError, match="either as ids .* or as a SELECT"):
-        with open_active_batches(engine.settings.feature_tables_dir, engine.as_of, customers=pd.Series(["1"]), population="SELECT '1'"):
+        with open_active_batches(
+            engine.settings.feature_tables_dir, engine.as_of, customers=pd.Series(["1"]), population="SELECT '1'"
+        ):
             pass
 
 
