@@ -1,6 +1,6 @@
 """How well and how fast the cell learner (`serving/learning.py`) learns, by prior weight and pooling.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/learning.py [--reps 60]
+    PYTHONPATH=. .venv/bin/python benchmarks/learning.py [--reps 60] [--weights 5,10,20,40]
 
 Synthetic ledgers at the product's campaign sizes, the packaged catalog's priors: 3 value
 segments x 7 actions, cells of 10 to 250 decided customers per campaign (a default run decides
@@ -8,7 +8,8 @@ about 470 customers in all), a fifth held out, churn probabilities Beta(2, 18) (
 model's calibration off by about 20 % per cell, Bernoulli outcomes. Two worlds:
 - "priors good": each action's true effect is its catalog prior +- 0.12, segments +- 0.1;
 - "priors wrong": true effects uniform on [-0.3, 0.6] whatever the catalog says, segments +- 0.1.
-For each prior weight (`learning.prior_churners`) and pooling (`learning.pool`):
+For each prior weight (`learning.prior_churners` and `learning.decision_churners` alike) and
+pooling (`learning.pool`):
 - coverage of the 95 % intervals of e, and the mean absolute error of what 'mean' mode decides
   with (theta_h - theta_t) against the truth (theta_h x e), after 1, 3 and 10 campaigns, beside
   the error of deciding on the catalog's priors;
@@ -39,7 +40,7 @@ from serving.policy import load_catalog
 
 CATALOG = load_catalog()
 SEGMENTS = ["low", "medium", "high"]
-SETTINGS = [(k, pool) for k in (5, 10, 20, 40) for pool in (False, True)]
+WEIGHTS = (5, 10, 20, 40)  # the prior weights measured by default (docs/benchmarks.md)
 
 
 def _world(rng: np.random.Generator, priors_good: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -68,10 +69,11 @@ def _campaign(rng: np.random.Generator, effect: np.ndarray, theta: np.ndarray, s
 
 
 def _learner(k: float, pool: bool):
-    return learner_for(CATALOG, LearningSettings(mode="mean", prior_churners=k, pool=pool))
+    # one weight for the report and the decisions: the rows measure what a prior worth k does to both
+    return learner_for(CATALOG, LearningSettings(mode="mean", prior_churners=k, decision_churners=k, pool=pool))
 
 
-def accuracy(reps: int) -> None:
+def accuracy(reps: int, settings: list[tuple[float, bool]]) -> None:
     print(f"coverage of 95 % intervals of e / |error| of the decision effect (priors' |error|), {reps} ledgers each")
     for priors_good in (True, False):
         for rounds in (1, 3, 10):
@@ -83,7 +85,7 @@ def accuracy(reps: int) -> None:
                 ledgers.append((effect.ravel(), (theta * effect).ravel(), cells))
             prior_error = np.mean([np.abs(np.tile(CATALOG.prior_effects, 3) - gain).mean() for _, gain, _ in ledgers])
             line = []
-            for k, pool in SETTINGS:
+            for k, pool in settings:
                 covered, error = [], []
                 for effect, gain, cells in ledgers:
                     summary = _learner(k, pool).fit(cells).summary()
@@ -107,12 +109,12 @@ def _advisor_rows(rng: np.random.Generator, effects: dict[str, float]) -> pd.Dat
     return pd.concat(parts)
 
 
-def harm_and_false_alarms(reps: int) -> None:
+def harm_and_false_alarms(reps: int, settings: list[tuple[float, bool]]) -> None:
     print("advisor_call (prior 0.3), 100 customers per cell and campaign:")
     for where in ("every segment", "one segment"):
         truth = {s: -0.3 if where == "every segment" or s == "high" else 0.3 for s in SEGMENTS}
         line = []
-        for k, pool in SETTINGS:
+        for k, pool in settings:
             turns = []
             for r in range(reps):
                 rng, rows = np.random.default_rng(r), []
@@ -125,7 +127,7 @@ def harm_and_false_alarms(reps: int) -> None:
             line.append(f"{np.median(turns):.0f}/{np.quantile(turns, 0.9):.0f}")
         print(f"  harm (-0.3) in {where:13}: campaigns until its mean effect < 0 (median/90 %): " + "  ".join(line))
     line = []
-    for k, pool in SETTINGS:
+    for k, pool in settings:
         flips = []
         for r in range(reps):
             rng, rows = np.random.default_rng(r), []
@@ -140,11 +142,16 @@ def harm_and_false_alarms(reps: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=60, help="ledgers per world and size")
+    parser.add_argument(
+        "--weights", default=",".join(str(k) for k in WEIGHTS),
+        help="prior weights (expected churners), each unpooled and pooled",
+    )
     args = parser.parse_args()
+    settings = [(float(k), pool) for k in args.weights.split(",") for pool in (False, True)]
     started = time.perf_counter()
-    print("columns: " + "  ".join(f"k={k}{' pooled' if pool else ''}" for k, pool in SETTINGS))
-    accuracy(args.reps)
-    harm_and_false_alarms(args.reps)
+    print("columns: " + "  ".join(f"k={k:g}{' pooled' if pool else ''}" for k, pool in settings))
+    accuracy(args.reps, settings)
+    harm_and_false_alarms(args.reps, settings)
     print(f"{time.perf_counter() - started:.0f} s")
 
 

@@ -174,8 +174,18 @@ class LearningSettings(Section):
     prior_churners: float = Field(
         20.0, gt=0,
         description="Expected churners each prior (the catalog's effect, and the model's calibration) is worth "
-        "in a segment x action cell. 20: one default campaign's outcomes do not outweigh it (a cell's holdout "
-        "sees a few to 15 churners), a few do (docs/benchmarks.md, 'Learning action effects').",
+        "in a segment x action cell of what is reported (`churn measure`'s learned effect, its 95 % interval and "
+        "the holdouts still needed). 20: one default campaign's outcomes do not outweigh it (a cell's holdout "
+        "sees a few to 15 churners), a few do, and the intervals cover the truth (docs/benchmarks.md, 'Learning "
+        "action effects').",
+    )
+    decision_churners: float = Field(
+        160.0, gt=0,
+        description="The same for what decisions use (the Thompson draws and 'mean' mode's posterior means). "
+        "Heavier than the report's, because a wrong sign read from a few churners costs money at every contact; "
+        "160: the best worst case against the catalog's priors of 20, 80 and 160 on the simulator's scenarios, "
+        "at the price of acting on a harm later (serving/learning.py; docs/benchmarks.md, 'Targeting strategies "
+        "on the simulator's scenarios').",
     )
     pool: bool = Field(
         True,

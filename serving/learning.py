@@ -14,22 +14,49 @@ contacted customers:
 theta_h is the cell's churn relative to the model's prediction (1 when the model is
 calibrated there), e the action's relative effect (contact multiplies churn by 1 - e;
 e < 0: contact drives customers away). theta_h and theta_t get independent conjugate
-Gamma priors centred on 1 and on 1 - (the catalog's prior effect), each worth
-`prior_churners` expected churners of exposure (shape = that x centre, rate = that), so
-their posteriors are Gamma(shape + y, rate + E).
+Gamma priors centred on 1 and on 1 - (the catalog's prior effect), each worth k expected
+churners of exposure (shape = k x centre, rate = k), so their posteriors are
+Gamma(shape + y, rate + E). The same outcomes are read twice, with two weights k: what is
+reported with `prior_churners` (`summary`: the effect, its interval, the holdouts needed;
+what `churn measure` shows), what the policy decides on with `decision_churners`
+(`cell_effects`, `effects`: the Thompson draws and 'mean' mode). Why two, below.
 
-Why a prior worth 20 expected churners (`learning.prior_churners`): at the product's campaign
-sizes (a default run decides ~470 customers, a fifth held out, churn of a few percent within
-the horizon) a cell's holdout sees 1-15 churners per campaign, and the effect of a cell with
-10 held-out churners is known to +-0.5 at best. A prior worth 5 lets those few churners turn
-a good action harmful in 9-12 % of cells within five campaigns, and its decisions' error is
-1.3-1.9x the catalog's when the catalog is about right; one worth 40 (unpooled) needs 6
-campaigns to see an action that harms, and its 95 % intervals cover the truth only 83-89 % of
-the time when the catalog is wrong. 20 with pooling finds a harm shown in every segment after
-1 campaign (90 %: 3) and in one segment after 2 (90 %: 7), turns a good action harmful in 3 %
-of cells, covers 97-99 %, and its error is at most 1.2x the catalog's when the catalog is
-right and 0.5-0.75x when it is wrong (benchmarks/learning.py, docs/benchmarks.md "Learning
-action effects").
+Why the report's prior is worth 20 expected churners (`learning.prior_churners`; until
+decisions got their own weight, theirs too): at the product's campaign sizes (a default run
+decides ~470 customers, a fifth held out, churn of a few percent within the horizon) a cell's
+holdout sees 1-15 churners per campaign, and the effect of a cell with 10 held-out churners is
+known to +-0.5 at best. A prior worth 5 lets those few churners turn a good action harmful in
+9-12 % of cells within five campaigns, and its decisions' error is 1.3-1.9x the catalog's when
+the catalog is about right; one worth 40 (unpooled) needs 6 campaigns to see an action that
+harms, and its 95 % intervals cover the truth only 83-89 % of the time when the catalog is
+wrong. 20 with pooling finds a harm shown in every segment after 1 campaign (90 %: 3) and in
+one segment after 2 (90 %: 7), turns a good action harmful in 3 % of cells, covers 97-99 %, and
+its error is at most 1.2x the catalog's when the catalog is right and 0.5-0.75x when it is
+wrong (benchmarks/learning.py, docs/benchmarks.md "Learning action effects").
+
+Why decisions use a heavier prior, worth 160 (`learning.decision_churners`). A decision acts
+on the sign and size of theta_h - theta_t at every contact of a campaign: when a cell's few
+churners happen to turn a good action's mean negative, the action is withdrawn from a whole
+segment, and when they flatter a poor one it is bought for every customer there; each contact
+pays for that until more outcomes undo it. A report should say what the data show, and a
+prior heavy enough to steady the decisions pulls its interval to the catalog: with one weight
+of 160 for both, the intervals covered the true cell effect in 155 of 184 cells (84 %) on the
+simulator's scenarios. So each gets its own weight; pooling works alike in both (each cell
+centred on its action's posterior over every segment, both with the same weight), and with no
+outcomes both give exactly the catalog's priors. On the simulator's four scenarios
+(benchmarks/policy.py, 3 seeds, 6 campaigns, docs/benchmarks.md "Targeting strategies on the
+simulator's scenarios") the learned policy against the priors policy, deciding with priors
+worth 20 / 80 / 160 and reporting at 20: priors right 0.65x / 0.85x / 0.98x, priors wrong -9
+turned into 110 / 240 / 344, heterogeneous 0.84x / 1.05x / 1.07x, lost causes 0.84x / 1.16x /
+1.02x (a x b read as a gain of that share of |b| when b < 0), the intervals covering 99-100 %
+of the cells; 160 is the weight with the best worst case of these three. What it costs: harm
+is acted on later. On the synthetic ledgers of benchmarks/learning.py (--weights 20,80,160,
+pooled), an action the catalog puts at +0.3 that truly drives 30 % more customers away turns
+negative in the decisions after 5 campaigns (90 %: 9) when every segment shows it, against 1
+(3) at 20, and after 13 (90 %: more than 20) when one segment does, against 2 (7); in
+exchange no action at its prior turns harmful within five campaigns (3 % of cells at 20), and the
+decisions' error is below the catalog's when it is about right (0.113-0.129 against 0.135) but
+above 20's when it is wrong (0.148-0.229 against 0.135-0.190).
 
 The interval of e is analytic: the ratio of two independent Gammas is a scaled F
 distribution (theta_t / theta_h = (a_t b_h) / (a_h b_t) F(2 a_t, 2 a_h) for shapes a, rates b),
@@ -46,12 +73,13 @@ per cell from its posterior. The draws are inverse-CDF draws of two uniform numb
 from (campaign, cell) (`churn.draws.uniform_draw`): the same campaign and the same outcomes
 give the same draw in a batch run and in the service, another campaign draws afresh, and a
 cell's draw does not depend on which other cells exist. A cell with few outcomes gets varied
-draws (so it is tried now and then); a well-measured one gets about its measured effect.
+draws (so it is tried now and then; how varied is the decision prior's weight's to say); a
+well-measured one gets about its measured effect.
 
 Pooling (`pool`, on by default): the contacted rate's prior of a cell is centred on 1 minus its
 action's effect over every segment (the ratio of the action's posterior means: its catalog
-prior, worth `prior_churners`, updated by all its outcomes) instead of on 1 minus the
-catalog's effect, still worth `prior_churners`. A cell then starts from what its action's
+prior, worth k, updated by all its outcomes) instead of on 1 minus the catalog's effect,
+still worth k (the report's and the decisions' k each). A cell then starts from what its action's
 other segments show: harm seen in one segment makes the others wary before they have
 outcomes of their own. The held-out prior stays centred on 1 (calibration is not pooled: it
 differs by segment). The cell's own outcomes count in the action's centre too; with a prior
@@ -63,7 +91,7 @@ Uplift metrics for rankings (Qini, uplift at k) are in `serving/measure.py`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -87,6 +115,26 @@ _MIN_RATE = 0.01
 _DRAWS_KEPT = 64
 # two-sided 5 % test at 80 % power: z_0.975 + z_0.8
 _Z_POWER = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
+
+
+class Gammas(NamedTuple):
+    """Gamma posteriors (shape, rate) of the contacted (t) and held-out (h) churn rates, per cell or per action.
+
+    In `effect_quantiles`' argument order.
+    """
+
+    shape_t: np.ndarray
+    rate_t: np.ndarray
+    shape_h: np.ndarray
+    rate_h: np.ndarray
+
+    def mean_prevented(self) -> np.ndarray:
+        """E[theta_h] - E[theta_t]: the churn a contact prevents per unit of predicted probability, on average."""
+        return self.shape_h / self.rate_h - self.shape_t / self.rate_t
+
+    def as_row(self) -> Gammas:
+        """Per-action posteriors as a one-row (1 x actions) table, the shape of `_summary_rows`' cells."""
+        return Gammas(*(v[None, :] for v in self))
 
 
 def outcome_cells(rows: pd.DataFrame) -> pd.DataFrame:
@@ -125,7 +173,10 @@ class CellEffects:
     Parameters
     - actions: action names, in catalog order (the effects matrix's columns)
     - priors: the catalog's prior effects, in the same order
-    - prior_churners: how many expected churners each prior is worth (> 0)
+    - prior_churners: how many expected churners each prior is worth in what `summary` reports
+      (the effect, its interval, the holdouts needed) (> 0)
+    - decision_churners: the same for what the policy decides with (`cell_effects`, `effects`,
+      `summary`'s decision_effect) (> 0); None: `prior_churners`
     - pool: centre each cell's prior on its action's posterior over every segment
     - mode: what `effects` gives: 'thompson' (one posterior draw per cell and campaign),
       'mean' (posterior means), 'priors' (the catalog's priors: nothing learned is used)
@@ -138,12 +189,14 @@ class CellEffects:
         prior_churners: float = 20.0,
         pool: bool = True,
         mode: Mode = "thompson",
+        decision_churners: float | None = None,
     ):
         self.actions = actions
         self.priors = priors
         self.prior_churners = prior_churners
         self.pool = pool
         self.mode = mode
+        self.decision_churners = decision_churners
 
     # ------------------------------------------------------------------ fitting
     def fit(self, cells: pd.DataFrame) -> CellEffects:
@@ -157,6 +210,8 @@ class CellEffects:
             raise DataError(f"CellEffects: mode must be 'thompson', 'mean' or 'priors'; got {self.mode!r}")
         if not self.prior_churners > 0:
             raise DataError(f"CellEffects: prior_churners must be above 0; got {self.prior_churners!r}")
+        if self.decision_churners is not None and not self.decision_churners > 0:
+            raise DataError(f"CellEffects: decision_churners must be above 0 (or None); got {self.decision_churners!r}")
         priors = np.asarray(self.priors, dtype=float)
         if len(priors) != len(self.actions):
             raise DataError(f"CellEffects: {len(self.actions)} actions but {len(priors)} prior effects")
@@ -176,26 +231,35 @@ class CellEffects:
         self.n_t_, self.n_h_ = sums["n_t"].astype(int), sums["n_h"].astype(int)
         self.y_t_, self.y_h_ = sums["churned_t"], sums["churned_h"]
         self.e_t_, self.e_h_ = sums["expected_t"], sums["expected_h"]
-        k = float(self.prior_churners)
-        prior_t = np.maximum(1 - priors, _MIN_RATE)
-        # the action over every segment: the catalog's prior updated by all its outcomes
-        self.action_shape_h_ = k + self.y_h_.sum(axis=0)
-        self.action_rate_h_ = k + self.e_h_.sum(axis=0)
-        self.action_shape_t_ = k * prior_t + self.y_t_.sum(axis=0)
-        self.action_rate_t_ = k + self.e_t_.sum(axis=0)
-        centre_h = np.ones(shape)
-        if self.pool:
-            pooled = (self.action_shape_t_ / self.action_rate_t_) / (self.action_shape_h_ / self.action_rate_h_)
-            centre_t = np.broadcast_to(np.maximum(pooled, _MIN_RATE), shape)
-        else:
-            centre_t = np.broadcast_to(prior_t, shape)
-        self.shape_h_, self.rate_h_ = k * centre_h + self.y_h_, k + self.e_h_
-        self.shape_t_, self.rate_t_ = k * centre_t + self.y_t_, k + self.e_t_
+        # the same outcomes, two weights of the priors: what is reported, and what is decided with
+        self.reported_, self.reported_action_ = self._posterior(float(self.prior_churners), priors)
+        decision_k = self.prior_churners if self.decision_churners is None else self.decision_churners
+        self.decision_, self.decision_action_ = self._posterior(float(decision_k), priors)
         self._draws_: dict[str, np.ndarray] = {}
         return self
 
+    def _posterior(self, k: float, priors: np.ndarray) -> tuple[Gammas, Gammas]:
+        """The Gamma posteriors of every cell and of every action over all segments, each prior worth `k` churners."""
+        prior_t = np.maximum(1 - priors, _MIN_RATE)
+        # the action over every segment: the catalog's prior updated by all its outcomes
+        action = Gammas(
+            shape_t=k * prior_t + self.y_t_.sum(axis=0), rate_t=k + self.e_t_.sum(axis=0),
+            shape_h=k + self.y_h_.sum(axis=0), rate_h=k + self.e_h_.sum(axis=0),
+        )
+        shape = self.y_h_.shape
+        centre_h = np.ones(shape)
+        if self.pool:
+            pooled = (action.shape_t / action.rate_t) / (action.shape_h / action.rate_h)
+            centre_t = np.broadcast_to(np.maximum(pooled, _MIN_RATE), shape)
+        else:
+            centre_t = np.broadcast_to(prior_t, shape)
+        cells = Gammas(
+            shape_t=k * centre_t + self.y_t_, rate_t=k + self.e_t_, shape_h=k * centre_h + self.y_h_, rate_h=k + self.e_h_
+        )
+        return cells, action
+
     def _check_fitted(self) -> None:
-        if not hasattr(self, "shape_h_"):
+        if not hasattr(self, "decision_"):
             raise DataError("CellEffects is not fitted yet; call fit first")
 
     @property
@@ -210,13 +274,14 @@ class CellEffects:
 
         'thompson': one posterior draw of theta_h - theta_t, fixed by (campaign, cell) and
         the posterior (needs `campaign`); 'mean': E[theta_h] - E[theta_t]; 'priors': the
-        catalog's prior effects.
+        catalog's prior effects. 'thompson' and 'mean' read the decision posterior (priors
+        worth `decision_churners`), not the reported one.
         """
         self._check_fitted()
         if self.mode == "priors":
-            values = np.broadcast_to(np.asarray(self.priors, dtype=float), self.shape_h_.shape)
+            values = np.broadcast_to(np.asarray(self.priors, dtype=float), self.y_h_.shape)
         elif self.mode == "mean":
-            values = self.shape_h_ / self.rate_h_ - self.shape_t_ / self.rate_t_
+            values = self.decision_.mean_prevented()
         else:
             if campaign is None:
                 raise DataError("CellEffects in 'thompson' mode draws per campaign; give the campaign id")
@@ -231,10 +296,11 @@ class CellEffects:
     def _draw(self, campaign: str) -> np.ndarray:
         """One draw of theta_h - theta_t per cell, by the inverse CDF of uniform numbers hashed from (campaign, cell)."""
         keys = np.array([f"{s}|{a}" for s in self.segments_ for a in self.actions], dtype=object)
-        u_h = uniform_draw(keys, campaign, purpose="effect-holdout").reshape(self.shape_h_.shape)
-        u_t = uniform_draw(keys, campaign, purpose="effect-treated").reshape(self.shape_h_.shape)
-        return stats.gamma.ppf(u_h, self.shape_h_, scale=1 / self.rate_h_) - stats.gamma.ppf(
-            u_t, self.shape_t_, scale=1 / self.rate_t_
+        post = self.decision_
+        u_h = uniform_draw(keys, campaign, purpose="effect-holdout").reshape(post.shape_h.shape)
+        u_t = uniform_draw(keys, campaign, purpose="effect-treated").reshape(post.shape_h.shape)
+        return stats.gamma.ppf(u_h, post.shape_h, scale=1 / post.rate_h) - stats.gamma.ppf(
+            u_t, post.shape_t, scale=1 / post.rate_t
         )
 
     def effects(self, scored: pd.DataFrame, campaign: str | None = None) -> np.ndarray:
@@ -257,7 +323,9 @@ class CellEffects:
         expected_treated, expected_holdout, effect (posterior median of the relative effect e),
         ci_low, ci_high (its 95 % interval), decision_effect (E[theta_h] - E[theta_t], what
         'mean' mode decides with), holdout_needed. The 'all' rows are the action's posterior
-        from its catalog prior and every outcome.
+        from its catalog prior and every outcome. effect, ci_low, ci_high and holdout_needed
+        are those of the reported posterior (priors worth `prior_churners`), decision_effect
+        that of the decision posterior (`decision_churners`).
 
         holdout_needed: how many more held-out outcomes would tell the cell's effect from
         zero at 80 % power, given the current estimate (e, theta_h), the cell's mean churn
@@ -270,13 +338,12 @@ class CellEffects:
             "n_treated": self.n_t_, "n_holdout": self.n_h_, "churned_treated": self.y_t_.astype(int),
             "churned_holdout": self.y_h_.astype(int), "expected_treated": self.e_t_, "expected_holdout": self.e_h_,
         }
-        posterior = (self.shape_t_, self.rate_t_, self.shape_h_, self.rate_h_)
-        action = (self.action_shape_t_, self.action_rate_t_, self.action_shape_h_, self.action_rate_h_)
+        everywhere = {name: values.sum(axis=0, keepdims=True) for name, values in cell.items()}
         frames = [
-            _summary_rows(self.segments_, self.actions, cell, posterior, holdout_share),
+            _summary_rows(self.segments_, self.actions, cell, self.reported_, self.decision_, holdout_share),
             _summary_rows(
-                [ALL_SEGMENTS], self.actions, {name: values.sum(axis=0, keepdims=True) for name, values in cell.items()},
-                tuple(v[None, :] for v in action), holdout_share,
+                [ALL_SEGMENTS], self.actions, everywhere, self.reported_action_.as_row(), self.decision_action_.as_row(),
+                holdout_share,
             ),
         ]
         return pd.concat([frames[1], frames[0]], ignore_index=True)
@@ -286,7 +353,8 @@ def learner_for(catalog: ActionCatalog, settings: LearningSettings | None = None
     """An unfitted `CellEffects` for the catalog's actions and priors, as `settings` (default: the defaults) say."""
     settings = settings or LearningSettings()
     return CellEffects(
-        catalog.names, catalog.prior_effects, prior_churners=settings.prior_churners, pool=settings.pool, mode=settings.mode
+        catalog.names, catalog.prior_effects, prior_churners=settings.prior_churners, pool=settings.pool,
+        mode=settings.mode, decision_churners=settings.decision_churners,
     )
 
 
@@ -323,14 +391,14 @@ def holdout_needed(
 
 
 def _summary_rows(
-    segments: list[str], actions: list[str], cell: dict[str, np.ndarray], posterior: tuple, holdout_share: float | None
+    segments: list[str], actions: list[str], cell: dict[str, np.ndarray], reported: Gammas, decision: Gammas,
+    holdout_share: float | None,
 ) -> pd.DataFrame:
-    shape_t, rate_t, shape_h, rate_h = posterior
-    low, median, high = (effect_quantiles(q, *posterior) for q in (0.025, 0.5, 0.975))
+    low, median, high = (effect_quantiles(q, *reported) for q in (0.025, 0.5, 0.975))
     n = cell["n_treated"] + cell["n_holdout"]
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_p = np.where(n > 0, (cell["expected_treated"] + cell["expected_holdout"]) / n, np.nan)
-    needed = holdout_needed(median, shape_h / rate_h, mean_p, cell["n_holdout"], holdout_share)
+    needed = holdout_needed(median, reported.shape_h / reported.rate_h, mean_p, cell["n_holdout"], holdout_share)
     needed = np.where((low > 0) | (high < 0), 0.0, needed)
     grid = {"segment": np.repeat(segments, len(actions)), "action": np.tile(actions, len(segments))}
     columns = {name: np.ravel(values) for name, values in cell.items()}
@@ -338,7 +406,7 @@ def _summary_rows(
         {
             **grid, **columns,
             "effect": median.ravel(), "ci_low": low.ravel(), "ci_high": high.ravel(),
-            "decision_effect": (shape_h / rate_h - shape_t / rate_t).ravel(),
+            "decision_effect": decision.mean_prevented().ravel(),
             "holdout_needed": needed.ravel(),
         }
     )
