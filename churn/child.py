@@ -28,7 +28,7 @@ from churn.processes import die_with_parent
 
 def frame_from_child(
     fn: Callable[..., tuple[pa.Table | Iterable[pa.Table], Any]], args: tuple, scratch: Path,
-    progress: Callable[[int, int], None] | None = None, lean: Collection[str] = (),
+    progress: Callable[[int, int], None] | None = None, lean_except: Collection[str] | None = None,
 ) -> tuple[pd.DataFrame, Any]:
     """`fn(*args)` in a spawned process; its table as a pandas frame, and the other value it returned.
 
@@ -37,8 +37,9 @@ def frame_from_child(
     at a time). The Arrow file lives in a temporary folder under `scratch` until it is read.
     A child that dies raises `concurrent.futures.process.BrokenProcessPool`. `progress`:
     called here with what `fn` reports through `report_progress(done, total)` in the child,
-    while it runs. `lean`: columns read as `lean_frame` reads them (float32 where that
-    holds every value exactly), batch by batch from the file.
+    while it runs. `lean_except`: read the file batch by batch as `lean_frame` reads it (number
+    columns as float32 where that holds every value exactly), but for these columns; None:
+    read it as it is.
     """
     scratch.mkdir(parents=True, exist_ok=True)
     context = multiprocessing.get_context("spawn")
@@ -52,27 +53,27 @@ def frame_from_child(
             if reports is not None:
                 _relay(future, reports, progress)
             extra = future.result()
-        if lean:
+        if lean_except is not None:
             with pa.OSFile(path) as source:
                 reader = pa.ipc.open_file(source)
                 batches = lambda: (reader.get_batch(i) for i in range(reader.num_record_batches))  # noqa: E731
-                return lean_frame(reader.schema, batches, lean), extra
+                return lean_frame(reader.schema, batches, lean_except), extra
         with pa.memory_map(path) as source:
             return pa.ipc.open_file(source).read_all().to_pandas(self_destruct=True), extra
 
 
-def lean_frame(schema: pa.Schema, batches: Callable[[], Iterator[pa.RecordBatch]], lean: Collection[str]) -> pd.DataFrame:
-    """A table as a pandas frame, its `lean` number columns as float32 where that loses nothing.
+def lean_frame(schema: pa.Schema, batches: Callable[[], Iterator[pa.RecordBatch]], keep: Collection[str] = ()) -> pd.DataFrame:
+    """A table as a pandas frame, its number columns as float32 where that loses nothing.
 
-    `batches()` yields the table's record batches (it is called twice). A number column among
-    `lean` (float or integer, nulls as NaN) whose every value is exactly a float32 (counts,
+    `batches()` yields the table's record batches (it is called twice). A number column (but
+    those in `keep`, read as they are; float or integer, nulls as NaN) whose every value is exactly a float32 (counts,
     days, flags: most features) becomes float32, any other float64: the same values, half the
     memory (a 1,000,000-customer training set has 14 M rows of 78 features: 8.7 GB as float64,
     which is how pandas holds an integer column with a null). Read batch by batch, twice
     (first to find those columns, then to fill arrays made once), so memory holds the frame and
     one batch, never a second copy of the table.
     """
-    floats = [n for n, t in zip(schema.names, schema.types) if n in lean and (pa.types.is_floating(t) or pa.types.is_integer(t))]
+    floats = [n for n, t in zip(schema.names, schema.types) if n not in keep and (pa.types.is_floating(t) or pa.types.is_integer(t))]
     narrow, rows = set(floats), 0
     for batch in batches():
         rows += batch.num_rows

@@ -166,8 +166,7 @@ def asof_features(
 
 
 def active_feature_batches(
-    tables_dir: Path, as_of: datetime, batch_rows: int = 200_000, partition: tuple[int, int] | None = None,
-    customers: pd.Series | None = None,
+    tables_dir: Path, as_of: datetime, batch_rows: int = 200_000, customers: pd.Series | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Features at `as_of` of every active customer, in chunks.
 
@@ -175,27 +174,25 @@ def active_feature_batches(
     DuckDB streams the join, so memory holds one chunk, not the population.
     `customers`: the active customers' ids (`features.store.active_customers`: the population
     depends on the data set's cancellations too, not only on its feature rows).
-    `partition=(k, n)` keeps one task's share: `hash(customer_id) % n == k`.
     """
-    for batch in active_arrow_batches(tables_dir, as_of, batch_rows, partition, customers):
+    for batch in active_arrow_batches(tables_dir, as_of, batch_rows, customers):
         yield batch.to_pandas()
 
 
 def active_arrow_batches(
-    tables_dir: Path, as_of: datetime, batch_rows: int = 200_000, partition: tuple[int, int] | None = None,
-    customers: pd.Series | None = None,
+    tables_dir: Path, as_of: datetime, batch_rows: int = 200_000, customers: pd.Series | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """`active_feature_batches` as Arrow record batches (for scoring without pandas)."""
     if customers is None:
         raise ValueError("the active customers must be given (features.store.active_customers)")
-    with open_active_batches(tables_dir, as_of, batch_rows, partition, customers=customers) as (_, batches):
+    with open_active_batches(tables_dir, as_of, batch_rows, customers=customers) as (_, batches):
         yield from batches
 
 
 @contextmanager
 def open_active_batches(
-    tables_dir: Path, as_of: datetime, batch_rows: int = 200_000, partition: tuple[int, int] | None = None,
-    customers: pd.Series | None = None, population: str | None = None,
+    tables_dir: Path, as_of: datetime, batch_rows: int = 200_000, customers: pd.Series | None = None,
+    population: str | None = None,
 ) -> Iterator[tuple[int, Iterator[pa.RecordBatch]]]:
     """How many customers are active at `as_of`, and their features as Arrow batches in customer_id order.
 
@@ -206,7 +203,7 @@ def open_active_batches(
     The active customers are given either as their ids (`customers`) or as a SELECT of one
     column, customer_id (`population`: `features.store.active_population`), which runs in the
     join's own DuckDB connection: the ids never go through pandas, and `total` is known before
-    the first batch. `partition=(k, n)` keeps one task's share: `hash(customer_id) % n == k`.
+    the first batch.
     """
     if (customers is None) == (population is None):
         raise ValueError("give the active customers either as ids (customers) or as a SELECT of them (population)")
@@ -221,11 +218,10 @@ def open_active_batches(
         if customers is not None:
             con.register("given", pd.DataFrame({"customer_id": pd.Series(customers).astype(str).to_numpy()}))
             population = "SELECT customer_id FROM given"
-        where = "true" if partition is None else f"hash(customer_id) % {partition[1]} = {partition[0]}"
         # a table: the population is computed once, counted, then joined
-        con.execute(f"CREATE TEMP TABLE active AS SELECT DISTINCT customer_id FROM ({population}) WHERE {where}")
+        con.execute(f"CREATE TEMP TABLE active AS SELECT DISTINCT customer_id FROM ({population})")
         ((total,),) = con.execute("SELECT count(*) FROM active").fetchall()
-        if partition is None and total == 0:
+        if total == 0:
             raise DataError(f"{views[0].path}: no customer has a snapshot at {stamp.isoformat()}; is as_of on a weekly snapshot?")
         # a relation, not a DB-API result: DuckDB hands its Arrow batches over without an extra copy
         reader = con.sql(f"{_at_query(views, 'active', stamp)} ORDER BY e.customer_id").to_arrow_reader(batch_rows)

@@ -156,13 +156,10 @@ def historical_features(
     the entity frame's own columns (labels) as they were.
     """
     chunk = chunk_rows or settings.offline.pit_chunk_rows
-    features = []
-    if lean:
-        features = [r.split(":", 1)[1] for r in feature_refs(feature_store(settings), services)]
-        features = [c for c in features if c not in entity_df.columns]
+    keep = list(entity_df.columns) if lean else None  # the entity frame's own columns (labels) as they are
     if len(entity_df) <= chunk:
         table = _joined(settings, entity_df, services, chunk, progress)
-        return lean_frame(table.schema, lambda: iter(table.to_batches()), features) if lean else table.to_pandas(self_destruct=True)
+        return lean_frame(table.schema, lambda: iter(table.to_batches()), keep) if lean else table.to_pandas(self_destruct=True)
     reported = [0]
 
     def relayed(done: int, total: int) -> None:
@@ -171,7 +168,7 @@ def historical_features(
 
     try:
         frame, _ = frame_from_child(
-            _joined_apart, (settings, entity_df, services, chunk), settings.data_dir / "scratch", relayed, lean=features
+            _joined_apart, (settings, entity_df, services, chunk), settings.data_dir / "scratch", relayed, lean_except=keep
         )
     except BrokenProcessPool as exc:
         raise DataError(
