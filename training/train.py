@@ -47,7 +47,7 @@ from training.backtest import fold_metrics
 from training.calibration import ProbabilityCalibrator
 from training.backtest import TrainingData, engine_model, held_out_predictions, summarize, training_data, training_end
 from training.baselines import Baselines, comparison
-from training.fits import fit_models, fit_on_cluster, fits_at_once
+from training.fits import fit_models, fit_on_cluster, fits_at_once, usable_cores
 from training.promote import (
     clv_model_name, churn_model_name, evaluation_fingerprint, held_out_tags, promote,
 )
@@ -305,16 +305,17 @@ def train(
             settings, contract, views["log_views"], training_end(settings, views), data.feature_names, data.categorical
         )
 
-    make = partial(engine_model, data)  # a new unfitted model per fit
     y = data.frame["churned"].to_numpy() if fit_labels is None else fit_labels
     # one model per evaluation split, and the model to register: independent fits, all at once
     rows = [train_rows for train_rows, _ in data.splits] + [data.final_rows]
     what = f"fit {len(rows)} models ({len(data.splits)} evaluation splits and the model to register)"
+    jobs = 1 if client is not None else fits_at_once(data.frame, rows, settings.training.n_jobs)
+    # a new unfitted model per fit; a refit of millions of rows gets the cores the fits side by side leave
+    make = partial(engine_model, data, refit_threads=1 if client is not None else max(1, usable_cores() // jobs))
     if client is not None:
         step(f"{what} on the Dask cluster")
         models, trained_on = fit_on_cluster(client, make(), data.frame, y, rows), "dask"
     else:
-        jobs = fits_at_once(data.frame, rows, settings.training.n_jobs)
         step(what, 0, len(rows))
         models = fit_models(make, data.frame, y, rows, jobs, progress=lambda done, total: step(what, done, total))
         trained_on = f"one machine, {jobs} fit(s) at a time"

@@ -51,6 +51,23 @@ def test_logs_are_searched_on_the_latest_cutoff_and_refitted():
     assert all(c["params"]["learning_rate"] == 0.05 for c in model.search_)
 
 
+def test_a_refit_on_more_than_refit_rows_grows_each_tree_on_a_random_share_of_them():
+    X, y = _frame(6_000, ["2024-01-07", "2024-02-04", "2024-03-03"])
+    names = ["x", "noise", "plan"]
+    every = AutoTunedModel(names, ["plan"], gap_days=28, search_patience=None, refit_rows=None).fit(X, y)
+    bagged = AutoTunedModel(names, ["plan"], gap_days=28, search_patience=None, refit_rows=1_000, refit_threads=2).fit(X, y)
+    assert bagged.search_ == every.search_  # the search never sees the refit's setting
+    # one Dataset binned for candidates of different min_data_in_leaf
+    assert len({c["params"]["min_data_in_leaf"] for c in bagged.search_[: bagged.ensemble]}) > 1
+    assert [b.current_iteration() for b in bagged.boosters_] == [b.current_iteration() for b in every.boosters_]
+    assert all(b.params["bagging_fraction"] == 1_000 / 6_000 and b.params["num_threads"] == 2 for b in bagged.boosters_)
+    assert all("bagging_fraction" not in b.params and b.params["num_threads"] == 1 for b in every.boosters_)
+    test, y_test = _frame(4_000, ["2024-03-03"], seed=1)
+    p_every, p_bagged = every.predict(test), bagged.predict(test)
+    assert not np.allclose(p_every, p_bagged)
+    assert roc_auc_score(y_test, p_bagged) > roc_auc_score(y_test, p_every) - 0.02
+
+
 def test_logs_without_a_cutoff_a_horizon_older_than_the_latest_are_refused():
     X, y = _frame(600, ["2024-02-25", "2024-03-03"])
     with pytest.raises(DataError, match="no training cutoff is 28 days older than the latest"):
