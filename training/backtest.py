@@ -253,12 +253,13 @@ def summarize(results: list[dict[str, float]]) -> dict[str, tuple[float, float]]
     return {k: (float(np.mean([r[k] for r in results])), float(np.std([r[k] for r in results]))) for k in results[0]}
 
 
-def engine_model(data: TrainingData, refit_threads: int = 1) -> AutoTunedModel:
+def engine_model(data: TrainingData, refit_rows: int | None = 1_000_000, refit_threads: int = 1) -> AutoTunedModel:
     """The engine's own churn model for `data`: validation `horizon_days` after its search data.
 
-    `refit_threads`: LightGBM threads of a refit on millions of rows (`AutoTunedModel.refit_rows`).
+    `refit_rows`, `refit_threads`: how a refit on millions of rows grows its trees (`AutoTunedModel`; setting `training.refit_rows`).
     """
     gap = 0 if data.contract.churn.definition == "label" else data.contract.churn.horizon_days
     return AutoTunedModel(
-        data.feature_names, data.categorical, gap_days=gap, refit_threads=refit_threads, seed=data.contract.evaluation.seed
+        data.feature_names, data.categorical, gap_days=gap, refit_rows=refit_rows, refit_threads=refit_threads,
+        seed=data.contract.evaluation.seed,
     )

@@ -311,7 +311,8 @@ def train(
     what = f"fit {len(rows)} models ({len(data.splits)} evaluation splits and the model to register)"
     jobs = 1 if client is not None else fits_at_once(data.frame, rows, settings.training.n_jobs)
     # a new unfitted model per fit; a refit of millions of rows gets the cores the fits side by side leave
-    make = partial(engine_model, data, refit_threads=1 if client is not None else max(1, usable_cores() // jobs))
+    threads = 1 if client is not None else max(1, usable_cores() // jobs)
+    make = partial(engine_model, data, refit_rows=settings.training.refit_rows, refit_threads=threads)
     if client is not None:
         step(f"{what} on the Dask cluster")
         models, trained_on = fit_on_cluster(client, make(), data.frame, y, rows), "dask"
