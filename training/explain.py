@@ -137,12 +137,13 @@ def reasons_from_records(records: list[dict], values: np.ndarray, names: list[st
             by_code[code] = by_code.get(code, 0.0) + float(value)
         reasons = []
         for code, total in sorted(by_code.items(), key=lambda kv: -kv[1])[:top]:
-            if total <= 0:
+            total = round(total, 4)
+            if total <= 0:  # lowers the risk, or too little to show at the reported precision
                 break
             members = [j for j, c in enumerate(codes) if c == code]
             strongest = names[max(members, key=lambda j: values[i, j])]
             reasons.append(
-                Reason(code=code, feature=strongest, text=_wording(strongest)[1](record), contribution=round(total, 4))
+                Reason(code=code, feature=strongest, text=_wording(strongest)[1](record), contribution=total)
             )
         out.append(reasons)
     return out

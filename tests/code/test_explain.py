@@ -36,6 +36,12 @@ def test_features_of_one_reason_add_up_and_risk_lowering_ones_are_left_out():
     assert reasons[2].text == "never answered an NPS survey"
 
 
+def test_a_reason_too_small_to_show_at_the_reported_precision_is_left_out():
+    # reported to 4 decimals: 0.00004 would read as a reason raising the risk by 0.0
+    reasons = reason_codes(pd.DataFrame([CUSTOMER]), _contrib(complaints_28d=0.4, last_nps=0.00004))[0]
+    assert [(r.code, r.contribution) for r in reasons] == [("complaints", 0.4)]
+
+
 def test_rows_must_line_up():
     with pytest.raises(ValueError, match="features has 2 rows but contrib has 1"):
         reason_codes(pd.DataFrame([CUSTOMER, CUSTOMER]), _contrib())
