@@ -165,8 +165,10 @@ class _Evaluation:
 
         - `oracle_model_p`: every customer's true effects, but the churn model's probability;
         - `cells_known`: each segment x action cell's true mean effect at the evaluation date (weighted
-          by untreated churn, as outcomes measure it) and the model's probability: the most that
-          learning per cell could reach with unlimited outcomes.
+          by untreated churn, as outcomes measure it) and the model's probability. In sample: the means
+          are taken over the very customers evaluated, few per cell, so they know part of those
+          customers' hidden effects and overstate what learning per cell could reach; out of sample
+          (cells measured on the campaigns' customers): `benchmarks/trait_ceiling.py --source rounds`.
         """
         p = self.scores["churn_probability"].to_numpy(dtype=float)
         clv = self.scores["clv"].to_numpy(dtype=float)
