@@ -37,7 +37,7 @@ from features.store import historical_features
 from training.dataset import sampled_customers, screen_features
 from training.evaluate import churn_metrics, expected_calibration_error
 from training.profit import empc
-from training.tuning import AutoTunedModel
+from training.tuning import REFIT_ROWS, AutoTunedModel
 
 METRICS = ("roc_auc", "pr_auc", "top_decile_lift")
 
@@ -253,7 +253,7 @@ def summarize(results: list[dict[str, float]]) -> dict[str, tuple[float, float]]
     return {k: (float(np.mean([r[k] for r in results])), float(np.std([r[k] for r in results]))) for k in results[0]}
 
 
-def engine_model(data: TrainingData, refit_rows: int | None = 1_000_000, refit_threads: int = 1) -> AutoTunedModel:
+def engine_model(data: TrainingData, refit_rows: int | None = REFIT_ROWS, refit_threads: int = 1) -> AutoTunedModel:
     """The engine's own churn model for `data`: validation `horizon_days` after its search data.
 
     `refit_rows`, `refit_threads`: how a refit on millions of rows grows its trees (`AutoTunedModel`; setting `training.refit_rows`).

@@ -105,6 +105,8 @@ CANDIDATES: tuple[dict, ...] = (
     {"num_leaves": 31, "min_data_in_leaf": 20},
 )
 _LEARNING_RATE = 0.05  # of every candidate, unless the snapshot search overrides it
+# rows above which a refit bags its trees (`AutoTunedModel.refit_rows`, setting `training.refit_rows`)
+REFIT_ROWS = 1_000_000
 # a candidate "pays" when its validation ROC AUC beats the best before it by at least this much
 MIN_GAIN = 0.0005
 _BASE = {
@@ -166,7 +168,7 @@ class AutoTunedModel:
         gap_days: int = 0,
         search_patience: int | None = 2,
         search_rows: int | None = 250_000,
-        refit_rows: int | None = 1_000_000,
+        refit_rows: int | None = REFIT_ROWS,
         refit_threads: int = 1,
         seed: int = 0,
     ):
@@ -262,21 +264,18 @@ class AutoTunedModel:
         growth = min(len(rows) / len(older), 1.5)
         # every row: a large matrix is made a batch at a time as LightGBM bins it (`model_input`)
         every_row = model_input(X, list(self.feature_names), self.categories_, rows)
-        if self.refit_rows is None or len(rows) <= self.refit_rows:
-            self.boosters_ = [
-                lgb.train(
-                    {**_BASE, **c["params"], "seed": self.seed},
-                    self._dataset(every_row, y),
-                    num_boost_round=max(1, round(c["rounds"] * growth)),
-                )
-                for c in self.search_[: self.ensemble]
-            ]
-            return
-        # binned once for every candidate: without LightGBM's feature pre-filter a Dataset is not bound to min_data_in_leaf
-        shared = self._dataset(every_row, y, {"feature_pre_filter": False, "verbosity": -1})
-        bagging = {"bagging_fraction": self.refit_rows / len(rows), "bagging_freq": 1, "num_threads": self.refit_threads}
+        shared, large = None, {}
+        if self.refit_rows is not None and len(rows) > self.refit_rows:
+            # binned once for every candidate (no pre-filter); each tree grown on `refit_rows` rows drawn anew
+            shared = self._dataset(every_row, y, {"feature_pre_filter": False, "verbosity": -1})
+            large = {"bagging_fraction": self.refit_rows / len(rows), "bagging_freq": 1, "num_threads": self.refit_threads}
         self.boosters_ = [
-            lgb.train({**_BASE, **c["params"], **bagging, "seed": self.seed}, shared, num_boost_round=max(1, round(c["rounds"] * growth)))
+            lgb.train(
+                {**_BASE, **c["params"], **large, "seed": self.seed},
+                # else a Dataset per candidate: LightGBM's feature pre-filter binds it to its min_data_in_leaf
+                shared if shared is not None else self._dataset(every_row, y),
+                num_boost_round=max(1, round(c["rounds"] * growth)),
+            )
             for c in self.search_[: self.ensemble]
         ]
 
